@@ -1,0 +1,1 @@
+"""The command line: the user's front door."""

@@ -1,0 +1,23 @@
+"""candlekeep.yaml → validated models. Errors name the file, the key path and the fix."""
+
+from candlekeep.config.loader import default_config_path, load_config, parse_config
+from candlekeep.config.models import (
+    CcxtSourceConfig,
+    Config,
+    DuckDBStoreConfig,
+    JobConfig,
+    SeriesConfig,
+    SimSourceConfig,
+)
+
+__all__ = [
+    "CcxtSourceConfig",
+    "Config",
+    "DuckDBStoreConfig",
+    "JobConfig",
+    "SeriesConfig",
+    "SimSourceConfig",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,195 @@
+"""Reading candlekeep.yaml: YAML, then ``${ENV}`` interpolation, then validation.
+
+Every error is a ConfigError naming the file, the key path (``sources.binance.exchange``),
+what is wrong and how to fix it, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from candlekeep.config.models import CcxtSourceConfig, Config
+from candlekeep.core.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("CANDLEKEEP_CONFIG", "candlekeep.yaml"))
+
+
+def _key(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _interpolate(node: Any, path: tuple[str | int, ...], file: str,
+                 env: Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*path, str(k)), file, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*path, i), file, env) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(file, _key(path), f"environment variable {name} is not set",
+                          f"export {name}=… or write ${{{name}:-default}}")
+
+    whole = _ENV.fullmatch(node)
+    value = _ENV.sub(sub, node)
+    if whole and value == "":
+        return "" if whole.group(2) is not None else value
+    return value
+
+
+def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("ccxt", "sim", "duckdb")))
+    key = _key(loc)
+    kind = err["type"]
+    msg = err["msg"].removeprefix("Value error, ")
+    fix = ""
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+        fix = "remove it or check its spelling"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind == "literal_error":
+        fix = msg.replace("Input should be", "use")
+        msg = f"invalid value {err.get('input')!r}"
+    elif kind == "union_tag_invalid":
+        fix = msg
+        msg = f"unknown type {err.get('input', {}).get('type')!r}" if isinstance(
+            err.get("input"), dict) else msg
+    elif kind == "union_tag_not_found":
+        msg = "needs a 'type' key"
+    return ConfigError(file, key, msg, fix)
+
+
+def parse_config(raw: Any, file: str, base_dir: Path,
+                 env: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-loaded YAML tree; relative paths resolve against ``base_dir``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", "the top level must be a mapping of keys",
+                          "see examples/candlekeep.yaml")
+    raw = _interpolate(raw, (), file, os.environ if env is None else env)
+    raw.setdefault("config_path", str(Path(file).resolve()) if file != "<string>" else None)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(exc, file, raw) from None
+    cfg = _resolve_paths(cfg, base_dir)
+    _check_references(cfg, file)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    file = Path(path) if path is not None else default_config_path()
+    if not file.exists():
+        raise ConfigError(str(file), "", "config file not found",
+                          "pass --config PATH, set CANDLEKEEP_CONFIG, or run 'candlekeep demo' "
+                          "for a working example")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(file), where, f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                          "check indentation and quoting") from None
+    return parse_config(raw, str(file), file.resolve().parent)
+
+
+def _resolve(base: Path, p: Path | str) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    data_dir = _resolve(base, cfg.data_dir)
+    stores = {
+        name: s.model_copy(update={"path": str(_resolve(base, s.path))})
+        if hasattr(s, "path") else s
+        for name, s in cfg.stores.items()
+    }
+    state = cfg.state
+    if state and state.startswith("sqlite:///") and not state.startswith("sqlite:////"):
+        rel = state.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            state = f"sqlite:///{_resolve(base, rel)}"
+    return cfg.model_copy(update={"data_dir": data_dir, "stores": stores, "state": state})
+
+
+def _check_references(cfg: Config, file: str) -> None:
+    if cfg.series and not cfg.stores:
+        raise ConfigError(file, "stores", "series are configured but no store is",
+                          "add e.g. stores: {main: {type: duckdb, path: data/candles.duckdb}}")
+    for name, src in cfg.sources.items():
+        if isinstance(src, CcxtSourceConfig):
+            _check_ccxt_exchange(file, f"sources.{name}.exchange", src.exchange)
+    for i, s in enumerate(cfg.series):
+        key = f"series[{i}]"
+        if s.source not in cfg.sources:
+            raise ConfigError(file, f"{key}.source", f"unknown source {s.source!r}",
+                              f"defined sources: {', '.join(cfg.sources) or 'none'}")
+        if s.store is not None and s.store not in cfg.stores:
+            raise ConfigError(file, f"{key}.store", f"unknown store {s.store!r}",
+                              f"defined stores: {', '.join(cfg.stores) or 'none'}")
+        if s.start is not None and s.end is not None and s.end <= s.start:
+            raise ConfigError(file, f"{key}.end", "end must be after start")
+        src = cfg.sources[s.source]
+        if isinstance(src, CcxtSourceConfig):
+            supported = ccxt_timeframes(src.exchange)
+            for j, tf in enumerate(s.timeframes):
+                if supported and tf not in supported:
+                    raise ConfigError(
+                        file, f"{key}.timeframes[{j}]",
+                        f"exchange {src.exchange!r} does not serve timeframe {tf!r}",
+                        f"it serves: {', '.join(sorted(supported, key=_tf_order))}")
+    names = [j.name for j in cfg.jobs]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(file, f"jobs[{i}].name", f"duplicate job name {name!r}",
+                              "job names must be unique")
+
+
+def _tf_order(tf: str) -> tuple[int, str]:
+    from candlekeep.core.timeframes import TIMEFRAMES
+    return (TIMEFRAMES.get(tf, 1 << 62), tf)
+
+
+def _check_ccxt_exchange(file: str, key: str, exchange: str) -> None:
+    import ccxt
+
+    if exchange not in ccxt.exchanges:
+        import difflib
+
+        close = difflib.get_close_matches(exchange, ccxt.exchanges, n=3)
+        fix = f"did you mean {', '.join(close)}?" if close else "see ccxt.exchanges for ids"
+        raise ConfigError(file, key, f"unknown CCXT exchange id {exchange!r}", fix)
+
+
+def ccxt_timeframes(exchange: str) -> set[str]:
+    import ccxt
+
+    cls = getattr(ccxt, exchange, None)
+    if cls is None:
+        return set()
+    tfs = cls().timeframes or {}
+    return set(tfs)

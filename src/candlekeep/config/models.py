@@ -1,0 +1,139 @@
+"""The configuration schema. Structure only: cross-references are checked by the loader."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+
+from candlekeep.core.timeframes import TIMEFRAMES
+from candlekeep.core.timeutil import parse_duration, to_ms
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written as ``30s``, ``10m``, ``4h``."""
+
+
+def _to_ms_or_none(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | str | date | datetime):
+        return to_ms(value)
+    return value
+
+
+EpochMs = Annotated[int, BeforeValidator(_to_ms_or_none)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DuckDBStoreConfig(_Model):
+    type: Literal["duckdb"]
+    path: str = "candles.duckdb"
+
+
+StoreConfig = Annotated[DuckDBStoreConfig, Field(discriminator="type")]
+
+
+class RateLimitConfig(_Model):
+    weight: int = Field(gt=0, description="weight budget per window")
+    window: Duration = 60.0
+
+
+class CcxtSourceConfig(_Model):
+    type: Literal["ccxt"]
+    exchange: str
+    market_type: Literal["spot", "swap", "future"] = "spot"
+    base_url: str | None = None
+    max_requests_per_second: float | None = Field(default=None, gt=0)
+    rate_limit: RateLimitConfig | None = None
+    timeout: Duration = 10.0
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+    password: SecretStr | None = None
+
+    @field_validator("api_key", "secret", "password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+
+class SimSourceConfig(_Model):
+    type: Literal["sim"]
+    seed: int = 7
+
+
+SourceConfig = Annotated[CcxtSourceConfig | SimSourceConfig, Field(discriminator="type")]
+
+
+class SeriesConfig(_Model):
+    source: str
+    symbols: list[str] = Field(min_length=1)
+    timeframes: list[str] = Field(min_length=1)
+    start: EpochMs | None = None
+    end: EpochMs | None = None
+    store: str | None = None
+
+    @field_validator("timeframes")
+    @classmethod
+    def _known_timeframes(cls, v: list[str]) -> list[str]:
+        bad = [tf for tf in v if tf not in TIMEFRAMES]
+        if bad:
+            raise ValueError(
+                f"unsupported timeframe {bad[0]!r}; valid: {', '.join(TIMEFRAMES)}")
+        return v
+
+
+class RetriesConfig(_Model):
+    attempts: int = Field(default=1, ge=1, le=100)
+    backoff: Duration = 30.0
+    max_backoff: Duration = 600.0
+
+
+class JobConfig(_Model):
+    name: str = Field(min_length=1)
+    type: str
+    schedule: str | None = None
+    description: str = ""
+    enabled: bool = True
+    timezone: str | None = None
+    misfire: Literal["catch_up", "coalesce", "skip"] = "coalesce"
+    misfire_grace: Duration | None = None
+    max_concurrent: int = Field(default=1, ge=1)
+    timeout: Duration | None = None
+    retries: RetriesConfig = RetriesConfig()
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(_Model):
+    """A whole candlekeep.yaml, with paths already resolved against its folder."""
+
+    config_path: Path | None = None
+    data_dir: Path = Path("data")
+    state: str | None = None
+    timezone: str = "UTC"
+    node: str | None = None
+    stores: dict[str, StoreConfig] = Field(default_factory=dict)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    series: list[SeriesConfig] = Field(default_factory=list)
+    jobs: list[JobConfig] = Field(default_factory=list)
+
+    @property
+    def state_url(self) -> str:
+        return self.state or f"sqlite:///{self.data_dir / 'state.db'}"
+
+    @property
+    def default_store(self) -> str | None:
+        return next(iter(self.stores), None)
+
+    def store_for(self, series: SeriesConfig) -> str:
+        name = series.store or self.default_store
+        assert name is not None, "validated: a series always has a store"
+        return name
+
+    def job(self, name: str) -> JobConfig | None:
+        return next((j for j in self.jobs if j.name == name), None)

@@ -1,0 +1,101 @@
+"""What a job type is, what it receives, and what it reports.
+
+The CLI and the scheduler run the same job types: ``candlekeep backfill …`` is
+``run(backfill, params)``, so a job behaves the same however it was started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from candlekeep.core.clock import Clock
+
+if TYPE_CHECKING:
+    from candlekeep.config.models import Config
+    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.state.db import StateDB
+
+
+class Params(BaseModel):
+    """Base for job parameter models: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class JobResult:
+    rows_written: int = 0
+    requests: int = 0
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def merge(self, other: JobResult) -> None:
+        self.rows_written += other.rows_written
+        self.requests += other.requests
+        self.warnings += other.warnings
+        self.errors += other.errors
+        self.artifacts += other.artifacts
+
+
+class ProgressSink(Protocol):
+    """Where a long job reports progress; the CLI shows Rich bars, the daemon ignores it."""
+
+    def start(self, key: str, total: int, description: str) -> None: ...
+    def advance(self, key: str, amount: int) -> None: ...
+    def finish(self, key: str) -> None: ...
+
+
+class NullProgress:
+    def start(self, key: str, total: int, description: str) -> None:
+        pass
+
+    def advance(self, key: str, amount: int) -> None:
+        pass
+
+    def finish(self, key: str) -> None:
+        pass
+
+
+@dataclass
+class JobContext:
+    runtime: Runtime
+    job_name: str
+    log: logging.Logger
+    dry_run: bool = False
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: ProgressSink = field(default_factory=NullProgress)
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def state(self) -> StateDB:
+        return self.runtime.state
+
+    @property
+    def clock(self) -> Clock:
+        return self.runtime.clock
+
+
+JobFn = Callable[[JobContext, Any], Awaitable[JobResult]]
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    params: type[Params]
+    run: JobFn
+    description: str = ""

@@ -1,0 +1,3 @@
+"""Importing this module registers every built-in job type."""
+
+from candlekeep.jobs import backfill, command, gaps, ingest  # noqa: F401

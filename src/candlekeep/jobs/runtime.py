@@ -1,0 +1,138 @@
+"""One process's live objects built from config: state DB, stores, sources, clock.
+
+Sources are shared per process (one CCXT instance per configured source) so that one rate
+budget governs every job that uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+
+from candlekeep.config.models import (
+    CcxtSourceConfig,
+    Config,
+    DuckDBStoreConfig,
+    SeriesConfig,
+    SimSourceConfig,
+)
+from candlekeep.core.clock import Clock, SystemClock
+from candlekeep.core.errors import ConfigError
+from candlekeep.core.series import SeriesKey
+from candlekeep.sources.base import Source
+from candlekeep.state.db import StateDB
+from candlekeep.stores.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPlan:
+    """A configured series with what jobs need to work on it."""
+
+    key: SeriesKey
+    store: str
+    start_ms: int | None
+    end_ms: int | None
+
+
+class Runtime:
+    def __init__(self, config: Config, clock: Clock | None = None, node: str | None = None):
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.node = node or config.node or f"{socket.gethostname()}:{os.getpid()}"
+        self._state: StateDB | None = None
+        self._stores: dict[str, Store] = {}
+        self._sources: dict[str, Source] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def state(self) -> StateDB:
+        if self._state is None:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            self._state = StateDB(self.config.state_url)
+        return self._state
+
+    def store(self, name: str) -> Store:
+        if name not in self._stores:
+            cfg = self.config.stores.get(name)
+            if cfg is None:
+                raise ConfigError(self._file, f"stores.{name}", "unknown store",
+                                  f"defined: {', '.join(self.config.stores)}")
+            self._stores[name] = _make_store(name, cfg)
+        return self._stores[name]
+
+    def source(self, name: str) -> Source:
+        if name not in self._sources:
+            cfg = self.config.sources.get(name)
+            if cfg is None:
+                raise ConfigError(self._file, f"sources.{name}", "unknown source",
+                                  f"defined: {', '.join(self.config.sources)}")
+            self._sources[name] = _make_source(name, cfg, self.clock)
+        return self._sources[name]
+
+    @property
+    def _file(self) -> str:
+        return str(self.config.config_path or "candlekeep.yaml")
+
+    def plans(
+        self,
+        source: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+    ) -> list[SeriesPlan]:
+        """The configured series, filtered; the same series listed twice appears once."""
+        seen: dict[SeriesKey, SeriesPlan] = {}
+        for s in self.config.series:
+            for sym in s.symbols:
+                for tf in s.timeframes:
+                    key = SeriesKey(s.source, sym, tf)
+                    if (source and key.source != source) or (symbol and sym != symbol) or (
+                        timeframe and tf != timeframe
+                    ):
+                        continue
+                    seen.setdefault(key, _plan(self.config, s, key))
+        return list(seen.values())
+
+    async def aclose(self) -> None:
+        for src in self._sources.values():
+            await src.close()
+        self._sources.clear()
+        for st in self._stores.values():
+            st.close()
+        self._stores.clear()
+        if self._state is not None:
+            self._state.dispose()
+
+
+def _plan(config: Config, s: SeriesConfig, key: SeriesKey) -> SeriesPlan:
+    return SeriesPlan(key, config.store_for(s), s.start, s.end)
+
+
+def _make_store(name: str, cfg: DuckDBStoreConfig) -> Store:
+    from candlekeep.stores.duckdb_store import DuckDBStore
+
+    return DuckDBStore(name, cfg.path)
+
+
+def _make_source(name: str, cfg: CcxtSourceConfig | SimSourceConfig, clock: Clock) -> Source:
+    if isinstance(cfg, SimSourceConfig):
+        from candlekeep.sources.sim_source import SimSource
+
+        return SimSource(name, seed=cfg.seed, clock=clock)
+    from candlekeep.sources.ccxt_source import CcxtSource
+
+    return CcxtSource(
+        name,
+        cfg.exchange,
+        market_type=cfg.market_type,
+        base_url=cfg.base_url,
+        api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
+        secret=cfg.secret.get_secret_value() if cfg.secret else None,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        max_requests_per_second=cfg.max_requests_per_second,
+        rate_limit=(cfg.rate_limit.weight, cfg.rate_limit.window) if cfg.rate_limit else None,
+        clock=clock,
+        timeout_s=cfg.timeout,
+        max_attempts=cfg.max_attempts,
+    )

@@ -1,0 +1,63 @@
+"""The contract every market-data source fulfils."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    symbol: str
+    active: bool = True
+    listing_ms: int | None = None
+    timeframes: tuple[str, ...] = ()
+
+
+@dataclass
+class SourceStats:
+    """Counters a job reads before and after its work to report what it cost."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rejected_replies: int = 0
+    weight_used: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Source(abc.ABC):
+    """An async market-data source.
+
+    ``fetch_candles`` returns only closed, validated candles in ``[start_ms, end_ms)``; it
+    paginates with ``page_limit`` candles per request, concurrently within the rate budget.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = SourceStats()
+
+    @abc.abstractmethod
+    async def markets(self) -> dict[str, MarketInfo]: ...
+
+    @abc.abstractmethod
+    def page_limit(self, timeframe: str) -> int:
+        """Candles per request that maximise candles per unit of rate-limit weight."""
+
+    @abc.abstractmethod
+    async def fetch_candles(
+        self, symbol: str, timeframe: str, start_ms: int, end_ms: int
+    ) -> pa.Table: ...
+
+    @abc.abstractmethod
+    async def first_candle_ms(self, symbol: str, timeframe: str, since_ms: int) -> int | None:
+        """Open time of the first candle at or after ``since_ms`` (listing probe)."""
+
+    def supported_timeframes(self) -> set[str] | None:
+        """Timeframes this source serves, or None when unknown until markets load."""
+        return None
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,321 @@
+"""Access to the state DB. Every process (daemon, CLI, API) may open it at any time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from candlekeep.core.series import SeriesKey
+from candlekeep.state import tables as t
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the daemon's writes
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    id: int
+    series: SeriesKey
+    gap_start: int
+    gap_end: int
+    detected_at: int
+    repaired_at: int | None
+    status: str
+    attempts: int
+    empty_attempts: int
+    last_error: str | None
+
+    def candles(self, tf_ms: int) -> int:
+        return (self.gap_end - self.gap_start) // tf_ms + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "source": self.series.source, "symbol": self.series.symbol,
+            "timeframe": self.series.timeframe, "gap_start": self.gap_start,
+            "gap_end": self.gap_end, "detected_at": self.detected_at,
+            "repaired_at": self.repaired_at, "status": self.status, "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    job: str
+    scheduled_for: int
+    attempt: int
+    node: str
+    trigger: str
+    started_at: int | None
+    finished_at: int | None
+    status: str
+    rows_written: int
+    requests: int
+    error: str | None
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+def _gap_row(r: Any) -> GapRow:
+    return GapRow(r.id, SeriesKey(r.source, r.symbol, r.timeframe), r.gap_start, r.gap_end,
+                  r.detected_at, r.repaired_at, r.status, r.attempts, r.empty_attempts,
+                  r.last_error)
+
+
+def _run_row(r: Any) -> RunRow:
+    return RunRow(r.id, r.job, r.scheduled_for, r.attempt, r.node, r.trigger, r.started_at,
+                  r.finished_at, r.status, r.rows_written, r.requests, r.error)
+
+
+class StateDB:
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(url)
+        t.metadata.create_all(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def ping_ms(self) -> float:
+        """Round-trip latency of a trivial query, for health banners."""
+        start = time.perf_counter()
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return (time.perf_counter() - start) * 1000
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def get_checkpoint(self, job: str, series: SeriesKey) -> int | None:
+        c = t.checkpoints.c
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(c.position).where(
+                    c.job == job, c.source == series.source, c.symbol == series.symbol,
+                    c.timeframe == series.timeframe,
+                )
+            ).scalar_one_or_none()
+
+    def set_checkpoint(self, job: str, series: SeriesKey, position: int, now_ms: int) -> None:
+        c = t.checkpoints.c
+        key = {"job": job, "source": series.source, "symbol": series.symbol,
+               "timeframe": series.timeframe}
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                t.checkpoints.update()
+                .where(c.job == job, c.source == series.source, c.symbol == series.symbol,
+                       c.timeframe == series.timeframe)
+                .values(position=position, updated_at=now_ms)
+            ).rowcount
+            if not updated:
+                conn.execute(t.checkpoints.insert().values(
+                    **key, position=position, updated_at=now_ms))
+
+    def clear_checkpoints(self, job: str, series: Iterable[SeriesKey] | None = None) -> None:
+        c = t.checkpoints.c
+        with self.engine.begin() as conn:
+            if series is None:
+                conn.execute(t.checkpoints.delete().where(c.job == job))
+                return
+            for s in series:
+                conn.execute(t.checkpoints.delete().where(
+                    c.job == job, c.source == s.source, c.symbol == s.symbol,
+                    c.timeframe == s.timeframe))
+
+    # -- gaps ----------------------------------------------------------------------------
+
+    def record_gap_scan(
+        self, scanned: Sequence[SeriesKey], found: pa.Table, now_ms: int
+    ) -> dict[str, int]:
+        """Reconcile the gaps table with a fresh scan of the ``scanned`` series.
+
+        New ranges are inserted ``open``; known ones keep their status and history (a
+        ``confirmed_empty`` gap stays so); an ``open`` or ``failed`` gap no longer found was
+        filled by someone (ingest, another repair) and becomes ``repaired``.
+        """
+        found_rows = found.select(
+            ["source", "symbol", "timeframe", "gap_start", "gap_end"]
+        ).to_pylist() if found.num_rows else []
+        found_keys = {}
+        for r in found_rows:
+            key = (r["source"], r["symbol"], r["timeframe"], _ms(r["gap_start"]))
+            found_keys[key] = _ms(r["gap_end"])
+        c = t.gaps.c
+        counts = {"new": 0, "known": 0, "closed": 0, "resized": 0}
+        scanned_set = set(scanned)
+        with self.engine.begin() as conn:
+            existing = conn.execute(sa.select(t.gaps)).fetchall()
+            known: dict[tuple[str, str, str, int], Any] = {}
+            to_close: list[int] = []
+            for r in existing:
+                if SeriesKey(r.source, r.symbol, r.timeframe) not in scanned_set:
+                    continue
+                k = (r.source, r.symbol, r.timeframe, r.gap_start)
+                known[k] = r
+                if k not in found_keys and r.status in ("open", "failed"):
+                    to_close.append(r.id)
+            if to_close:
+                conn.execute(t.gaps.update().where(c.id.in_(to_close)).values(
+                    status="repaired", repaired_at=now_ms))
+                counts["closed"] = len(to_close)
+            inserts = []
+            for k, gap_end in found_keys.items():
+                row = known.get(k)
+                if row is None:
+                    inserts.append({"source": k[0], "symbol": k[1], "timeframe": k[2],
+                                    "gap_start": k[3], "gap_end": gap_end,
+                                    "detected_at": now_ms, "status": "open", "attempts": 0,
+                                    "empty_attempts": 0})
+                    continue
+                counts["known"] += 1
+                if row.gap_end != gap_end or row.status == "repaired":
+                    # The hole shrank or reopened: what is missing now is what counts.
+                    counts["resized"] += 1
+                    values: dict[str, Any] = {"gap_end": gap_end}
+                    if row.status == "repaired":
+                        values.update(status="open", repaired_at=None, empty_attempts=0)
+                    if row.status == "confirmed_empty" and gap_end > row.gap_end:
+                        values.update(status="open", empty_attempts=0)
+                    conn.execute(t.gaps.update().where(c.id == row.id).values(**values))
+            if inserts:
+                conn.execute(t.gaps.insert(), inserts)
+                counts["new"] = len(inserts)
+        return counts
+
+    def list_gaps(
+        self,
+        status: str | Sequence[str] | None = None,
+        series: SeriesKey | None = None,
+        limit: int | None = None,
+    ) -> list[GapRow]:
+        c = t.gaps.c
+        q = sa.select(t.gaps).order_by(c.source, c.symbol, c.timeframe, c.gap_start)
+        if isinstance(status, str):
+            q = q.where(c.status == status)
+        elif status is not None:
+            q = q.where(c.status.in_(list(status)))
+        if series is not None:
+            q = q.where(c.source == series.source, c.symbol == series.symbol,
+                        c.timeframe == series.timeframe)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [_gap_row(r) for r in conn.execute(q)]
+
+    def update_gap(self, gap_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.gaps.update().where(t.gaps.c.id == gap_id).values(**values))
+
+    def gap_counts(self) -> dict[str, int]:
+        c = t.gaps.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.status, sa.func.count()).group_by(c.status))
+            return {r[0]: r[1] for r in rows}
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def start_run(
+        self, job: str, scheduled_for: int, node: str, now_ms: int, *, attempt: int = 1,
+        trigger: str = "schedule",
+    ) -> int | None:
+        """Claim a tick by inserting its run row; None when another process already has it."""
+        try:
+            with self.engine.begin() as conn:
+                res = conn.execute(t.runs.insert().values(
+                    job=job, scheduled_for=scheduled_for, attempt=attempt, node=node,
+                    trigger=trigger, started_at=now_ms, heartbeat_at=now_ms, status="running",
+                    rows_written=0, requests=0))
+                pk = res.inserted_primary_key
+                return int(pk[0]) if pk else None
+        except sa.exc.IntegrityError:
+            return None
+
+    def record_run(
+        self, job: str, scheduled_for: int, node: str, now_ms: int, status: str,
+        error: str | None = None, trigger: str = "schedule",
+    ) -> bool:
+        """A run that never started (skipped misfire, …); False if the tick was taken."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.runs.insert().values(
+                    job=job, scheduled_for=scheduled_for, attempt=1, node=node, trigger=trigger,
+                    started_at=now_ms, finished_at=now_ms, status=status, rows_written=0,
+                    requests=0, error=error))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    def finish_run(
+        self, run_id: int, status: str, now_ms: int, *, rows_written: int = 0,
+        requests: int = 0, error: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(
+                status=status, finished_at=now_ms, rows_written=rows_written,
+                requests=requests, error=error))
+
+    def heartbeat_runs(self, run_ids: Sequence[int], now_ms: int) -> None:
+        if not run_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(t.runs.update().where(t.runs.c.id.in_(list(run_ids))).values(
+                heartbeat_at=now_ms))
+
+    def list_runs(
+        self, job: str | None = None, since_ms: int | None = None,
+        status: str | None = None, limit: int | None = 200,
+    ) -> list[RunRow]:
+        c = t.runs.c
+        q = sa.select(t.runs).order_by(c.scheduled_for.desc(), c.attempt.desc())
+        if job is not None:
+            q = q.where(c.job == job)
+        if since_ms is not None:
+            q = q.where(c.scheduled_for >= since_ms)
+        if status is not None:
+            q = q.where(c.status == status)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [_run_row(r) for r in conn.execute(q)]
+
+
+def _ms(value: Any) -> int:
+    """Epoch ms from an Arrow-derived datetime or int."""
+    if isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)
