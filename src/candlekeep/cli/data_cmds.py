@@ -1,0 +1,208 @@
+"""Data commands: backfill, ingest, gaps scan/list/repair, coverage."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from candlekeep.cli import common
+from candlekeep.cli.common import console, friendly_errors, print_json
+from candlekeep.cli.progress import progress_for
+from candlekeep.core.timeutil import fmt_ms, to_ms
+from candlekeep.jobs.base import JobResult
+from candlekeep.jobs.coverage import coverage as compute_coverage
+from candlekeep.jobs.runner import build_params, execute
+from candlekeep.jobs.runtime import Runtime
+from candlekeep.state.tables import GAP_STATUSES
+
+gaps_app = typer.Typer(help="Find, list and repair missing candle ranges.", no_args_is_help=True)
+
+
+def _date(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return to_ms(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
+
+
+async def run_job(ctx: typer.Context, job_type: str, params: dict[str, Any], *,
+                  dry_run: bool = False, show_progress: bool = True) -> JobResult:
+    cfg = common.state(ctx).config()
+    p = build_params(job_type, {k: v for k, v in params.items() if v is not None})
+    rt = Runtime(cfg)
+    try:
+        with progress_for(console, show_progress) as prog:
+            return await execute(rt, job_type, p, dry_run=dry_run, progress=prog)
+    finally:
+        await rt.aclose()
+
+
+def report(result: JobResult, started: float, as_json: bool, what: str) -> None:
+    elapsed = time.monotonic() - started
+    if as_json:
+        print_json({"ok": result.ok, "rows_written": result.rows_written,
+                    "requests": result.requests, "errors": result.errors,
+                    "warnings": result.warnings, "details": result.details,
+                    "elapsed_s": round(elapsed, 3)})
+    else:
+        for w in result.warnings:
+            console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        for e in result.errors:
+            console.print(f"[red]error:[/] {e}", highlight=False)
+        plan = result.details.get("plan")
+        if plan:
+            for line in plan if isinstance(plan, list) else [plan]:
+                console.print(f"would fetch {line}", highlight=False)
+        status = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        console.print(f"{what}: {status} rows={result.rows_written} "
+                      f"requests={result.requests} in {elapsed:.1f}s", highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @friendly_errors
+    def backfill(
+        ctx: typer.Context,
+        source: str | None = typer.Option(None, "--source", help="Only this source."),
+        symbol: str | None = typer.Option(None, "--symbol", help="Only this symbol."),
+        timeframe: str | None = typer.Option(None, "--timeframe", help="Only this timeframe."),
+        start: str | None = typer.Option(None, "--start", help="From this date (UTC)."),
+        end: str | None = typer.Option(None, "--end", help="Up to this date (UTC)."),
+        restart: bool = typer.Option(False, "--restart/--resume",
+                                     help="Ignore checkpoints (default: resume)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be fetched."),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Fetch history of the configured series; resumes where it stopped."""
+        t0 = time.monotonic()
+        res = common.run(run_job(ctx, "backfill", {
+            "source": source, "symbol": symbol, "timeframe": timeframe,
+            "start": _date(start, "--start"), "end": _date(end, "--end"), "restart": restart,
+        }, dry_run=dry_run, show_progress=not as_json))
+        report(res, t0, as_json, "backfill")
+
+    @app.command()
+    @friendly_errors
+    def ingest(
+        ctx: typer.Context,
+        source: str | None = typer.Option(None, "--source"),
+        symbol: str | None = typer.Option(None, "--symbol"),
+        timeframe: str | None = typer.Option(None, "--timeframe"),
+        dry_run: bool = typer.Option(False, "--dry-run"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Fetch from each series' last stored candle up to the last closed one."""
+        t0 = time.monotonic()
+        res = common.run(run_job(ctx, "ingest", {
+            "source": source, "symbol": symbol, "timeframe": timeframe,
+        }, dry_run=dry_run, show_progress=not as_json))
+        report(res, t0, as_json, "ingest")
+
+    @gaps_app.command("scan")
+    @friendly_errors
+    def gaps_scan(
+        ctx: typer.Context,
+        source: str | None = typer.Option(None, "--source"),
+        symbol: str | None = typer.Option(None, "--symbol"),
+        timeframe: str | None = typer.Option(None, "--timeframe"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Find missing ranges inside each series' stored span (in the store, with SQL)."""
+        t0 = time.monotonic()
+        res = common.run(run_job(ctx, "gaps_scan", {
+            "source": source, "symbol": symbol, "timeframe": timeframe}, show_progress=False))
+        if not as_json:
+            d = res.details
+            console.print(f"gaps found={d.get('gaps', 0)} missing candles="
+                          f"{d.get('missing_candles', 0)} new={d.get('new', 0)} "
+                          f"closed={d.get('closed', 0)}", highlight=False)
+        report(res, t0, as_json, "gaps scan")
+
+    @gaps_app.command("list")
+    @friendly_errors
+    def gaps_list(
+        ctx: typer.Context,
+        status: str | None = typer.Option(None, "--status", help="|".join(GAP_STATUSES)),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Recorded gaps with their status and attempts."""
+        if status is not None and status not in GAP_STATUSES:
+            raise typer.BadParameter(f"use one of {', '.join(GAP_STATUSES)}",
+                                     param_hint="--status")
+        rt = Runtime(common.state(ctx).config())
+        rows = rt.state.list_gaps(status=status)
+        if as_json:
+            print_json([r.as_dict() | {"gap_start_iso": fmt_ms(r.gap_start),
+                                       "gap_end_iso": fmt_ms(r.gap_end)} for r in rows])
+            return
+        table = Table(title=f"gaps ({len(rows)})")
+        for col in ("series", "from", "to", "candles", "status", "attempts", "last error"):
+            table.add_column(col)
+        from candlekeep.core.timeframes import parse_timeframe
+
+        for r in rows:
+            table.add_row(str(r.series), fmt_ms(r.gap_start), fmt_ms(r.gap_end),
+                          str(r.candles(parse_timeframe(r.series.timeframe).ms)), r.status,
+                          str(r.attempts), (r.last_error or "")[:60])
+        console.print(table)
+
+    @gaps_app.command("repair")
+    @friendly_errors
+    def gaps_repair(
+        ctx: typer.Context,
+        max_gaps: int | None = typer.Option(None, "--max-gaps", min=1),
+        include_failed: bool = typer.Option(False, "--include-failed"),
+        dry_run: bool = typer.Option(False, "--dry-run"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Refetch open gaps; mark exchange-side holes confirmed_empty after two empty tries."""
+        t0 = time.monotonic()
+        res = common.run(run_job(ctx, "gaps_repair", {
+            "max_gaps": max_gaps, "include_failed": include_failed},
+            dry_run=dry_run, show_progress=not as_json))
+        if not as_json:
+            d = res.details
+            console.print(
+                f"gaps={d.get('gaps', 0)} windows={d.get('windows', 0)} "
+                f"repaired={d.get('repaired', 0)} still empty={d.get('still_empty', 0)} "
+                f"confirmed empty={d.get('confirmed_empty', 0)} partial={d.get('partial', 0)} "
+                f"errors={d.get('errors', 0)}", highlight=False)
+        report(res, t0, as_json, "gaps repair")
+
+    app.add_typer(gaps_app, name="gaps")
+
+    @app.command("coverage")
+    @friendly_errors
+    def coverage_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+        """Per series: first, last, stored, expected, missing, confirmed empty, coverage %."""
+        rt = Runtime(common.state(ctx).config())
+        try:
+            rows = compute_coverage(rt)
+        finally:
+            common.run(rt.aclose())
+        if as_json:
+            print_json([r.as_dict() for r in rows])
+            return
+        console.print(coverage_table(rows))
+
+
+def coverage_table(rows: list[Any]) -> Table:
+    table = Table(title="coverage")
+    for col, just in (("series", "left"), ("first", "left"), ("last", "left"),
+                      ("stored", "right"), ("expected", "right"), ("missing", "right"),
+                      ("confirmed empty", "right"), ("coverage %", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in rows:
+        pct = r.coverage_pct
+        color = "green" if pct >= 99.999 else ("yellow" if pct >= 99 else "red")
+        table.add_row(str(r.series), fmt_ms(r.first_ms), fmt_ms(r.last_ms), f"{r.stored:,}",
+                      f"{r.expected:,}", f"{r.missing:,}", f"{r.confirmed_empty:,}",
+                      f"[{color}]{pct:.3f}[/]")
+    return table

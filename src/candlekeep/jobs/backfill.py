@@ -1,0 +1,38 @@
+"""Backfill: history of the configured series from ``start`` (or listing) to now, resumable."""
+
+from __future__ import annotations
+
+from candlekeep.core.timeframes import parse_timeframe
+from candlekeep.jobs.base import JobContext, JobResult, Params
+from candlekeep.jobs.registry import job_type
+from candlekeep.jobs.sync import SyncRange, sync_all
+
+CHECKPOINT = "backfill"
+
+
+class BackfillParams(Params):
+    source: str | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+    start: int | None = None
+    end: int | None = None
+    restart: bool = False
+    concurrency: int = 4
+
+
+@job_type("backfill", BackfillParams, "History from start (or listing) to now; resumable.")
+async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
+    now = ctx.clock.now_ms()
+    plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)
+    if p.restart and not ctx.dry_run:
+        ctx.state.clear_checkpoints(CHECKPOINT, [pl.key for pl in plans])
+    ranges = []
+    for plan in plans:
+        tf = parse_timeframe(plan.key.timeframe)
+        start = p.start if p.start is not None else (plan.start_ms or 0)
+        end = min(x for x in (p.end, plan.end_ms, tf.floor(now)) if x is not None)
+        checkpoint = None if p.restart else ctx.state.get_checkpoint(CHECKPOINT, plan.key)
+        resume = checkpoint is not None and checkpoint > start
+        ranges.append(SyncRange(plan, checkpoint if resume else start, end,  # type: ignore[arg-type]
+                                probe_listing=not resume))
+    return await sync_all(ctx, ranges, CHECKPOINT, p.concurrency)

@@ -1,0 +1,33 @@
+"""Ingest: every configured series from its last stored candle to the last closed one."""
+
+from __future__ import annotations
+
+from candlekeep.core.timeframes import parse_timeframe
+from candlekeep.jobs.base import JobContext, JobResult, Params
+from candlekeep.jobs.registry import job_type
+from candlekeep.jobs.sync import SyncRange, sync_all
+
+CHECKPOINT = "ingest"
+
+
+class IngestParams(Params):
+    source: str | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+    concurrency: int = 8
+
+
+@job_type("ingest", IngestParams, "Latest closed candles for every configured series.")
+async def ingest(ctx: JobContext, p: IngestParams) -> JobResult:
+    now = ctx.clock.now_ms()
+    ranges = []
+    for plan in ctx.runtime.plans(p.source, p.symbol, p.timeframe):
+        tf = parse_timeframe(plan.key.timeframe)
+        store = ctx.runtime.store(plan.store)
+        latest = store.latest(plan.key)
+        end = tf.floor(now) if plan.end_ms is None else min(plan.end_ms, tf.floor(now))
+        if latest is not None:
+            ranges.append(SyncRange(plan, latest + tf.ms, end, probe_listing=False))
+        else:
+            ranges.append(SyncRange(plan, plan.start_ms or 0, end, probe_listing=True))
+    return await sync_all(ctx, ranges, CHECKPOINT, p.concurrency)
