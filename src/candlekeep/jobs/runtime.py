@@ -6,7 +6,6 @@ budget governs every job that uses it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from dataclasses import dataclass
@@ -37,14 +36,20 @@ class SeriesPlan:
 
 
 class Runtime:
-    def __init__(self, config: Config, clock: Clock | None = None, node: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        node: str | None = None,
+        sources: dict[str, Source] | None = None,
+    ) -> None:
+        """``sources`` replaces configured sources by name (tests, embedding)."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.node = node or config.node or f"{socket.gethostname()}:{os.getpid()}"
         self._state: StateDB | None = None
         self._stores: dict[str, Store] = {}
-        self._sources: dict[str, Source] = {}
-        self._lock = asyncio.Lock()
+        self._sources: dict[str, Source] = dict(sources or {})
 
     @property
     def state(self) -> StateDB:

@@ -1,0 +1,136 @@
+"""Backfill → ingest → gap scan → repair on the in-process sim, checked against its truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from candlekeep.core.clock import FakeClock
+from candlekeep.core.series import SeriesKey
+from candlekeep.core.timeframes import parse_timeframe
+from candlekeep.jobs.coverage import coverage
+from candlekeep.jobs.runner import build_params, execute
+from candlekeep.jobs.runtime import Runtime
+from candlekeep.sim.exchange import Hole, SimExchange, TransientSpec
+from tests.jobs.conftest import DAY, NOW, START, RuntimeFactory
+
+H = 3_600_000
+M = 60_000
+
+
+async def run(rt: Runtime, job: str, **params: Any) -> Any:
+    return await execute(rt, job, build_params(job, params))
+
+
+def stored_ts(rt: Runtime, key: SeriesKey) -> list[int]:
+    t = rt.store("main").read_candles(key)
+    return pc.cast(t["ts"], pa.int64()).to_pylist()
+
+
+def truth_ts(ex: SimExchange, key: SeriesKey, start: int = START, end: int = NOW) -> list[int]:
+    t = ex.expected(key.symbol, key.timeframe, start, end, source=key.source)
+    return pc.cast(t["ts"], pa.int64()).to_pylist()
+
+
+def exchange(**kw: Any) -> SimExchange:
+    kw.setdefault("holes", None)
+    kw.setdefault("transient", None)
+    return SimExchange(7, {"BTC/USDT": "2017-08-17", "ETH/USDT": "2017-08-17"},
+                       clock=FakeClock(NOW), **kw)
+
+
+async def test_full_pipeline_repairs_late_data_and_confirms_holes(
+    make_runtime: RuntimeFactory,
+) -> None:
+    hole = Hole(START + 5 * H, START + 5 * H + 30 * M)  # maintenance: 30 one-minute candles
+    ex = exchange(extra_holes=[hole], transient=TransientSpec(period_ms=6 * H, probability=1.0))
+    rt = make_runtime(ex, ["BTC/USDT", "ETH/USDT"], ["1m", "1h"])
+    res = await run(rt, "backfill")
+    assert res.ok and res.rows_written > 0
+    key = SeriesKey("sim", "BTC/USDT", "1m")
+    truth = truth_ts(ex, key)
+    first = stored_ts(rt, key)
+    assert set(first) < set(truth), "late data must be missing after the first fetch"
+
+    scan = await run(rt, "gaps_scan")
+    assert scan.details["gaps"] >= 2
+    await run(rt, "gaps_repair")
+    after_one = rt.state.list_gaps()
+    assert all(g.status in ("repaired", "open") for g in after_one)
+    await run(rt, "gaps_repair")
+
+    for sym in ("BTC/USDT", "ETH/USDT"):
+        for tf in ("1m", "1h"):
+            k = SeriesKey("sim", sym, tf)
+            got = stored_ts(rt, k)
+            want = [t for t in truth_ts(ex, k) if got[0] <= t <= got[-1]]
+            assert got == want, k
+    statuses = {(g.series, g.gap_start, g.gap_end): g.status for g in rt.state.list_gaps()}
+    assert statuses[(key, hole.start_ms, hole.end_ms - M)] == "confirmed_empty"
+    assert {s for s in statuses.values()} == {"repaired", "confirmed_empty"}
+    cov = {c.series: c for c in coverage(rt)}
+    assert cov[key].missing == 30 and cov[key].confirmed_empty == 30
+    assert all(c.coverage_pct == 100.0 for c in cov.values())
+    # Values match the exchange's exactly, not just the timestamps.
+    t = rt.store("main").read_candles(key)
+    want_t = ex.expected(key.symbol, key.timeframe, START, NOW, source="sim")
+    assert t.select(["ts", "open", "high", "low", "close", "volume"]).equals(
+        want_t.select(["ts", "open", "high", "low", "close", "volume"]))
+
+
+async def test_rerun_fetches_only_new_and_ingest_follows_time(
+    make_runtime: RuntimeFactory, clock: FakeClock
+) -> None:
+    ex = exchange()
+    rt = make_runtime(ex, ["BTC/USDT"], ["1m", "5m"])
+    first = await run(rt, "backfill")
+    again = await run(rt, "backfill")
+    assert first.rows_written == 2 * DAY // M + 13 * 60 + 17 + (2 * DAY + 13 * H + 15 * M) // (5 * M)
+    assert again.rows_written == 0 and again.requests == 0
+    clock.set(NOW + 10 * M)
+    ex.clock = clock  # the exchange's time moves with ours
+    ing = await run(rt, "ingest")
+    assert ing.rows_written == 10 + 2  # ten 1m candles, two 5m candles closed meanwhile
+    key = SeriesKey("sim", "BTC/USDT", "1m")
+    assert stored_ts(rt, key) == truth_ts(ex, key, end=NOW + 10 * M)
+
+
+async def test_listing_inside_range_is_not_a_gap(make_runtime: RuntimeFactory) -> None:
+    listing = START + DAY + 7 * H + 13 * M
+    ex = SimExchange(7, {"NEW/USDT": listing}, clock=FakeClock(NOW), holes=None, transient=None)
+    rt = make_runtime(ex, ["NEW/USDT"], ["1m", "1h"])
+    await run(rt, "backfill")
+    key = SeriesKey("sim", "NEW/USDT", "1m")
+    ts = stored_ts(rt, key)
+    assert ts[0] == listing
+    await run(rt, "gaps_scan")
+    assert rt.state.list_gaps() == []
+    span = rt.store("main").span(SeriesKey("sim", "NEW/USDT", "1h"))
+    assert span is not None and span.first_ms == parse_timeframe("1h").ceil(listing)
+
+
+async def test_bad_reply_stores_nothing_and_keeps_checkpoint(
+    make_runtime: RuntimeFactory,
+) -> None:
+    ex = exchange()
+    rt = make_runtime(ex, ["BTC/USDT"], ["1m"])
+    key = SeriesKey("sim", "BTC/USDT", "1m")
+    # Listing probe + one full chunk of 8 pages succeed; the next page is corrupt.
+    pages_ok = 1 + 8
+    for _ in range(pages_ok):
+        ex.force("slow", delay_s=0.0)
+    ex.force("high_low")
+    res = await run(rt, "backfill")
+    assert not res.ok and "high below" in res.errors[0]
+    ts = stored_ts(rt, key)
+    checkpoint = rt.state.get_checkpoint("backfill", key)
+    assert checkpoint == ts[-1] + M == START + 8 * 1000 * M
+    assert len(ts) == 8000 and ts == truth_ts(ex, key)[:8000]
+    history = rt.state.list_runs("backfill")
+    assert history[0].status == "failed" and "high below" in (history[0].error or "")
+    # The rerun resumes at the checkpoint and completes the series.
+    res = await run(rt, "backfill")
+    assert res.ok
+    assert stored_ts(rt, key) == truth_ts(ex, key)
