@@ -108,14 +108,15 @@ async def test_listing_inside_range_is_not_a_gap(make_runtime: RuntimeFactory) -
     await run(rt, "gaps_scan")
     assert rt.state.list_gaps() == []
     span = rt.store("main").span(SeriesKey("sim", "NEW/USDT", "1h"))
-    assert span is not None and span.first_ms == parse_timeframe("1h").ceil(listing)
+    assert span is not None and span.first_ms == parse_timeframe("1h").floor(listing)
 
 
 async def test_bad_reply_stores_nothing_and_keeps_checkpoint(
     make_runtime: RuntimeFactory,
 ) -> None:
     ex = exchange()
-    rt = make_runtime(ex, ["BTC/USDT"], ["1m"])
+    start = START - 8 * DAY  # ~15 pages: the probe, a chunk of 8 pages, then the bad one
+    rt = make_runtime(ex, ["BTC/USDT"], ["1m"], start=start)
     key = SeriesKey("sim", "BTC/USDT", "1m")
     # Listing probe + one full chunk of 8 pages succeed; the next page is corrupt.
     pages_ok = 1 + 8
@@ -126,11 +127,11 @@ async def test_bad_reply_stores_nothing_and_keeps_checkpoint(
     assert not res.ok and "high below" in res.errors[0]
     ts = stored_ts(rt, key)
     checkpoint = rt.state.get_checkpoint("backfill", key)
-    assert checkpoint == ts[-1] + M == START + 8 * 1000 * M
-    assert len(ts) == 8000 and ts == truth_ts(ex, key)[:8000]
+    assert checkpoint == ts[-1] + M == start + 8 * 1000 * M
+    assert len(ts) == 8000 and ts == truth_ts(ex, key, start)[:8000]
     history = rt.state.list_runs("backfill")
     assert history[0].status == "failed" and "high below" in (history[0].error or "")
     # The rerun resumes at the checkpoint and completes the series.
     res = await run(rt, "backfill")
     assert res.ok
-    assert stored_ts(rt, key) == truth_ts(ex, key)
+    assert stored_ts(rt, key) == truth_ts(ex, key, start)

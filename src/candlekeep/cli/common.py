@@ -20,8 +20,9 @@ from candlekeep.config.models import Config
 from candlekeep.core.errors import CandlekeepError
 from candlekeep.logs import setup_logging
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets room for wide tables instead of Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 P = ParamSpec("P")
 T = TypeVar("T")

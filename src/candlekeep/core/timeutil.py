@@ -31,6 +31,8 @@ def to_ms(value: str | date | datetime | int) -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
+        if text.isdigit():
+            return int(text)  # epoch milliseconds, as scripts pass them
         if text.lower() == "now":
             return int(datetime.now(UTC).timestamp() * 1000)
         try:

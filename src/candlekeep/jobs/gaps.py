@@ -163,11 +163,9 @@ async def _repair_window(ctx: JobContext, plan: SeriesPlan, w: _Window, res: Job
     source = ctx.runtime.source(w.key.source)
     store = ctx.runtime.store(plan.store)
     now = ctx.clock.now_ms()
-    before = source.stats.requests
     try:
         batch = await source.fetch_candles(w.key.symbol, w.key.timeframe, w.start, w.end + tf.ms)
     except SourceError as exc:
-        res.requests += source.stats.requests - before
         ctx.log.warning("repair series=%s window=%s error=%s", w.key, fmt_ms(w.start), exc)
         for g in w.gaps:
             status = "failed" if g.attempts + 1 >= FAIL_AFTER_ERRORS else g.status
@@ -176,7 +174,6 @@ async def _repair_window(ctx: JobContext, plan: SeriesPlan, w: _Window, res: Job
             counts["errors"] += 1
         res.warnings.append(f"{w.key}: repair failed: {exc}")
         return
-    res.requests += source.stats.requests - before
     if batch.num_rows:
         res.rows_written += await asyncio.to_thread(store.upsert_candles, batch)
     ts = pc.cast(batch["ts"], pa.int64()).to_numpy() if batch.num_rows else None

@@ -12,6 +12,7 @@ from candlekeep.core.errors import CandlekeepError, ConfigError
 from candlekeep.jobs.base import JobContext, JobResult, NullProgress, Params, ProgressSink
 from candlekeep.jobs.registry import get_job_type, job_types
 from candlekeep.jobs.runtime import Runtime
+from candlekeep.sources.base import metered
 
 
 def build_params(job_type: str, params: dict[str, Any], where: str = "params") -> Params:
@@ -52,7 +53,9 @@ async def execute(
         now = rt.clock.now_ms()
         run_id = rt.state.start_run(name, now, rt.node, now, trigger="manual")
     try:
-        result = await jt.run(ctx, params)
+        with metered() as meter:
+            result = await jt.run(ctx, params)
+        result.requests = meter.requests
     except BaseException as exc:
         if run_id is not None:
             status = "cancelled" if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt) \

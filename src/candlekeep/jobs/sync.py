@@ -38,7 +38,6 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
     tf = parse_timeframe(key.timeframe)
     source = ctx.runtime.source(key.source)
     store = ctx.runtime.store(plan.store)
-    before = source.stats.requests
     cursor, end = tf.ceil(rng.start_ms), rng.end_ms
     progress_key = str(key)
     try:
@@ -77,7 +76,6 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
         ctx.log.error("series=%s failed at=%s error=%s", key, fmt_ms(cursor), exc)
         res.errors.append(f"{key}: {exc}")
     finally:
-        res.requests += source.stats.requests - before
         ctx.progress.finish(progress_key)
     return res
 
