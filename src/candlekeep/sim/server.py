@@ -1,0 +1,351 @@
+"""The simulated exchange over HTTP, speaking Binance's spot and USDⓈ-M futures REST format.
+
+Real CCXT code runs against it unchanged (only its base URL is swapped), so the CCXT source
+is tested through the same parsing, signing and error mapping it uses in production.
+Handlers are plain Starlette endpoints that format JSON by hand: the server is benchmarked
+at tens of requests per second on two cores and must not be the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from candlekeep.core.clock import Clock
+from candlekeep.core.timeframes import DAY_MS, TIMEFRAMES
+from candlekeep.sim.exchange import (
+    Admission,
+    Api,
+    Faults,
+    HoleSpec,
+    SimExchange,
+    TransientSpec,
+    fapi_klines_weight,
+    spot_klines_weight,
+)
+from candlekeep.sim.generator import CandleArrays
+
+log = logging.getLogger("candlekeep.sim")
+
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+SPOT_MAX_LIMIT = 1000
+FAPI_MAX_LIMIT = 1500
+EXCHANGE_INFO_WEIGHT = {"spot": 20, "fapi": 1}
+
+
+def _json(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def _error(code: int, msg: str, status: int, headers: dict[str, str]) -> Response:
+    return _json(json.dumps({"code": code, "msg": msg}), status, headers)
+
+
+def _interval_label(window_s: float) -> tuple[str, int]:
+    seconds = max(1, round(window_s))
+    if seconds % 86400 == 0:
+        return "DAY", seconds // 86400
+    if seconds % 60 == 0:
+        return "MINUTE", seconds // 60
+    return "SECOND", seconds
+
+
+def _strings(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def format_klines(arrays: CandleArrays, tf_ms: int) -> str:
+    """The 12-field kline arrays, numbers as strings the way Binance sends them.
+
+    Built column-wise by Arrow's string kernels (shortest round-trip float text), about
+    three times faster than formatting 12,000 values in Python.
+    """
+    if len(arrays) == 0:
+        return "[]"
+    a = arrays
+    rows = pc.binary_join_element_wise(
+        _strings(a.ts), ',"', _strings(a.open), '","', _strings(a.high), '","',
+        _strings(a.low), '","', _strings(a.close), '","', _strings(a.volume), '",',
+        _strings(a.ts + (tf_ms - 1)), ',"', _strings(a.quote_volume), '",',
+        _strings(a.trades), ',"', _strings(np.round(a.volume * 0.5, 5)), '","',
+        _strings(np.round(a.quote_volume * 0.5, 4)), '","0"', "",
+    )
+    return "[[" + "],[".join(rows.to_pylist()) + "]]"
+
+
+class SimServerApp:
+    """Routes and per-request bookkeeping; one instance per served exchange."""
+
+    def __init__(self, exchange: SimExchange) -> None:
+        self.exchange = exchange
+        routes = [
+            Route("/api/v3/ping", self._endpoint("spot", "ping", self.ping)),
+            Route("/api/v3/time", self._endpoint("spot", "time", self.time)),
+            Route("/api/v3/exchangeInfo", self._endpoint("spot", "exchangeInfo", self.info)),
+            Route("/api/v3/klines", self._endpoint("spot", "klines", self.klines)),
+            Route("/fapi/v1/ping", self._endpoint("fapi", "ping", self.ping)),
+            Route("/fapi/v1/time", self._endpoint("fapi", "time", self.time)),
+            Route("/fapi/v1/exchangeInfo", self._endpoint("fapi", "exchangeInfo", self.info)),
+            Route("/fapi/v1/klines", self._endpoint("fapi", "klines", self.klines)),
+        ]
+        self.app = Starlette(routes=routes)
+
+    def _endpoint(
+        self,
+        api: Api,
+        name: str,
+        handler: Callable[[Api, Request, Admission, dict[str, str]], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            weight = self._weight(api, name, request)
+            adm = self.exchange.admit(api, name, weight)
+            headers = {WEIGHT_HEADER: str(adm.used_weight)}
+            if adm.status in (429, 418):
+                headers["Retry-After"] = str(adm.retry_after_s or 1)
+                msg = ("Way too much request weight used; IP banned until later."
+                       if adm.status == 418
+                       else "Too much request weight used; please use the websocket for "
+                            "live updates to avoid polling the API.")
+                return _error(-1003, msg, adm.status, headers)
+            if adm.status >= 500:
+                return _error(-1001, "Internal error; unable to process your request. "
+                              "Please try again.", adm.status, headers)
+            if adm.delay_s > 0:
+                await asyncio.sleep(adm.delay_s)
+            response = await handler(api, request, adm, headers)
+            if adm.truncate and response.status_code == 200:
+                body = bytes(response.body)
+                return Response(body[: max(1, len(body) // 2)], status_code=200,
+                                headers=headers, media_type="application/json")
+            return response
+
+        return endpoint
+
+    def _weight(self, api: Api, name: str, request: Request) -> int:
+        if name == "exchangeInfo":
+            return EXCHANGE_INFO_WEIGHT[api]
+        if name != "klines":
+            return 1
+        if api == "spot":
+            return spot_klines_weight(0)
+        try:
+            limit = int(request.query_params.get("limit", "500"))
+        except ValueError:
+            limit = 500
+        return fapi_klines_weight(limit)
+
+    async def ping(self, api: Api, request: Request, adm: Admission,
+                   headers: dict[str, str]) -> Response:
+        return _json("{}", headers=headers)
+
+    async def time(self, api: Api, request: Request, adm: Admission,
+                   headers: dict[str, str]) -> Response:
+        return _json(f'{{"serverTime":{self.exchange.clock.now_ms()}}}', headers=headers)
+
+    async def info(self, api: Api, request: Request, adm: Admission,
+                   headers: dict[str, str]) -> Response:
+        return _json(json.dumps(exchange_info(self.exchange, api)), headers=headers)
+
+    async def klines(self, api: Api, request: Request, adm: Admission,
+                     headers: dict[str, str]) -> Response:
+        q = request.query_params
+        market_id = q.get("symbol")
+        interval = q.get("interval")
+        if not market_id:
+            return _error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
+                          "or malformed.", 400, headers)
+        if not interval:
+            return _error(-1102, "Mandatory parameter 'interval' was not sent, was "
+                          "empty/null, or malformed.", 400, headers)
+        try:
+            limit = int(q.get("limit", "500"))
+            start = int(q["startTime"]) if "startTime" in q else None
+            end = int(q["endTime"]) if "endTime" in q else None
+        except ValueError:
+            return _error(-1100, "Illegal characters found in a parameter.", 400, headers)
+        max_limit = SPOT_MAX_LIMIT if api == "spot" else FAPI_MAX_LIMIT
+        if limit < 1 or limit > max_limit:
+            return _error(-1130, "Invalid data sent for a parameter.", 400, headers)
+        market = self.exchange.market_by_id(api, market_id)
+        if market is None:
+            return _error(-1121, "Invalid symbol.", 400, headers)
+        if interval not in TIMEFRAMES:
+            return _error(-1120, "Invalid interval.", 400, headers)
+        if start is not None and end is not None and start > end:
+            return _error(-1023, "Start time is greater than end time.", 400, headers)
+        arrays = self.exchange.klines(market.symbol, interval, start, end, limit,
+                                      corrupt=adm.corrupt)
+        return _json(format_klines(arrays, TIMEFRAMES[interval]), headers=headers)
+
+
+def exchange_info(exchange: SimExchange, api: Api) -> dict[str, Any]:
+    """exchangeInfo with the fields CCXT's binance parse_market reads."""
+    now = exchange.clock.now_ms()
+    interval, num = _interval_label(exchange.faults.window_s)
+    symbols: list[dict[str, Any]] = []
+    for m in exchange.markets(api):
+        tick = f"{10.0 ** -m.price_decimals:.{m.price_decimals}f}"
+        filters: list[dict[str, Any]] = [
+            {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000",
+             "tickSize": tick},
+            {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+             "stepSize": "0.00001000"},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000",
+             "maxQty": "100.00000000", "stepSize": "0.00000000"},
+        ]
+        listed = m.listing_ms <= now
+        if api == "spot":
+            filters.append({"filterType": "NOTIONAL", "minNotional": "5.00000000",
+                            "applyMinToMarket": True, "maxNotional": "9000000.00000000",
+                            "applyMaxToMarket": False, "avgPriceMins": 5})
+            symbols.append({
+                "symbol": m.market_id, "status": "TRADING" if listed else "PRE_TRADING",
+                "baseAsset": m.base, "baseAssetPrecision": 8, "quoteAsset": m.quote,
+                "quotePrecision": 8, "quoteAssetPrecision": 8,
+                "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+                "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT",
+                               "TAKE_PROFIT_LIMIT"],
+                "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+                "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
+                "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False, "filters": filters, "permissions": [],
+                "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+                "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER",
+                                                    "EXPIRE_BOTH"],
+            })
+        else:
+            filters.append({"filterType": "MIN_NOTIONAL", "notional": "5"})
+            symbols.append({
+                "symbol": m.market_id, "pair": m.market_id, "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000, "onboardDate": m.listing_ms,
+                "status": "TRADING" if listed else "PENDING_TRADING",
+                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+                "baseAsset": m.base, "quoteAsset": m.quote, "marginAsset": m.quote,
+                "pricePrecision": m.price_decimals, "quantityPrecision": 3,
+                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
+                "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
+                "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+                "filters": filters, "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+            })
+    limit = exchange.weight_limit(api)
+    rate_limits = [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": interval, "intervalNum": num,
+         "limit": limit},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+        {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+    ]
+    if api == "spot":
+        rate_limits.append({"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE",
+                            "intervalNum": 5, "limit": 61000})
+    return {"timezone": "UTC", "serverTime": now, "rateLimits": rate_limits,
+            "exchangeFilters": [], "symbols": symbols}
+
+
+def create_app(exchange: SimExchange) -> Starlette:
+    return SimServerApp(exchange).app
+
+
+def _uvicorn_server(exchange: SimExchange, host: str, port: int) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(create_app(exchange), host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="off", loop="asyncio")
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
+                  port: int = 0) -> Iterator[str]:
+    """Serve ``exchange`` from a background thread; yields ``http://host:port``.
+
+    The socket is bound here, before the thread starts, so the port is known at once and a
+    port of 0 picks a free one. Returns only after uvicorn reports it is serving.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(256)
+    bound_port = sock.getsockname()[1]
+    server = _uvicorn_server(exchange, host, bound_port)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # surfaced to the waiting caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"sim-server-{bound_port}", daemon=True)
+    thread.start()
+    ready = threading.Event()
+    while not ready.wait(0.005):
+        if server.started:
+            ready.set()
+        elif failure or not thread.is_alive():
+            sock.close()
+            raise RuntimeError(f"sim server failed to start: {failure[:1]!r}")
+    try:
+        yield f"http://{host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def build_exchange(
+    *,
+    seed: int = 7,
+    clock: Clock | None = None,
+    weight_limit: int = 6000,
+    fapi_weight_limit: int = 2400,
+    window_s: float = 60.0,
+    error_rate: float = 0.0,
+    error_burst: int = 1,
+    truncate_rate: float = 0.0,
+    slow_rate: float = 0.0,
+    slow_s: float = 0.5,
+    corrupt_rate: float = 0.0,
+    holes_per_day: float = 1.0,
+    late_per_day: float = 0.3,
+) -> SimExchange:
+    """A SimExchange from flat options, the shape a CLI command has."""
+    faults = Faults(weight_limit=weight_limit, fapi_weight_limit=fapi_weight_limit,
+                    window_s=window_s, error_rate=error_rate, error_burst=error_burst,
+                    truncate_rate=truncate_rate, slow_rate=slow_rate, slow_s=slow_s,
+                    corrupt_rate=corrupt_rate, seed=seed)
+    holes = HoleSpec(*_per_day(holes_per_day)) if holes_per_day > 0 else None
+    late = TransientSpec(*_per_day(late_per_day)) if late_per_day > 0 else None
+    return SimExchange(seed, clock=clock, holes=holes, transient=late, faults=faults)
+
+
+def _per_day(rate: float) -> tuple[int, float]:
+    """(period, probability) giving ``rate`` events per day, at most one per period."""
+    slots = max(1, math.ceil(rate))
+    return DAY_MS // slots, rate / slots
+
+
+def serve(exchange: SimExchange, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve ``exchange`` in the foreground until interrupted (``candlekeep sim serve``)."""
+    log.info("sim exchange serving host=%s port=%d seed=%d", host, port, exchange.seed)
+    _uvicorn_server(exchange, host, port).run()
+
+
+def serve_options(host: str = "127.0.0.1", port: int = 8765, **options: Any) -> None:
+    """``serve`` with ``build_exchange`` options (seed, weight_limit, window_s, rates...)."""
+    serve(build_exchange(**options), host, port)

@@ -1,0 +1,599 @@
+"""Market data through CCXT (async), paced by our own weight limiter.
+
+CCXT's throttle counts requests per instance with a token bucket that knows neither the
+exchange's per-endpoint weights as they are today nor what the server reports as used, so
+it is switched off: every HTTP request CCXT makes passes our ``fetch2`` hook, which charges
+its weight to a WeightLimiter, and every response passes our ``handle_errors`` hook, which
+reads the weight header, turns 429/418, 5xx and unparseable bodies into candlekeep errors
+before CCXT can mistake them for something else (a truncated JSON body otherwise comes back
+from CCXT as a non-JSON value instead of an error).
+
+What each exchange allows (candles per request, weight per request, budget per window) is
+data in ``CAPABILITIES``; an exchange missing there falls back to what CCXT declares
+(``features[...]['fetchOHLCV']['limit']`` and ``rateLimit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from candlekeep.core.clock import Clock, SystemClock
+from candlekeep.core.errors import (
+    BadReplyError,
+    RateLimitedError,
+    SourceError,
+    TransientSourceError,
+)
+from candlekeep.core.schema import candles_from_columns, empty_candles
+from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from candlekeep.sources.base import MarketInfo, Source
+from candlekeep.sources.ratelimit import WeightLimiter
+from candlekeep.sources.retry import RetryPolicy, call_with_retry
+from candlekeep.sources.validate import validate_candles
+
+log = logging.getLogger("candlekeep.sources")
+
+WeightFn = Callable[[str, Mapping[str, Any]], int]
+
+
+def binance_spot_weight(path: str, params: Mapping[str, Any]) -> int:
+    """Binance spot request weights (klines 2 at any limit; exchangeInfo 20)."""
+    if path == "klines":
+        return 2
+    if path == "exchangeInfo":
+        return 20
+    return 1 if path in ("ping", "time") else 2
+
+
+def binance_futures_weight(path: str, params: Mapping[str, Any]) -> int:
+    """Binance USDⓈ-M futures weights: klines by limit, exchangeInfo 1."""
+    if path == "klines":
+        limit = int(params.get("limit", 500))
+        if limit < 100:
+            return 1
+        if limit < 500:
+            return 2
+        if limit <= 1000:
+            return 5
+        return 10
+    return 1
+
+
+def unit_weight(path: str, params: Mapping[str, Any]) -> int:
+    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one exchange's market type allows; the pacing and paging follow from this.
+
+    ``klines_method`` names CCXT's raw endpoint returning Binance-style 12-field rows, which
+    keeps quote volume and trade count (``fetch_ohlcv`` drops them) and skips CCXT's
+    per-row parsing; None means ``fetch_ohlcv`` with ``end_param`` for the page end.
+    """
+
+    max_limit: int
+    weight: WeightFn
+    budget: int
+    window_s: float
+    klines_method: str | None = None
+    end_param: str | None = "until"
+    markets_types: tuple[str, ...] | None = None  # binance options.fetchMarkets.types
+
+
+_BINANCE_SPOT = Capabilities(1000, binance_spot_weight, 6000, 60.0, "publicGetKlines",
+                             "endTime", ("spot",))
+_BINANCE_USDM = Capabilities(1500, binance_futures_weight, 2400, 60.0, "fapiPublicGetKlines",
+                             "endTime", ("linear",))
+
+CAPABILITIES: dict[tuple[str, str], Capabilities] = {
+    ("binance", "spot"): _BINANCE_SPOT,
+    ("binance", "swap"): _BINANCE_USDM,
+    ("binance", "future"): _BINANCE_USDM,
+    ("binanceusdm", "swap"): _BINANCE_USDM,
+    ("binanceusdm", "future"): _BINANCE_USDM,
+}
+
+_MARKET_TYPE_ALIASES = {"spot": "spot", "swap": "swap", "perp": "swap", "linear": "swap",
+                        "future": "future", "futures": "future"}
+
+
+def best_page_limit(max_limit: int, weight: WeightFn) -> int:
+    """The limit with the most candles per unit of weight (the largest such on ties)."""
+    best, best_ratio = 1, 0.0
+    for n in range(1, max_limit + 1):
+        ratio = n / max(1, weight("klines", {"limit": n}))
+        if ratio >= best_ratio:
+            best, best_ratio = n, ratio
+    return best
+
+
+def _generic_capabilities(exchange: Any, market_type: str) -> Capabilities:
+    features = getattr(exchange, "features", None) or {}
+    node: Any = features.get(market_type) or {}
+    if isinstance(node, dict) and "fetchOHLCV" not in node:
+        node = node.get("linear") or node.get("inverse") or {}
+    limit = 100
+    if isinstance(node, dict):
+        limit = int((node.get("fetchOHLCV") or {}).get("limit") or 100)
+    rate_ms = float(getattr(exchange, "rateLimit", 1000) or 1000)
+    return Capabilities(limit, unit_weight, max(1, int(1000 // rate_ms)), 1.0)
+
+
+def rebase_urls(urls: Any, base_url: str) -> Any:
+    """``urls`` with the scheme and host of every URL replaced by ``base_url``'s.
+
+    Paths are kept (and prefixed by ``base_url``'s own path, for proxies), so the sim
+    server or a replay proxy sees the same paths the real exchange would.
+    """
+    base = urlsplit(base_url)
+    prefix = base.path.rstrip("/")
+    if isinstance(urls, dict):
+        return {k: rebase_urls(v, base_url) for k, v in urls.items()}
+    if isinstance(urls, list):
+        return [rebase_urls(v, base_url) for v in urls]
+    if isinstance(urls, str) and "://" in urls:
+        parts = urlsplit(urls)
+        return urlunsplit((base.scheme, base.netloc, prefix + parts.path, parts.query,
+                           parts.fragment))
+    return urls
+
+
+class _Scrubber:
+    """Removes credentials from any text that could reach a message or a log line."""
+
+    def __init__(self, secrets: tuple[str | None, ...]) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len,
+                               reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class _ScrubFilter(logging.Filter):
+    """CCXT logs request headers (API key included) at debug level: scrub them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scrubbers: list[_Scrubber] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.scrubbers:
+            text = record.getMessage()
+            for scrub in self.scrubbers:
+                text = scrub(text)
+            record.msg, record.args = text, None
+        return True
+
+
+def _scrubbing_logger(name: str, scrub: _Scrubber) -> logging.Logger:
+    """The logger handed to CCXT, scrubbing the credentials of every source using it."""
+    logger = logging.getLogger(f"candlekeep.sources.ccxt.{name}")
+    filt = next((f for f in logger.filters if isinstance(f, _ScrubFilter)), None)
+    if filt is None:
+        filt = _ScrubFilter()
+        logger.addFilter(filt)
+    filt.scrubbers.append(scrub)
+    return logger
+
+
+def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    lname = name.lower()
+    for key, value in headers.items():
+        if str(key).lower() == lname:
+            return str(value)
+    return None
+
+
+_HOOKED: dict[type, type] = {}
+
+
+def _hooked_class(base: type) -> type:
+    """A subclass of the CCXT exchange class whose every request and response pass our hooks."""
+    cls = _HOOKED.get(base)
+    if cls is not None:
+        return cls
+
+    class Hooked(base):  # type: ignore[valid-type, misc]
+        ck_source: CcxtSource | None = None
+
+        async def fetch2(self, path: str, api: Any = "public", method: str = "GET",
+                         params: Any = None, config: Any = None) -> Any:
+            params = {} if params is None else params
+            config = {} if config is None else config
+            source = self.ck_source
+            if source is None:
+                return await super().fetch2(path, api, method, params, config)
+            async with source._request_slot(path, params):
+                return await super().fetch2(path, api, method, params, config)
+
+        def handle_errors(self, code: int, reason: str, url: str, method: str,
+                          headers: Any, body: str, response: Any, request_headers: Any,
+                          request_body: Any) -> Any:
+            source = self.ck_source
+            if source is not None:
+                source._on_response(code, reason, headers, body, response)
+            result = super().handle_errors(code, reason, url, method, headers, body, response,
+                                           request_headers, request_body)
+            if source is not None:
+                source._on_unmapped_error(code, reason, body)
+            return result
+
+    Hooked.__name__ = Hooked.__qualname__ = base.__name__
+    _HOOKED[base] = Hooked
+    return Hooked
+
+
+class CcxtSource(Source):
+    """Candles from any CCXT exchange; Binance spot and USDⓈ-M futures are tuned by data."""
+
+    def __init__(
+        self,
+        name: str,
+        exchange: str,
+        *,
+        market_type: str = "spot",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        secret: str | None = None,
+        password: str | None = None,
+        max_requests_per_second: float | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        clock: Clock | None = None,
+        timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        max_backoff_s: float = 30.0,
+        max_in_flight: int = 16,
+        limiter: WeightLimiter | None = None,
+    ) -> None:
+        super().__init__(name)
+        import ccxt.async_support as ccxt_async
+
+        try:
+            kind = _MARKET_TYPE_ALIASES[market_type]
+        except KeyError:
+            raise SourceError(
+                f"source {name}: unknown market_type {market_type!r}; use spot, swap or future"
+            ) from None
+        base_cls = getattr(ccxt_async, exchange, None)
+        if not isinstance(base_cls, type):
+            raise SourceError(f"source {name}: ccxt has no exchange {exchange!r}")
+        self.exchange_id = exchange
+        self.market_type = kind
+        self.clock: Clock = clock or SystemClock()
+        self._scrub = _Scrubber((api_key, secret, password))
+        ccxt_logger = _scrubbing_logger(name, self._scrub)
+        config: dict[str, Any] = {
+            "enableRateLimit": False,
+            "timeout": int(timeout_s * 1000),
+            "logger": ccxt_logger,
+            "options": {"defaultType": kind, "adjustForTimeDifference": False},
+        }
+        for key, value in (("apiKey", api_key), ("secret", secret), ("password", password)):
+            if value:
+                config[key] = value
+        caps = CAPABILITIES.get((exchange, kind))
+        if caps is not None and caps.markets_types is not None:
+            # Only this market type's exchangeInfo; no margin or currency calls either.
+            config["options"].update({"fetchMarkets": {"types": list(caps.markets_types)},
+                                      "fetchMargins": False, "fetchCurrencies": False})
+        self._ex: Any = _hooked_class(base_cls)(config)
+        self._ex.ck_source = self
+        if base_url:
+            self._ex.urls["api"] = rebase_urls(self._ex.urls["api"], base_url)
+        self.caps = caps or _generic_capabilities(self._ex, kind)
+        budget, window = rate_limit or (self.caps.budget, self.caps.window_s)
+        self.limiter = limiter or WeightLimiter(budget, window, clock=self.clock,
+                                                max_rps=max_requests_per_second)
+        self.retry_policy = RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s)
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._markets_lock = asyncio.Lock()
+        self._markets_loaded = False
+        self._rng = random.Random()
+        self._page_limit = best_page_limit(self.caps.max_limit, self.caps.weight)
+
+    # ------------------------------------------------------------------ hooks
+
+    @asynccontextmanager
+    async def _request_slot(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[None]:
+        """Weight is booked before the request and held until a window after its reply."""
+        weight = self.caps.weight(path, params)
+        async with self.limiter.reserve(weight):
+            self.count_request(weight)
+            yield
+
+    def _on_response(self, code: int, reason: str, headers: Any, body: str | None,
+                     response: Any) -> None:
+        used = _header(headers, "X-MBX-USED-WEIGHT-1M")
+        if used is not None and used.isdigit():
+            self.limiter.observe_used(int(used))
+        if code in (418, 429):
+            retry_after = _parse_retry_after(_header(headers, "Retry-After"))
+            self.stats.rate_limited += 1
+            if retry_after is not None:
+                self.limiter.pause(retry_after)
+            raise RateLimitedError(
+                f"source {self.name}: HTTP {code} {'banned' if code == 418 else 'rate limited'}"
+                f" (retry after {retry_after}s)", retry_after)
+        if code >= 500:
+            raise TransientSourceError(
+                f"source {self.name}: HTTP {code} {reason}: {self._scrub(_snippet(body))}")
+        if code < 300 and response is None and body:
+            raise TransientSourceError(
+                f"source {self.name}: unparseable or truncated reply "
+                f"({len(body)} bytes): {self._scrub(_snippet(body))}")
+
+    def _on_unmapped_error(self, code: int, reason: str, body: str | None) -> None:
+        """A 4xx CCXT did not map: CCXT would call some of them (400, 403, 404) "exchange
+        not available", i.e. retryable, but a request the exchange refuses stays refused."""
+        if 400 <= code < 500 and code != 408:
+            raise SourceError(
+                f"source {self.name}: HTTP {code} {reason}: {self._scrub(_snippet(body))}")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _translate(self, exc: BaseException) -> SourceError:
+        """Any failure as a candlekeep error with credentials scrubbed from its message."""
+        import ccxt
+
+        if isinstance(exc, SourceError):
+            return exc
+        text = self._scrub(f"source {self.name}: {type(exc).__name__}: {exc}")
+        if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+            return RateLimitedError(text)
+        if isinstance(exc, ccxt.NetworkError | ccxt.BadResponse | asyncio.TimeoutError
+                      | ConnectionError):
+            return TransientSourceError(text)
+        return SourceError(text)
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """One logical request: bounded concurrency, retries, translated errors."""
+
+        async def attempt() -> Any:
+            async with self._in_flight:
+                try:
+                    return await fn()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    raise self._translate(exc) from None
+
+        def on_retry(retry: int, exc: TransientSourceError, delay: float) -> None:
+            self.stats.retries += 1
+
+        try:
+            return await call_with_retry(attempt, policy=self.retry_policy, clock=self.clock,
+                                         rng=self._rng, on_retry=on_retry, what=what)
+        except SourceError as exc:
+            self.stats.errors.append(str(exc))
+            del self.stats.errors[:-50]
+            raise
+
+    async def _ensure_markets(self) -> None:
+        if self._markets_loaded:
+            return
+        async with self._markets_lock:
+            if not self._markets_loaded:
+                await self._call(f"{self.name} load_markets", self._ex.load_markets)
+                self._markets_loaded = True
+
+    def _market(self, symbol: str) -> dict[str, Any]:
+        try:
+            return cast(dict[str, Any], self._ex.market(symbol))
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    # ------------------------------------------------------------------ Source API
+
+    def supported_timeframes(self) -> set[str]:
+        return {tf for tf in TIMEFRAMES if tf in (self._ex.timeframes or {})}
+
+    def page_limit(self, timeframe: str) -> int:
+        return self._page_limit
+
+    async def markets(self) -> dict[str, MarketInfo]:
+        await self._ensure_markets()
+        timeframes = tuple(tf for tf in TIMEFRAMES if tf in (self._ex.timeframes or {}))
+        result: dict[str, MarketInfo] = {}
+        for symbol, m in (self._ex.markets or {}).items():
+            if m.get("type") != self.market_type:
+                continue
+            active = m.get("active")
+            created = m.get("created")
+            result[symbol] = MarketInfo(symbol, active is not False,
+                                        int(created) if created is not None else None,
+                                        timeframes)
+        return result
+
+    async def fetch_candles(self, symbol: str, timeframe: str, start_ms: int,
+                            end_ms: int) -> pa.Table:
+        tf = self._timeframe(timeframe)
+        await self._ensure_markets()
+        market = self._market(symbol)
+        first = tf.ceil(start_ms)
+        end = min(end_ms, tf.floor(self.clock.now_ms()))  # only closed candles exist
+        if end <= first:
+            return empty_candles()
+        step = self._page_limit * tf.ms
+        windows = [(s, min(s + step, end)) for s in range(first, end, step)]
+        pages = await _gather_all(
+            [self._fetch_page(market, symbol, tf, s, e) for s, e in windows])
+        pages = [p for p in pages if p.num_rows]
+        if not pages:
+            return empty_candles()
+        return pa.concat_tables(pages) if len(pages) > 1 else pages[0]
+
+    async def first_candle_ms(self, symbol: str, timeframe: str, since_ms: int) -> int | None:
+        """Open time of the first closed candle at or after ``since_ms``, one small request."""
+        tf = self._timeframe(timeframe)
+        await self._ensure_markets()
+        market = self._market(symbol)
+        table = await self._request_page(market, symbol, tf, tf.ceil(since_ms), None, 1)
+        if table.num_rows == 0:
+            return None
+        return int(pc.min(pc.cast(table["ts"], pa.int64())).as_py())
+
+    async def close(self) -> None:
+        await self._ex.close()
+
+    # ------------------------------------------------------------------ pages
+
+    def _timeframe(self, timeframe: str) -> Timeframe:
+        try:
+            tf = parse_timeframe(timeframe)
+        except ValueError as exc:
+            raise SourceError(f"source {self.name}: {exc}") from None
+        if timeframe not in (self._ex.timeframes or {}):
+            raise SourceError(f"source {self.name}: {self.exchange_id} has no timeframe "
+                              f"{timeframe}")
+        return tf
+
+    async def _fetch_page(self, market: dict[str, Any], symbol: str, tf: Timeframe,
+                          start: int, end: int) -> pa.Table:
+        table = await self._request_page(market, symbol, tf, start, end,
+                                         tf.count(start, end))
+        ts = pc.cast(table["ts"], pa.int64())
+        inside = pc.and_(pc.greater_equal(ts, start), pc.less(ts, end))
+        return table if pc.all(inside).as_py() else table.filter(inside)
+
+    async def _request_page(self, market: dict[str, Any], symbol: str, tf: Timeframe,
+                            start: int, end: int | None, limit: int) -> pa.Table:
+        """One validated page: candles from ``start`` (to ``end`` exclusive, if given)."""
+        caps = self.caps
+        what = f"{self.name} {symbol} {tf.name} klines start={start}"
+        if caps.klines_method is not None:
+            request: dict[str, Any] = {
+                "symbol": market["id"],
+                "interval": self._ex.timeframes[tf.name],
+                "startTime": start,
+                "limit": limit,
+            }
+            if end is not None and caps.end_param:
+                request[caps.end_param] = end - 1
+            method = getattr(self._ex, caps.klines_method)
+            raw = await self._call(what, lambda: method(request))
+            table = self._binance_rows(raw, symbol, tf.name)
+        else:
+            params: dict[str, Any] = {}
+            if end is not None and caps.end_param:
+                params[caps.end_param] = end - 1
+            raw = await self._call(what, lambda: self._ex.fetch_ohlcv(
+                symbol, tf.name, since=start, limit=limit, params=params))
+            table = self._ohlcv_rows(raw, symbol, tf.name)
+        try:
+            return validate_candles(table, source=self.name, symbol=symbol,
+                                    timeframe=tf.name, now_ms=self.clock.now_ms())
+        except BadReplyError:
+            self.stats.rejected_replies += 1
+            raise
+
+    def _reject(self, symbol: str, timeframe: str, reason: str) -> BadReplyError:
+        self.stats.rejected_replies += 1
+        log.warning("reply rejected source=%s symbol=%s timeframe=%s reason=%r",
+                    self.name, symbol, timeframe, reason)
+        return BadReplyError(self.name, symbol, f"{timeframe}: {reason}")
+
+    def _binance_rows(self, raw: Any, symbol: str, timeframe: str) -> pa.Table:
+        """Binance-style kline rows to a candle table, column by column."""
+        if not isinstance(raw, list):
+            raise self._reject(symbol, timeframe,
+                               f"expected a JSON array of klines, got {type(raw).__name__}")
+        if not raw:
+            return empty_candles()
+        try:
+            cols = list(zip(*raw, strict=False))  # as many columns as the shortest row
+            if len(cols) < 9:
+                raise ValueError("kline row with fewer than 9 fields")
+            return candles_from_columns(
+                self.name, symbol, timeframe,
+                pa.array(cols[0], pa.int64()),
+                _floats(cols[1]), _floats(cols[2]), _floats(cols[3]), _floats(cols[4]),
+                _floats(cols[5]),
+                ingested_at_ms=self.clock.now_ms(),
+                quote_volume=_floats(cols[7]),
+                trades=pa.array(cols[8]).cast(pa.int64()),
+            )
+        except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise self._reject(symbol, timeframe, f"malformed klines: {exc}") from None
+
+    def _ohlcv_rows(self, raw: Any, symbol: str, timeframe: str) -> pa.Table:
+        """CCXT's unified [ts, o, h, l, c, v] rows (no quote volume or trades there)."""
+        if not isinstance(raw, list):
+            raise self._reject(symbol, timeframe,
+                               f"expected a list of candles, got {type(raw).__name__}")
+        if not raw:
+            return empty_candles()
+        try:
+            cols = list(zip(*raw, strict=False))
+            if len(cols) < 6:
+                raise ValueError("candle row with fewer than 6 fields")
+            return candles_from_columns(
+                self.name, symbol, timeframe, pa.array(cols[0], pa.int64()),
+                _floats(cols[1]), _floats(cols[2]), _floats(cols[3]), _floats(cols[4]),
+                _floats(cols[5]), ingested_at_ms=self.clock.now_ms())
+        except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise self._reject(symbol, timeframe, f"malformed candles: {exc}") from None
+
+
+def _floats(values: tuple[Any, ...]) -> pa.Array:
+    """Decimal strings or numbers to float64 (Binance sends prices as strings)."""
+    arr = pa.array(values)
+    if pa.types.is_null(arr.type):
+        return arr.cast(pa.float64())
+    return pc.cast(arr, pa.float64())
+
+
+def _snippet(body: str | None, size: int = 200) -> str:
+    if not body:
+        return ""
+    return body if len(body) <= size else body[:size] + "…"
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+async def _gather_all(coros: list[Awaitable[pa.Table]]) -> list[pa.Table]:
+    """Results in order; on the first failure the other pages are cancelled, not orphaned."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise cast(BaseException, task.exception())
+        return [t.result() for t in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = [
+    "CAPABILITIES",
+    "Capabilities",
+    "CcxtSource",
+    "best_page_limit",
+    "binance_futures_weight",
+    "binance_spot_weight",
+    "rebase_urls",
+]
