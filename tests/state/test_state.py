@@ -34,7 +34,7 @@ def test_gap_scan_reconciliation(tmp_path: Path) -> None:
     db = StateDB(f"sqlite:///{tmp_path}/s.db")
     counts = db.record_gap_scan([S], gaps((10 * M, 12 * M), (50 * M, 50 * M)), now_ms=1)
     assert counts["new"] == 2
-    first, second = db.list_gaps()
+    _first, second = db.list_gaps()
     db.update_gap(second.id, status="confirmed_empty", empty_attempts=2)
     # Next scan: the first gap was filled by ingest, the confirmed one is still there.
     counts = db.record_gap_scan([S], gaps((50 * M, 50 * M)), now_ms=2)

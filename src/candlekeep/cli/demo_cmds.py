@@ -55,13 +55,14 @@ async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
     rt = Runtime(load_config(cfg_path))
     steps: dict[str, JobResult] = {}
     try:
-        for step, job, params in (
+        plan: tuple[tuple[str, str, dict[str, Any]], ...] = (
             ("backfill", "backfill", {}),
             ("ingest", "ingest", {}),
             ("gaps scan", "gaps_scan", {}),
             ("repair #1", "gaps_repair", {}),
             ("repair #2", "gaps_repair", {}),
-        ):
+        )
+        for step, job, params in plan:
             with progress_for(console, show_progress and step == "backfill") as prog:
                 steps[step] = await execute(rt, job, build_params(job, params), progress=prog)
         cov = coverage(rt)

@@ -59,7 +59,8 @@ def _interpolate(node: Any, path: tuple[str | int, ...], file: str,
 
 def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("ccxt", "sim", "duckdb")))
+    tags = ("ccxt", "sim", "duckdb")  # discriminator names pydantic puts into the path
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in tags))
     key = _key(loc)
     kind = err["type"]
     msg = err["msg"].removeprefix("Value error, ")

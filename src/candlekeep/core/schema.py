@@ -74,7 +74,9 @@ def candles_from_columns(
             "quote_volume": pa.array(quote_volume, pa.float64())
             if quote_volume is not None
             else pa.nulls(n, pa.float64()),
-            "trades": pa.array(trades, pa.int64()) if trades is not None else pa.nulls(n, pa.int64()),
+            "trades": pa.array(trades, pa.int64())
+            if trades is not None
+            else pa.nulls(n, pa.int64()),
             "ingested_at": pa.array([ingested_at_ms] * n, pa.int64()).cast(TS_TYPE),
         },
         schema=CANDLE_SCHEMA,

@@ -9,6 +9,7 @@ from typing import Any
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.runtime import Runtime
+from candlekeep.stores.base import SeriesSpan
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +48,18 @@ def coverage(rt: Runtime) -> list[Coverage]:
             empty[g.series] += g.candles(parse_timeframe(g.series.timeframe).ms)
         else:
             open_gaps[g.series] += 1
-    spans = {}
+    spans: dict[tuple[str, SeriesKey], SeriesSpan] = {}
     for store_name in {p.store for p in plans}:
         for s in rt.store(store_name).spans():
             spans[(store_name, s.series)] = s
     out = []
     for p in plans:
         tf = parse_timeframe(p.key.timeframe)
-        s = spans.get((p.store, p.key))
-        if s is None:
+        span = spans.get((p.store, p.key))
+        if span is None:
             out.append(Coverage(p.key, p.store, None, None, 0, 0, 0, 0, open_gaps[p.key]))
             continue
-        expected = (s.last_ms - s.first_ms) // tf.ms + 1
-        out.append(Coverage(p.key, p.store, s.first_ms, s.last_ms, s.count, expected,
-                            expected - s.count, empty[p.key], open_gaps[p.key]))
+        expected = (span.last_ms - span.first_ms) // tf.ms + 1
+        out.append(Coverage(p.key, p.store, span.first_ms, span.last_ms, span.count, expected,
+                            expected - span.count, empty[p.key], open_gaps[p.key]))
     return out
