@@ -54,3 +54,13 @@ def test_tick_claimed_once(tmp_path: Path) -> None:
     assert db.start_run("ingest", 1000, "b", 1001) is None
     assert db.start_run("ingest", 1000, "a", 1002, attempt=2) is not None
     assert [r.attempt for r in db.list_runs("ingest")] == [2, 1]
+
+
+def test_repaired_gap_found_again_reopens(tmp_path: Path) -> None:
+    db = StateDB(f"sqlite:///{tmp_path}/s.db")
+    db.record_gap_scan([S], gaps((10 * M, 12 * M)), now_ms=1)
+    db.record_gap_scan([S], gaps(), now_ms=2)
+    assert [g.status for g in db.list_gaps()] == ["repaired"]
+    counts = db.record_gap_scan([S], gaps((10 * M, 11 * M)), now_ms=3)
+    (g,) = db.list_gaps()
+    assert counts["resized"] == 1 and g.status == "open" and g.gap_end == 11 * M

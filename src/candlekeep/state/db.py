@@ -179,7 +179,13 @@ class StateDB:
         counts = {"new": 0, "known": 0, "closed": 0, "resized": 0}
         scanned_set = set(scanned)
         with self.engine.begin() as conn:
-            existing = conn.execute(sa.select(t.gaps)).fetchall()
+            # Live gaps, plus repaired ones at exactly the starts found again (they reopen):
+            # the repaired history grows forever and is not read wholesale.
+            existing = list(conn.execute(sa.select(t.gaps).where(c.status != "repaired")))
+            starts = sorted({k[3] for k in found_keys})
+            for i in range(0, len(starts), 500):
+                existing += conn.execute(sa.select(t.gaps).where(
+                    c.status == "repaired", c.gap_start.in_(starts[i:i + 500])))
             known: dict[tuple[str, str, str, int], Any] = {}
             to_close: list[int] = []
             for r in existing:
