@@ -63,8 +63,10 @@ async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
             ("repair #2", "gaps_repair", {}),
         )
         for step, job, params in plan:
+            t0 = time.monotonic()
             with progress_for(console, show_progress and step == "backfill") as prog:
                 steps[step] = await execute(rt, job, build_params(job, params), progress=prog)
+            steps[step].details["elapsed_s"] = round(time.monotonic() - t0, 2)
         cov = coverage(rt)
         gap_status = Counter(g.status for g in rt.state.list_gaps())
     finally:
@@ -118,7 +120,7 @@ def register(app: typer.Typer) -> None:
 def _print_summary(steps: dict[str, JobResult], out: dict[str, Any], requests: int, rows: int,
                    elapsed: float, cfg_path: Path) -> None:
     table = Table(title="demo steps")
-    for col in ("step", "rows written", "requests", "result"):
+    for col in ("step", "rows written", "requests", "seconds", "result"):
         table.add_column(col, justify="left" if col in ("step", "result") else "right")
     for name, r in steps.items():
         d = r.details
@@ -130,7 +132,8 @@ def _print_summary(steps: dict[str, JobResult], out: dict[str, Any], requests: i
                          f"{d.get('confirmed_empty', 0)}",
         }.get(name, f"{d.get('series', 0)} series")
         status = "[green]ok[/]" if r.ok else f"[red]{'; '.join(r.errors)[:80]}[/]"
-        table.add_row(name, f"{r.rows_written:,}", f"{r.requests:,}", f"{status} {note}")
+        table.add_row(name, f"{r.rows_written:,}", f"{r.requests:,}",
+                      f"{d.get('elapsed_s', 0):.1f}", f"{status} {note}")
     console.print(table)
     console.print(coverage_table(out["coverage"]))
     gaps = out["gaps"]

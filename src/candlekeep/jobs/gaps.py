@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,6 +24,9 @@ CONFIRM_AFTER_EMPTY = 2
 
 FAIL_AFTER_ERRORS = 5
 """Repair attempts that ended in an error before a gap is marked ``failed``."""
+
+WINDOWS_PER_WRITE = 64
+"""Repair windows fetched concurrently between two writes: bounds memory and lost work."""
 
 
 class GapFilter(Params):
@@ -138,57 +142,90 @@ async def gaps_repair(ctx: JobContext, p: RepairParams) -> JobResult:
         res.details["plan"] = [f"{w.key}: {fmt_ms(w.start)} → {fmt_ms(w.end)} "
                                f"({len(w.gaps)} gaps)" for w in windows]
         return res
-    touched: set[SeriesKey] = set()
     ctx.progress.start("repair", len(windows), "repairing gaps")
-    sem = asyncio.Semaphore(8)
-
-    async def one(w: _Window) -> None:
-        async with sem:
-            await _repair_window(ctx, plans[w.key], w, res, counts)
-            touched.add(w.key)
-            ctx.progress.advance("repair", 1)
-
-    await asyncio.gather(*(one(w) for w in windows))
+    for i in range(0, len(windows), WINDOWS_PER_WRITE):
+        await _repair_chunk(ctx, plans, windows[i:i + WINDOWS_PER_WRITE], res, counts)
     ctx.progress.finish("repair")
     # A partly filled gap splits; a targeted rescan records what is still missing.
+    touched = {w.key for w in windows}
     for store_name, keys in _by_store([plans[k] for k in touched]).items():
         await asyncio.to_thread(scan_store, ctx, store_name, keys, False)
     res.details.update(counts)
     return res
 
 
-async def _repair_window(ctx: JobContext, plan: SeriesPlan, w: _Window, res: JobResult,
-                         counts: dict[str, int]) -> None:
-    tf = parse_timeframe(w.key.timeframe)
-    source = ctx.runtime.source(w.key.source)
-    store = ctx.runtime.store(plan.store)
-    now = ctx.clock.now_ms()
-    try:
-        batch = await source.fetch_candles(w.key.symbol, w.key.timeframe, w.start, w.end + tf.ms)
-    except SourceError as exc:
-        ctx.log.warning("repair series=%s window=%s error=%s", w.key, fmt_ms(w.start), exc)
-        for g in w.gaps:
-            status = "failed" if g.attempts + 1 >= FAIL_AFTER_ERRORS else g.status
-            ctx.state.update_gap(g.id, attempts=g.attempts + 1, last_error=str(exc)[:500],
-                                 status=status)
-            counts["errors"] += 1
-        res.warnings.append(f"{w.key}: repair failed: {exc}")
-        return
-    if batch.num_rows:
-        res.rows_written += await asyncio.to_thread(store.upsert_candles, batch)
-    ts = pc.cast(batch["ts"], pa.int64()).to_numpy() if batch.num_rows else None
-    for g in w.gaps:
-        got = 0 if ts is None else int(((ts >= g.gap_start) & (ts <= g.gap_end)).sum())
-        if got == g.candles(tf.ms):
-            ctx.state.update_gap(g.id, status="repaired", repaired_at=now,
-                                 attempts=g.attempts + 1, last_error=None)
-            counts["repaired"] += 1
-        elif got == 0:
-            empty = g.empty_attempts + 1
-            status = "confirmed_empty" if empty >= CONFIRM_AFTER_EMPTY else "open"
-            ctx.state.update_gap(g.id, attempts=g.attempts + 1, empty_attempts=empty,
-                                 status=status, last_error=None)
-            counts["confirmed_empty" if status == "confirmed_empty" else "still_empty"] += 1
+async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
+                        windows: list[_Window], res: JobResult, counts: dict[str, int]) -> None:
+    """Fetch a chunk of windows concurrently, write them with one upsert per store, then
+    record every gap's verdict in one state transaction (store first: a crash in between
+    leaves gaps open, and the next scan sees them filled)."""
+    fetched: list[tuple[_Window, pa.Table | None, str | None]] = []
+
+    async def fetch(w: _Window) -> None:
+        tf = parse_timeframe(w.key.timeframe)
+        source = ctx.runtime.source(w.key.source)
+        try:
+            batch = await source.fetch_candles(w.key.symbol, w.key.timeframe, w.start,
+                                               w.end + tf.ms)
+        except SourceError as exc:
+            ctx.log.warning("repair series=%s window=%s error=%s", w.key, fmt_ms(w.start), exc)
+            res.warnings.append(f"{w.key}: repair failed: {exc}")
+            fetched.append((w, None, str(exc)[:500]))
         else:
-            ctx.state.update_gap(g.id, attempts=g.attempts + 1, last_error=None)
-            counts["partial"] += 1
+            fetched.append((w, _inside_gaps(batch, w.gaps), None))
+        ctx.progress.advance("repair", 1)
+
+    await asyncio.gather(*(fetch(w) for w in windows))
+    by_store: dict[str, list[pa.Table]] = defaultdict(list)
+    for w, batch, _ in fetched:
+        if batch is not None and batch.num_rows:
+            by_store[plans[w.key].store].append(batch)
+    for store_name, batches in by_store.items():
+        store = ctx.runtime.store(store_name)
+        res.rows_written += await asyncio.to_thread(store.upsert_candles,
+                                                    pa.concat_tables(batches))
+    now = ctx.clock.now_ms()
+    updates: list[tuple[int, dict[str, object]]] = []
+    for w, batch, error in fetched:
+        tf_ms = parse_timeframe(w.key.timeframe).ms
+        ts = pc.cast(batch["ts"], pa.int64()).to_numpy() if batch is not None else None
+        for g in w.gaps:
+            verdict = _verdict(g, ts, error, tf_ms, now)
+            counts[str(verdict.pop("_outcome"))] += 1
+            updates.append((g.id, verdict))
+    ctx.state.update_gaps(updates)
+
+
+def _inside_gaps(batch: pa.Table, gaps: list[GapRow]) -> pa.Table:
+    """Only the candles a window's gaps were missing: the rest of the window is stored."""
+    if not batch.num_rows:
+        return batch
+    ts = pc.cast(batch["ts"], pa.int64()).to_numpy()
+    starts = np.array([g.gap_start for g in gaps], dtype=np.int64)
+    ends = np.array([g.gap_end for g in gaps], dtype=np.int64)
+    order = np.argsort(starts)
+    starts, ends = starts[order], ends[order]
+    i = np.searchsorted(starts, ts, side="right") - 1  # the last gap starting at or before ts
+    inside = (i >= 0) & (ts <= ends[np.clip(i, 0, None)])
+    return batch if inside.all() else batch.filter(pa.array(inside))
+
+
+def _verdict(g: GapRow, ts: np.ndarray | None, error: str | None, tf_ms: int,
+             now: int) -> dict[str, object]:
+    """New column values for gap ``g`` after one repair attempt (``_outcome`` for counts)."""
+    attempts = g.attempts + 1
+    if error is not None or ts is None:
+        failed = attempts >= FAIL_AFTER_ERRORS
+        return {"_outcome": "errors", "attempts": attempts, "last_error": error,
+                "status": "failed" if failed else g.status}
+    got = int(((ts >= g.gap_start) & (ts <= g.gap_end)).sum())
+    if got == g.candles(tf_ms):
+        return {"_outcome": "repaired", "status": "repaired", "repaired_at": now,
+                "attempts": attempts, "last_error": None}
+    if got == 0:
+        empty = g.empty_attempts + 1
+        confirmed = empty >= CONFIRM_AFTER_EMPTY
+        return {"_outcome": "confirmed_empty" if confirmed else "still_empty",
+                "status": "confirmed_empty" if confirmed else "open",
+                "attempts": attempts, "empty_attempts": empty, "last_error": None}
+    return {"_outcome": "partial", "attempts": attempts, "last_error": None}

@@ -247,6 +247,14 @@ class StateDB:
         with self.engine.begin() as conn:
             conn.execute(t.gaps.update().where(t.gaps.c.id == gap_id).values(**values))
 
+    def update_gaps(self, updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """Several gaps' new values in one transaction."""
+        if not updates:
+            return
+        with self.engine.begin() as conn:
+            for gap_id, values in updates:
+                conn.execute(t.gaps.update().where(t.gaps.c.id == gap_id).values(**values))
+
     def gap_counts(self) -> dict[str, int]:
         c = t.gaps.c
         with self.engine.connect() as conn:

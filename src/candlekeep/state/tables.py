@@ -63,3 +63,5 @@ checkpoints = sa.Table(
 
 GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
 RUN_STATUSES = ("running", "success", "failed", "skipped", "timed_out", "cancelled", "abandoned")
+
+from candlekeep.state import scheduler_tables as _scheduler_tables  # noqa: E402,F401
