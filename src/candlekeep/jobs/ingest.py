@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
@@ -20,11 +23,16 @@ class IngestParams(Params):
 @job_type("ingest", IngestParams, "Latest closed candles for every configured series.")
 async def ingest(ctx: JobContext, p: IngestParams) -> JobResult:
     now = ctx.clock.now_ms()
+    plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)
+    # One GROUP BY per store, not one query (and connection) per series.
+    latest_by_key: dict[tuple[str, SeriesKey], int] = {}
+    for store_name in {pl.store for pl in plans}:
+        spans = await asyncio.to_thread(ctx.runtime.store(store_name).spans, p.source)
+        latest_by_key.update({(store_name, s.series): s.last_ms for s in spans})
     ranges = []
-    for plan in ctx.runtime.plans(p.source, p.symbol, p.timeframe):
+    for plan in plans:
         tf = parse_timeframe(plan.key.timeframe)
-        store = ctx.runtime.store(plan.store)
-        latest = store.latest(plan.key)
+        latest = latest_by_key.get((plan.store, plan.key))
         end = tf.floor(now) if plan.end_ms is None else min(plan.end_ms, tf.floor(now))
         if latest is not None:
             ranges.append(SyncRange(plan, latest + tf.ms, end, probe_listing=False))
