@@ -1,0 +1,419 @@
+"""Scheduler commands: start, stop, status, list (jobs), run, history, slo, install."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from candlekeep.cli import common
+from candlekeep.cli.common import console, friendly_errors, print_json
+from candlekeep.cli.progress import progress_for
+from candlekeep.config.models import Config
+from candlekeep.core.errors import CandlekeepError
+from candlekeep.core.timeutil import fmt_ms, parse_duration
+from candlekeep.jobs.runtime import Runtime
+from candlekeep.scheduler import daemon as d
+from candlekeep.scheduler import install as inst
+from candlekeep.scheduler import report
+from candlekeep.scheduler.engine import EngineOptions
+from candlekeep.scheduler.manual import JobBusyError, run_manual
+from candlekeep.scheduler.misfire import fmt_duration
+from candlekeep.scheduler.spec import JobSpec
+from candlekeep.scheduler.store import SchedulerStore
+from candlekeep.scheduler.validate import load_jobs
+
+_STATUS_STYLE = {"success": "green", "failed": "red", "timed_out": "red", "abandoned": "red",
+                 "running": "cyan", "waiting": "cyan", "skipped": "yellow",
+                 "cancelled": "yellow"}
+
+
+class Target(StrEnum):
+    systemd = "systemd"
+    launchd = "launchd"
+    crontab = "crontab"
+
+
+def _seconds(value: str, flag: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
+
+
+def _styled(status: str | None) -> str:
+    if status is None:
+        return "-"
+    style = _STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else fmt_duration(value)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _load(ctx: typer.Context) -> tuple[Config, list[JobSpec]]:
+    cfg = common.state(ctx).config()
+    return cfg, load_jobs(cfg)
+
+
+def _spec(specs: list[JobSpec], name: str) -> JobSpec:
+    for s in specs:
+        if s.name == name:
+            return s
+    known = ", ".join(s.name for s in specs) or "none configured"
+    raise CandlekeepError(f"unknown job {name!r}; jobs: {known}")
+
+
+def _state_argv(ctx: typer.Context) -> list[str]:
+    st = common.state(ctx)
+    cfg = st.config()
+    argv = ["--config", str(Path(cfg.config_path).resolve())] if cfg.config_path else []
+    if st.log_json:
+        argv.append("--log-json")
+    argv += ["-v"] * st.verbose
+    return argv
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @friendly_errors
+    def start(
+        ctx: typer.Context,
+        detach: bool = typer.Option(False, "--detach", help="Run in the background (PID and "
+                                    "log files under data_dir)."),
+        stop_timeout: str = typer.Option("60s", "--stop-timeout", help="On SIGTERM/Ctrl-C, "
+                                         "how long running jobs get before being cancelled."),
+        heartbeat: str = typer.Option("5s", "--heartbeat", hidden=True,
+                                      help="Heartbeat interval (lease is 3x)."),
+        detached: bool = typer.Option(False, "--detached", hidden=True),
+    ) -> None:
+        """Run the scheduler daemon (foreground unless --detach)."""
+        cfg, specs = _load(ctx)
+        options = EngineOptions(heartbeat_s=_seconds(heartbeat, "--heartbeat"),
+                                stop_timeout_s=_seconds(stop_timeout, "--stop-timeout"),
+                                freeze_gc=True)
+        if detach:
+            argv = [*_state_argv(ctx), "start", "--stop-timeout", stop_timeout,
+                    "--heartbeat", heartbeat, "--detached"]
+            info, ready = d.detach(cfg, argv)
+            if ready:
+                console.print(f"daemon started: pid {info.pid}, node {info.node}, "
+                              f"log {info.log}", highlight=False)
+            else:
+                console.print(f"[yellow]daemon pid {info.pid} is still starting (state DB "
+                              f"unreachable?); it keeps retrying: see {info.log}[/]",
+                              highlight=False)
+            return
+        d.run_daemon(cfg, specs, options, json_logs=common.state(ctx).log_json,
+                     console=not detached, detached=detached)
+
+    @app.command()
+    @friendly_errors
+    def stop(
+        ctx: typer.Context,
+        timeout: str = typer.Option("60s", "--timeout", help="How long running jobs get to "
+                                    "finish before they are cancelled."),
+    ) -> None:
+        """Stop the daemon: SIGTERM, let running jobs finish, then cancel them."""
+        cfg = common.state(ctx).config()
+        info = d.stop_daemon(cfg, _seconds(timeout, "--timeout"))
+        if info is None:
+            console.print("no daemon is running")
+            return
+        console.print(f"daemon stopped (pid {info.pid}, node {info.node})", highlight=False)
+
+    @app.command()
+    @friendly_errors
+    def status(
+        ctx: typer.Context,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Is the daemon running: PID, uptime, node, jobs running now, next five ticks."""
+        cfg, specs = _load(ctx)
+        now = _now()
+        st = d.PidFile(cfg.data_dir).status()
+        rt = Runtime(cfg)
+        try:
+            store = SchedulerStore(rt.state)
+            running = [{"job": r.job, "scheduled_for": r.scheduled_for, "node": r.node,
+                        "attempt": r.attempt, "status": r.status, "started_at": r.started_at,
+                        "run_id": r.id} for r in store.live_runs()]
+            nodes = report.live_nodes(store, now)
+        finally:
+            asyncio.run(rt.aclose())
+        ticks = sorted((tick, s.name) for s in specs if s.scheduled and s.trigger
+                       for tick in s.trigger.next_n(now, 5))[:5]
+        data: dict[str, Any] = {
+            "running": st.running, "stale_pid_file": st.stale,
+            "pid": st.info.pid if st.running and st.info else None,
+            "node": st.info.node if st.running and st.info else d.default_node(cfg),
+            "started_at": st.info.started_at if st.running and st.info else None,
+            "uptime_s": (now - st.info.started_at) / 1000 if st.running and st.info else None,
+            "log": str(d.log_path(cfg)), "nodes": nodes, "running_jobs": running,
+            "next_ticks": [{"at": tick, "at_utc": fmt_ms(tick), "job": job}
+                           for tick, job in ticks],
+        }
+        if as_json:
+            print_json(data)
+            return
+        if st.running and st.info:
+            console.print(f"daemon: [green]running[/] pid {st.info.pid}, node {st.info.node}, "
+                          f"up {fmt_duration(now - st.info.started_at)}", highlight=False)
+        else:
+            stale = " (stale PID file)" if st.stale else ""
+            console.print(f"daemon: [red]not running[/]{stale}", highlight=False)
+        console.print(f"log: {data['log']}", highlight=False)
+        if nodes:
+            console.print("nodes: " + ", ".join(
+                f"{n['node']} ({'alive' if n['alive'] else n['status']}, heartbeat "
+                f"{report.relative(n['heartbeat_at'], now)})" for n in nodes), highlight=False)
+        if running:
+            console.print("running now:")
+            for r in running:
+                console.print(f"  {r['job']}  tick {fmt_ms(r['scheduled_for'])}  "
+                              f"node {r['node']}  attempt {r['attempt']}  {r['status']}",
+                              highlight=False)
+        else:
+            console.print("running now: none")
+        console.print("next ticks:")
+        for tick, job in ticks:
+            console.print(f"  {fmt_ms(tick)} UTC  ({report.relative(tick, now)})  {job}",
+                          highlight=False)
+
+    def _list(ctx: typer.Context, as_json: bool) -> None:
+        cfg, specs = _load(ctx)
+        now = _now()
+        rt = Runtime(cfg)
+        try:
+            overview = report.job_overview(specs, rt.state, now)
+            banner = report.health(rt, specs, overview,
+                                   d.PidFile(cfg.data_dir).status().running, now)
+        finally:
+            asyncio.run(rt.aclose())
+        if as_json:
+            print_json({"health": banner, "jobs": overview})
+            return
+        up = ("[green]up[/]" + (f" ({', '.join(banner['live_nodes'])})"
+                                if banner["live_nodes"] else "")
+              if banner["daemon_up"] else "[red]down[/]")
+        failing = banner["failing_jobs"]
+        parts = [f"daemon {up}", f"state DB {banner['state_db_ms']:.1f} ms",
+                 ("[red]failing: " + ", ".join(failing) + "[/]") if failing
+                 else "[green]no failing jobs[/]",
+                 f"open gaps {banner['open_gaps'] if banner['open_gaps'] is not None else '?'}",
+                 "stale series " + (str(banner["stale_series"])
+                                    if banner["stale_series"] is not None else "?")]
+        console.print(" | ".join(parts), highlight=False)
+        table = Table(show_lines=False)
+        for col in ("job", "schedule", "enabled", "next run (UTC)", "last run", "took",
+                    "7d success"):
+            table.add_column(col)
+        for o in overview:
+            sched = (f"{o['schedule']}\n[dim]{o['schedule_words']}[/]" if o["schedule"]
+                     else "[dim]manual only[/]")
+            nxt = (f"{o['next_run_utc']}\n[dim]{o['next_run_relative']}[/]"
+                   if o["next_run"] else "-")
+            rate = (f"{o['success_rate_7d']:.0%} of {o['runs_7d']}"
+                    if o["success_rate_7d"] is not None else "-")
+            table.add_row(o["name"], sched, "yes" if o["enabled"] else "[yellow]no[/]", nxt,
+                          _styled(o["last_status"]), _ms(o["last_duration_ms"]), rate)
+        console.print(table)
+
+    @app.command("list")
+    @friendly_errors
+    def list_(ctx: typer.Context,
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")
+              ) -> None:
+        """Jobs with schedule, next run, last run and 7-day success, under a health line."""
+        _list(ctx, as_json)
+
+    @app.command("jobs", hidden=True)
+    @friendly_errors
+    def jobs_(ctx: typer.Context,
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")
+              ) -> None:
+        """Alias of 'list'."""
+        _list(ctx, as_json)
+
+    @app.command("run")
+    @friendly_errors
+    def run_(
+        ctx: typer.Context,
+        job: str = typer.Argument(..., help="Job name from the config."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Say what it would do; write "
+                                     "nothing (not even history)."),
+        force: bool = typer.Option(False, "--force", help="Run even if the job is running "
+                                   "elsewhere right now."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Run one configured job now, in the foreground, recorded in history."""
+        cfg, specs = _load(ctx)
+        spec = _spec(specs, job)
+        rt = Runtime(cfg)
+
+        async def go() -> Any:
+            try:
+                with progress_for(console, not as_json) as prog:
+                    return await run_manual(rt, spec, dry_run=dry_run, force=force,
+                                            progress=prog)
+            finally:
+                await rt.aclose()
+
+        try:
+            out = asyncio.run(go())
+        except JobBusyError as exc:
+            raise CandlekeepError(str(exc)) from None
+        a = out.attempt
+        res = a.result
+        took = out.finished_at - out.started_at
+        if as_json:
+            print_json({"job": job, "status": a.status, "run_id": out.run_id,
+                        "attempts": out.attempts, "duration_ms": took, "error": a.error,
+                        "dry_run": dry_run,
+                        "rows_written": res.rows_written if res else 0,
+                        "requests": res.requests if res else 0,
+                        "warnings": res.warnings if res else [],
+                        "details": res.details if res else {}})
+        else:
+            if res is not None:
+                for w in res.warnings:
+                    console.print(w if dry_run else f"[yellow]warning:[/] {w}",
+                                  highlight=False)
+                plan = res.details.get("plan")
+                for line in (plan if isinstance(plan, list) else [plan] if plan else []):
+                    console.print(f"would fetch {line}", highlight=False)
+            if a.error:
+                console.print(f"[red]error:[/] {a.error}", highlight=False)
+            what = "dry run" if dry_run else f"run {out.run_id}"
+            console.print(f"{job}: {_styled(a.status)} ({what}, {fmt_duration(took)}, "
+                          f"attempts {out.attempts}, rows "
+                          f"{res.rows_written if res else 0})", highlight=False)
+        if a.status != "success":
+            raise typer.Exit(1)
+
+    @app.command()
+    @friendly_errors
+    def history(
+        ctx: typer.Context,
+        job: str | None = typer.Argument(None, help="Only this job."),
+        since: str = typer.Option("24h", "--since", help="How far back (e.g. 1h, 7d)."),
+        status_: str | None = typer.Option(None, "--status", help="Only runs with this status."),
+        limit: int = typer.Option(200, "--limit", help="At most this many runs."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Past runs: scheduled time, start, duration, node, attempt, status, rows, error."""
+        cfg = common.state(ctx).config()
+        since_ms = _now() - int(_seconds(since, "--since") * 1000)
+        rt = Runtime(cfg)
+        try:
+            runs = rt.state.list_runs(job=job, since_ms=since_ms, status=status_, limit=limit)
+        finally:
+            asyncio.run(rt.aclose())
+        if as_json:
+            print_json([{"id": r.id, "job": r.job, "scheduled_for": r.scheduled_for,
+                         "scheduled_utc": fmt_ms(r.scheduled_for), "started_at": r.started_at,
+                         "finished_at": r.finished_at, "duration_ms": r.duration_ms,
+                         "node": r.node, "attempt": r.attempt, "trigger": r.trigger,
+                         "status": r.status, "rows_written": r.rows_written,
+                         "requests": r.requests, "error": r.error} for r in runs])
+            return
+        table = Table()
+        for col in ("job", "scheduled (UTC)", "started", "took", "node", "att", "status",
+                    "rows", "error"):
+            table.add_column(col, overflow="fold")
+        for r in runs:
+            err = (r.error or "").replace("\n", " ")
+            table.add_row(r.job, fmt_ms(r.scheduled_for),
+                          fmt_ms(r.started_at) if r.started_at else "-", _ms(r.duration_ms),
+                          r.node, str(r.attempt), _styled(r.status), str(r.rows_written),
+                          err if len(err) <= 80 else err[:79] + "…")
+        console.print(table)
+        if not runs:
+            console.print("no runs in this window")
+
+    @app.command()
+    @friendly_errors
+    def slo(
+        ctx: typer.Context,
+        days: float = typer.Option(30, "--days", help="Window length in days."),
+        target: float = typer.Option(0.95, "--target", help="Required share of ticks that "
+                                     "succeed (0..1)."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Per job: share of scheduled ticks that succeeded (missed count as failed) vs target.
+
+        Exits 1 when a job misses the target, so it can gate a monitoring check.
+        """
+        if not 0 < target <= 1:
+            raise typer.BadParameter("must be in (0, 1]", param_hint="--target")
+        cfg, specs = _load(ctx)
+        rt = Runtime(cfg)
+        try:
+            rows = report.slo_report(specs, SchedulerStore(rt.state), days, target, _now())
+        finally:
+            asyncio.run(rt.aclose())
+        if as_json:
+            print_json(rows)
+        else:
+            table = Table()
+            for col in ("job", "schedule", "since (UTC)", "due ticks", "succeeded", "missed",
+                        "share", "target", "met"):
+                table.add_column(col)
+            for r in rows:
+                met = ("-" if r["met"] is None else "[green]yes[/]" if r["met"]
+                       else "[red]no[/]")
+                share = "-" if r["share"] is None else f"{r['share']:.2%}"
+                table.add_row(r["job"], r["schedule"], fmt_ms(r["since"]),
+                              str(r["expected_ticks"]), str(r["succeeded"]), str(r["missed"]),
+                              share, f"{target:.2%}", met)
+            console.print(table)
+        if any(r["met"] is False for r in rows):
+            raise typer.Exit(1)
+
+    @app.command()
+    @friendly_errors
+    def install(
+        ctx: typer.Context,
+        target: Target = typer.Argument(..., help="systemd, launchd or crontab."),
+        write: bool = typer.Option(False, "--write", help="Write the files (or the crontab) "
+                                   "instead of printing them."),
+        per_job: bool = typer.Option(False, "--per-job", help="systemd/launchd: one timer "
+                                     "per job calling 'candlekeep run JOB' instead of the "
+                                     "daemon (crontab is always per job)."),
+        folder: Path | None = typer.Option(None, "--dir", help="Where --write puts unit "
+                                           "files (default: the user's unit folder)."),
+    ) -> None:
+        """Print (or write) a unit for the daemon, or one timer/crontab line per job."""
+        cfg, specs = _load(ctx)
+        if target is Target.crontab:
+            block = inst.crontab_block(cfg, specs)
+            if write:
+                inst.write_crontab(block)
+                console.print("crontab updated (the candlekeep block was replaced)")
+            else:
+                typer.echo(block, nl=False)
+            return
+        if target is Target.systemd:
+            out = inst.systemd_timers(cfg, specs) if per_job else inst.systemd_daemon(cfg)
+        else:
+            out = inst.launchd_jobs(cfg, specs) if per_job else inst.launchd_daemon(cfg)
+        if write:
+            dest = folder or inst.default_folder(target.value)
+            for path in inst.write_files(out, dest):
+                console.print(f"wrote {path}", highlight=False)
+            console.print(f"then: {out.hint}", highlight=False)
+            return
+        for name, text in out.files.items():
+            typer.echo(f"# ---- {name}")
+            typer.echo(text)
+        typer.echo(f"# then: {out.hint}")

@@ -1,0 +1,208 @@
+"""The scheduler's commands, in-process (the daemon itself is exercised in
+test_daemon_process.py)."""
+
+from __future__ import annotations
+
+import json
+import plistlib
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from candlekeep.cli.main import app
+from candlekeep.scheduler.install import CRON_BEGIN, CRON_END, merge_crontab
+from candlekeep.scheduler.store import SchedulerStore
+from candlekeep.scheduler.validate import load_jobs
+from candlekeep.state.db import StateDB
+
+runner = CliRunner()
+
+JOBS: list[dict[str, Any]] = [
+    {"name": "beat", "type": "noop", "schedule": "* * * * *"},
+    {"name": "report", "type": "command", "schedule": "0 8 * * 1-5",
+     "timezone": "Europe/Berlin", "params": {"argv": ["sh", "-c", "echo report"]}},
+    {"name": "broken", "type": "fail", "schedule": "*/5 * * * *",
+     "params": {"message": "no route to exchange"}},
+    {"name": "adhoc", "type": "noop"},
+    {"name": "off", "type": "noop", "schedule": "@daily", "enabled": False},
+]
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CANDLEKEEP_TEST_JOBS", "1")
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "candlekeep.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": "data", "jobs": JOBS}))
+    return path
+
+
+def invoke(cfg: Path, *args: str) -> Any:
+    return runner.invoke(app, ["--config", str(cfg), *args])
+
+
+def state(cfg: Path) -> StateDB:
+    return StateDB(f"sqlite:///{cfg.parent / 'data' / 'state.db'}")
+
+
+def test_run_records_history_and_dry_run_records_nothing(cfg: Path) -> None:
+    out = invoke(cfg, "run", "report", "--json")
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["status"] == "success" and res["details"]["stdout_tail"] == ["report"]
+    dry = invoke(cfg, "run", "report", "--dry-run")
+    assert dry.exit_code == 0 and "would run" in dry.stdout
+    rows = state(cfg).list_runs()
+    assert [(r.job, r.trigger, r.status) for r in rows] == [("report", "manual", "success")]
+
+
+def test_a_failing_run_exits_1_and_keeps_its_error(cfg: Path) -> None:
+    out = invoke(cfg, "run", "broken")
+    assert out.exit_code == 1
+    assert "no route to exchange" in out.stdout
+    hist = json.loads(invoke(cfg, "history", "--status", "failed", "--json").stdout)
+    assert [h["job"] for h in hist] == ["broken"]
+    assert hist[0]["error"] == "RuntimeError: no route to exchange"
+    assert hist[0]["attempt"] == 1 and hist[0]["node"]
+
+
+def test_run_refuses_a_job_running_elsewhere_unless_forced(cfg: Path) -> None:
+    db = state(cfg)
+    now = int(time.time() * 1000)
+    db.start_run("beat", now - 1000, "other-node", now)
+    out = invoke(cfg, "run", "beat")
+    assert out.exit_code == 2 and "running now" in out.output
+    assert invoke(cfg, "run", "beat", "--force").exit_code == 0
+
+
+def test_unknown_job_and_bad_config_are_clear_errors(cfg: Path, tmp_path: Path) -> None:
+    out = invoke(cfg, "run", "nope")
+    assert out.exit_code == 2 and "unknown job 'nope'" in out.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"jobs": [{"name": "x", "type": "noop",
+                                             "schedule": "*/5 * *"}]}))
+    out = runner.invoke(app, ["--config", str(bad), "list"])
+    assert out.exit_code == 2
+    assert "jobs[0].schedule" in out.output and "3 fields" in out.output
+
+
+def test_list_json_shows_schedule_words_next_run_last_run_and_health(cfg: Path) -> None:
+    invoke(cfg, "run", "beat")
+    invoke(cfg, "run", "broken")
+    out = invoke(cfg, "list", "--json")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    jobs = {j["name"]: j for j in data["jobs"]}
+    assert jobs["beat"]["schedule_words"] == "every minute"
+    assert jobs["beat"]["last_status"] == "success" and jobs["beat"]["success_rate_7d"] == 1
+    assert jobs["beat"]["next_run"] % 60_000 == 0
+    assert jobs["report"]["schedule_words"] == "at 08:00 on weekdays (Europe/Berlin)"
+    assert jobs["adhoc"]["next_run"] is None and jobs["off"]["next_run"] is None
+    health = data["health"]
+    assert health["daemon_up"] is False and health["failing_jobs"] == ["broken"]
+    assert health["state_db_ms"] >= 0 and health["open_gaps"] == 0
+    table = invoke(cfg, "jobs")  # the alias, as a table with the banner on top
+    assert table.exit_code == 0
+    assert "daemon down" in table.stdout and "failing: broken" in table.stdout
+
+
+def test_status_when_not_running(cfg: Path) -> None:
+    out = invoke(cfg, "status", "--json")
+    data = json.loads(out.stdout)
+    assert data["running"] is False and data["pid"] is None
+    assert len(data["next_ticks"]) == 5 and data["next_ticks"][0]["job"] == "beat"
+    assert invoke(cfg, "stop").stdout.strip() == "no daemon is running"
+
+
+def test_slo_counts_missed_ticks_as_failures(cfg: Path) -> None:
+    db = state(cfg)
+    import candlekeep.config as config_mod
+
+    specs = load_jobs(config_mod.load_config(cfg))
+    store = SchedulerStore(db)
+    now = int(time.time() * 1000)
+    start = now // 60_000 * 60_000 - 60 * 60_000
+    store.ensure_jobs(specs, start, "n1")
+    # 60 ticks due for "beat" since registration; 45 succeeded, 5 failed, 10 never ran.
+    for k in range(1, 51):
+        tick = start + k * 60_000
+        run_id = db.start_run("beat", tick, "n1", tick)
+        assert run_id is not None
+        db.finish_run(run_id, "success" if k <= 45 else "failed", tick + 10)
+    out = invoke(cfg, "slo", "--json", "--target", "0.7")
+    assert out.exit_code == 1  # "broken" never ran: its target is not met
+    rows = {r["job"]: r for r in json.loads(out.stdout)}
+    beat = rows["beat"]
+    assert beat["expected_ticks"] in (60, 61) and beat["succeeded"] == 45
+    assert beat["missed"] == beat["expected_ticks"] - 45 and beat["met"] is True
+    assert rows["broken"]["met"] is False and rows["broken"]["expected_ticks"] == 12
+    strict = json.loads(invoke(cfg, "slo", "--json", "--target", "0.9").stdout)
+    assert next(r for r in strict if r["job"] == "beat")["met"] is False
+
+
+def test_install_systemd_daemon_unit_uses_absolute_paths(cfg: Path) -> None:
+    out = invoke(cfg, "install", "systemd")
+    assert out.exit_code == 0, out.output
+    assert f"ExecStart={Path(sys.executable).absolute()} -m candlekeep --config {cfg}" \
+        f" start" in out.stdout
+    assert "candlekeep.service" in out.stdout
+
+
+def test_install_systemd_timers_one_per_enabled_scheduled_job(cfg: Path,
+                                                              tmp_path: Path) -> None:
+    dest = tmp_path / "units"
+    out = invoke(cfg, "install", "systemd", "--per-job", "--write", "--dir", str(dest))
+    assert out.exit_code == 0, out.output
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == ["candlekeep-beat.service", "candlekeep-beat.timer",
+                     "candlekeep-broken.service", "candlekeep-broken.timer",
+                     "candlekeep-report.service", "candlekeep-report.timer"]
+    timer = (dest / "candlekeep-report.timer").read_text()
+    assert "OnCalendar=Mon..Fri *-*-* 08:00:00 Europe/Berlin" in timer
+    service = (dest / "candlekeep-report.service").read_text()
+    assert f"--config {cfg} run report" in service
+    assert "StandardOutput=append:" in service and "jobs/report.log" in service
+    if shutil.which("systemd-analyze"):
+        for t in dest.glob("*.timer"):
+            cal = next(line.split("=", 1)[1] for line in t.read_text().splitlines()
+                       if line.startswith("OnCalendar="))
+            check = subprocess.run(["systemd-analyze", "calendar", cal], capture_output=True,
+                                   text=True)
+            assert check.returncode == 0, (cal, check.stderr)
+
+
+def test_install_launchd_plists_parse(cfg: Path) -> None:
+    out = invoke(cfg, "install", "launchd", "--per-job")
+    assert out.exit_code == 0, out.output
+    docs = [chunk.split("\n", 1)[1].strip() for chunk in out.stdout.split("# ---- ")[1:]]
+    plists = [plistlib.loads(d.split("\n# then:")[0].encode()) for d in docs]
+    by_label = {p["Label"]: p for p in plists}
+    beat = by_label["org.candlekeep.job.beat"]
+    assert beat["ProgramArguments"][-2:] == ["run", "beat"]
+    assert beat["StartCalendarInterval"] == [{}]
+    broken = by_label["org.candlekeep.job.broken"]
+    assert len(broken["StartCalendarInterval"]) == 12
+    daemon = plistlib.loads(invoke(cfg, "install", "launchd").stdout.split("\n", 1)[1]
+                            .split("\n# then:")[0].encode())
+    assert daemon["ProgramArguments"][-1] == "start" and daemon["RunAtLoad"] is True
+
+
+def test_install_crontab_lines_and_merge(cfg: Path) -> None:
+    out = invoke(cfg, "install", "crontab")
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0] == CRON_BEGIN and lines[-1] == CRON_END
+    beat = next(line for line in lines if line.endswith("beat.log 2>&1"))
+    assert beat.startswith("* * * * * cd ")
+    assert f"{Path(sys.executable).absolute()} -m candlekeep --config {cfg} run beat" in beat
+    assert "CRON_TZ=Europe/Berlin" in lines and "CRON_TZ=UTC" in lines  # no inline comments
+    assert not any(" off " in line or "run adhoc" in line for line in lines)
+    merged = merge_crontab("MAILTO=me\n0 1 * * * backup\n" + out.stdout, out.stdout)
+    assert merged.count(CRON_BEGIN) == 1 and merged.startswith("MAILTO=me\n0 1 * * * backup")

@@ -1,0 +1,381 @@
+"""The engine under a fake clock: months of ticks, DST, misfire after downtime, overlap,
+retries, timeouts, stop, state DB failures, several nodes on one state DB."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from candlekeep.core.series import SeriesKey
+from candlekeep.jobs.base import JobContext, JobResult
+from candlekeep.scheduler.engine import Engine
+from candlekeep.state import tables as t
+from candlekeep.state.db import RunRow
+from tests.scheduler.helpers import (
+    SettlingClock,
+    engine,
+    ms,
+    running,
+    runtime,
+    settle,
+    spec,
+)
+
+MIN = 60_000
+T0 = ms("2025-01-01T00:00:00")
+
+
+def runs(eng: Engine, job: str | None = None) -> list[RunRow]:
+    return sorted(eng.runtime.state.list_runs(job=job, limit=None),
+                  key=lambda r: (r.scheduled_for, r.attempt))
+
+
+def by_status(rows: list[RunRow], status: str) -> list[int]:
+    return [r.scheduled_for for r in rows if r.status == status]
+
+
+async def test_months_of_daily_ticks_each_run_once_on_time(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    seen: list[int] = []
+
+    async def body(ctx: JobContext) -> None:
+        seen.append(ctx.clock.now_ms())
+
+    eng = engine(runtime(tmp_path, clock), [spec("daily", "0 2 * * *", body),
+                                            spec("monthly", "0 0 1 * *")],
+                 heartbeat_s=6 * 3600)
+    async with running(eng):
+        await clock.run_until(ms("2025-07-01T00:00:00"))
+    daily = runs(eng, "daily")
+    assert [r.scheduled_for for r in daily] == [T0 + 2 * 3_600_000 + k * 86_400_000
+                                                for k in range(181)]
+    assert all(r.status == "success" and r.started_at == r.scheduled_for for r in daily)
+    assert seen == [r.scheduled_for for r in daily]
+    assert [r.scheduled_for for r in runs(eng, "monthly")] == [
+        ms(f"2025-{m:02d}-01T00:00:00") for m in range(2, 8)]
+
+
+async def test_dst_changes_in_a_non_utc_zone(tmp_path: Path) -> None:
+    clock = SettlingClock(ms("2025-03-01T00:00:00"))
+    eng = engine(runtime(tmp_path, clock), [
+        spec("d", "30 1 * * *", tz="America/New_York"),
+        spec("skipped_hour", "30 2 * * *", tz="America/New_York")], heartbeat_s=6 * 3600)
+    async with running(eng):
+        await clock.run_until(ms("2025-11-15T00:00:00"))
+    d = by_status(runs(eng, "d"), "success")
+    # Every calendar day once: 01:30 EST (06:30 UTC) in winter, 01:30 EDT (05:30 UTC) in
+    # summer; on 2025-11-02 the repeated 01:30 runs once.
+    assert len(d) == len(set(d)) == 259
+    assert ms("2025-03-09T06:30:00") in d and ms("2025-03-10T05:30:00") in d
+    assert ms("2025-11-02T05:30:00") in d and ms("2025-11-02T06:30:00") not in d
+    # 02:30 does not exist on 2025-03-09: it runs at the jump, 03:00 EDT (07:00 UTC).
+    s = by_status(runs(eng, "skipped_hour"), "success")
+    assert len(s) == 259 and ms("2025-03-09T07:00:00") in s
+
+
+async def test_hourly_job_through_fall_back_keeps_real_hours(tmp_path: Path) -> None:
+    clock = SettlingClock(ms("2025-11-01T20:00:00"))
+    eng = engine(runtime(tmp_path, clock), [spec("h", "0 * * * *", tz="America/New_York")])
+    async with running(eng):
+        await clock.run_until(ms("2025-11-02T12:00:00"))
+    h = by_status(runs(eng, "h"), "success")
+    assert h == list(range(ms("2025-11-01T21:00:00"), ms("2025-11-02T12:00:01"), 3_600_000))
+
+
+async def _crash(eng: Engine, task: asyncio.Task[None]) -> None:
+    """Stop an engine the way kill -9 would: nothing recorded, no drain."""
+    async def no_drain() -> None:
+        return None
+
+    eng._drain = no_drain  # type: ignore[method-assign]
+    for h in list(eng._runs.values()):
+        assert h.task is not None
+        h.task.cancel()
+    eng._finishes.clear()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    eng._finishes.clear()
+
+
+@pytest.mark.parametrize(("policy", "grace", "want_runs", "want_skipped"), [
+    # down from 00:10 to 01:02; */5 ticks missed: 00:15 … 01:00 (10 ticks)
+    ("coalesce", None, [ms("2025-01-01T01:00:00")], 9),
+    ("catch_up", None, [ms("2025-01-01T00:15:00") + k * 5 * MIN for k in range(10)], 0),
+    ("catch_up", 15 * 60, [ms("2025-01-01T00:50:00"), ms("2025-01-01T00:55:00"),
+                           ms("2025-01-01T01:00:00")], 7),
+    ("skip", None, [], 10),
+])
+async def test_restart_after_downtime_applies_the_misfire_policy(
+        tmp_path: Path, policy: str, grace: float | None, want_runs: list[int],
+        want_skipped: int) -> None:
+    clock = SettlingClock(T0)
+    jobs = [spec("j", "*/5 * * * *", misfire=policy, grace_s=grace, max_concurrent=10)]
+    eng1 = engine(runtime(tmp_path, clock), jobs)
+    async with running(eng1):
+        await clock.run_until(ms("2025-01-01T00:10:30"))
+    assert by_status(runs(eng1), "success") == [T0 + 5 * MIN, T0 + 10 * MIN]
+    clock.set(ms("2025-01-01T01:02:00"))
+    eng2 = engine(runtime(tmp_path, clock), jobs)
+    async with running(eng2):
+        await clock.run_until(ms("2025-01-01T01:02:01"))
+    rows = [r for r in runs(eng2) if r.scheduled_for > T0 + 10 * MIN]
+    assert by_status(rows, "success") == want_runs
+    assert len(by_status(rows, "skipped")) == want_skipped
+    # Every missed tick is accounted for exactly once.
+    assert sorted(r.scheduled_for for r in rows) == [T0 + 15 * MIN + k * 5 * MIN
+                                                    for k in range(10)]
+
+
+async def test_kill_then_restart_marks_dangling_runs_abandoned_and_catches_up(
+        tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+
+    async def slow(ctx: JobContext) -> None:
+        await ctx.clock.sleep(3600)
+
+    jobs = [spec("slow", "*/5 * * * *", slow), spec("quick", "*/5 * * * *")]
+    eng1 = engine(runtime(tmp_path, clock), jobs)
+    task = asyncio.ensure_future(eng1.run())
+    await clock.run_until(ms("2025-01-01T00:06:00"))
+    await _crash(eng1, task)
+    assert [r.status for r in runs(eng1, "slow")] == ["running"]
+    clock.set(ms("2025-01-01T00:21:00"))
+    eng2 = engine(runtime(tmp_path, clock), jobs)  # same node name: a restart
+    async with running(eng2):
+        await clock.run_until(ms("2025-01-01T00:21:01"))
+        slow_rows = runs(eng2, "slow")
+        assert slow_rows[0].status == "abandoned" and "restarted" in (slow_rows[0].error or "")
+        # coalesce: one run for 00:10-00:20, the earlier ones recorded as skipped
+        assert [r.status for r in runs(eng2, "quick")] == ["success", "skipped", "skipped",
+                                                           "success"]
+
+
+async def test_max_concurrent_one_never_overlaps_and_accounts_every_tick(
+        tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+
+    async def body(ctx: JobContext) -> None:
+        await ctx.clock.sleep(150)
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "* * * * *", body)])
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T00:30:00"))
+    rows = runs(eng)
+    ran = [r for r in rows if r.status == "success"]
+    for a, b in itertools.pairwise(ran):
+        assert a.finished_at is not None and b.started_at is not None
+        assert b.started_at >= a.finished_at
+    assert len(ran) >= 8
+    ticks = [r.scheduled_for for r in rows]
+    assert ticks == sorted(set(ticks))
+    assert ticks == [T0 + k * MIN for k in range(1, len(ticks) + 1)]  # none lost
+
+
+async def test_max_concurrent_two_allows_two_not_three(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    active = 0
+    peak = 0
+
+    async def body(ctx: JobContext) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await ctx.clock.sleep(150)
+        active -= 1
+
+    eng = engine(runtime(tmp_path, clock),
+                 [spec("j", "* * * * *", body, max_concurrent=2, misfire="catch_up")])
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T00:20:00"))
+    assert peak == 2
+
+
+async def test_retries_back_off_then_give_up_leaving_the_error(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    attempts_at: list[int] = []
+
+    async def body(ctx: JobContext) -> JobResult:
+        attempts_at.append(ctx.clock.now_ms())
+        return JobResult(errors=[f"boom #{len(attempts_at)}"])
+
+    eng = engine(runtime(tmp_path, clock), [
+        spec("j", "0 * * * *", body, attempts=4, backoff_s=30, max_backoff_s=100)])
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T01:30:00"))
+    rows = runs(eng)
+    assert [(r.attempt, r.status) for r in rows] == [(1, "failed"), (2, "failed"),
+                                                    (3, "failed"), (4, "failed")]
+    assert {r.scheduled_for for r in rows} == {ms("2025-01-01T01:00:00")}
+    assert [r.error for r in rows] == ["boom #1", "boom #2", "boom #3", "boom #4"]
+    gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
+    # 30s, 60s, 120s→capped at 100s; jitter only lengthens, never past max_backoff
+    assert 30_000 <= gaps[0] <= 37_500
+    assert 60_000 <= gaps[1] <= 75_000
+    assert gaps[2] == 100_000
+
+
+async def test_a_retry_that_succeeds(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    calls = 0
+
+    async def body(ctx: JobContext) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("exchange down")
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *", body, attempts=3)])
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T01:10:00"))
+    assert [(r.attempt, r.status, r.error) for r in runs(eng)] == [
+        (1, "failed", "ConnectionError: exchange down"), (2, "success", None)]
+
+
+async def test_timeout_cancels_records_timed_out_and_keeps_checkpoints(
+        tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    saw_cancel: list[bool] = []
+    key = SeriesKey("sim", "BTC/USDT", "1m")
+
+    async def body(ctx: JobContext) -> None:
+        ctx.state.set_checkpoint(ctx.job_name, key, 12345, ctx.clock.now_ms())
+        try:
+            await ctx.clock.sleep(3600)
+        finally:
+            saw_cancel.append(ctx.cancel.is_set())
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *", body, timeout_s=60)])
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T01:05:00"))
+    (row,) = runs(eng)
+    assert row.status == "timed_out" and row.error == "timed out after 1m00s"
+    assert row.finished_at == ms("2025-01-01T01:01:00")
+    assert saw_cancel == [True]
+    assert eng.runtime.state.get_checkpoint("j", key) == 12345
+
+
+@pytest.mark.parametrize(("stop_timeout", "status"), [(300.0, "success"), (30.0, "cancelled")])
+async def test_stop_lets_running_jobs_finish_within_the_timeout(
+        tmp_path: Path, stop_timeout: float, status: str) -> None:
+    clock = SettlingClock(T0)
+
+    async def body(ctx: JobContext) -> None:
+        await ctx.clock.sleep(120)
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *", body)])
+    task = asyncio.ensure_future(eng.run())
+    await clock.run_until(ms("2025-01-01T01:00:10"))
+    eng.request_stop(stop_timeout)
+    await clock.run_until(ms("2025-01-01T01:10:00"))
+    await task
+    (row,) = runs(eng)
+    assert row.status == status
+    assert eng.store.get_node("n1") is not None
+    assert eng.store.get_node("n1").status == "stopped"  # type: ignore[union-attr]
+
+
+async def test_state_db_failures_are_retried_and_the_loop_survives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SettlingClock(T0)
+    eng = engine(runtime(tmp_path, clock), [spec("j", "* * * * *")])
+    real_claim, real_finish = eng.store.claim, eng.store.finish_many
+    broken = {"claim": True, "finish": True}
+
+    def claim(*a: Any) -> Any:
+        if broken["claim"]:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is unreachable"))
+        return real_claim(*a)
+
+    def finish(*a: Any) -> Any:
+        if broken["finish"]:
+            raise OSError(28, "No space left on device")
+        return real_finish(*a)
+
+    monkeypatch.setattr(eng.store, "claim", claim)
+    monkeypatch.setattr(eng.store, "finish_many", finish)
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T00:03:30"))
+        assert runs(eng) == [] and eng.stats.db_errors >= 2
+        broken["claim"] = False
+        await clock.run_until(ms("2025-01-01T00:05:30"))
+        statuses = {r.status for r in runs(eng)}
+        assert "running" in statuses and "success" not in statuses  # finishes are queued
+        broken["finish"] = False
+        await clock.run_until(ms("2025-01-01T00:08:30"))
+    rows = runs(eng)
+    assert rows and {r.status for r in rows} == {"success", "skipped"}
+    ticks = [r.scheduled_for for r in rows]
+    assert ticks == [T0 + k * MIN for k in range(1, 9)]  # the outage lost no tick
+
+
+async def test_disabled_jobs_do_not_run_or_catch_up_later(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    eng = engine(runtime(tmp_path, clock), [spec("j", "*/5 * * * *", enabled=False)])
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T01:00:00"))
+    assert runs(eng) == []
+    eng2 = engine(runtime(tmp_path, clock), [spec("j", "*/5 * * * *", misfire="catch_up")])
+    async with running(eng2):
+        await clock.run_until(ms("2025-01-01T01:05:00"))
+    assert by_status(runs(eng2), "success") == [ms("2025-01-01T01:05:00")]
+
+
+async def test_two_nodes_share_ticks_exactly_once_and_survive_a_crash(
+        tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    active = 0
+    peak = 0
+
+    async def body(ctx: JobContext) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            await ctx.clock.sleep(90)
+        finally:
+            active -= 1
+
+    jobs = [spec("long", "* * * * *", body), spec("a", "* * * * *"),
+            spec("b", "*/2 * * * *")]
+    n1 = engine(runtime(tmp_path, clock, "n1"), jobs, heartbeat_s=5)
+    n2 = engine(runtime(tmp_path, clock, "n2"), jobs, heartbeat_s=5)
+    t1 = asyncio.ensure_future(n1.run())
+    async with running(n2):
+        await clock.run_until(ms("2025-01-01T00:20:00"))
+        await _crash(n1, t1)
+        active = 0  # the crashed node's job is gone with it
+        await clock.run_until(ms("2025-01-01T00:40:00"))
+    rows = runs(n2)
+    for job, step in (("a", 1), ("b", 2)):
+        ticks = [r.scheduled_for for r in rows if r.job == job]
+        assert ticks == [T0 + k * step * MIN for k in range(1, 40 // step + 1)], job
+    assert {r.node for r in rows if r.job == "a" and r.scheduled_for <= T0 + 20 * MIN} == {
+        "n1", "n2"}
+    assert peak == 1
+    longs = [r for r in rows if r.job == "long" and r.status != "skipped"]
+    assert any(r.status == "abandoned" and r.node == "n1" for r in longs)
+    assert all(r.node == "n2" for r in longs if r.scheduled_for > T0 + 20 * MIN)
+    live = [r for r in longs if r.status != "abandoned"]
+    for x, y in itertools.pairwise(live):
+        assert y.started_at is not None and x.finished_at is not None
+        assert y.started_at >= x.finished_at
+
+
+async def test_running_rows_keep_heartbeating(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+
+    async def body(ctx: JobContext) -> None:
+        await ctx.clock.sleep(600)
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *", body)], heartbeat_s=5)
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T01:04:00"))
+        with eng.runtime.state.engine.connect() as conn:
+            hb = conn.execute(sa.select(t.runs.c.heartbeat_at)).scalar_one()
+        assert ms("2025-01-01T01:03:50") <= hb <= ms("2025-01-01T01:04:00")
+        await settle()
