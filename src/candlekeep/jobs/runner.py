@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from candlekeep.core.errors import CandlekeepError, ConfigError
-from candlekeep.jobs.base import JobContext, JobResult, NullProgress, Params, ProgressSink
+from candlekeep.jobs.base import (
+    JobContext,
+    JobResult,
+    JobType,
+    NullProgress,
+    Params,
+    ProgressSink,
+)
 from candlekeep.jobs.registry import get_job_type, job_types
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.sources.base import metered
@@ -26,6 +33,15 @@ def build_params(job_type: str, params: dict[str, Any], where: str = "params") -
         e = exc.errors()[0]
         key = ".".join(str(x) for x in e["loc"])
         raise ConfigError("<command line>", f"{where}.{key}", e["msg"]) from None
+
+
+async def invoke(jt: JobType, ctx: JobContext, params: Params) -> JobResult:
+    """Run a job type under its own request meter: the one call the CLI and the scheduler
+    both go through, so every run's result counts the requests it made."""
+    with metered() as meter:
+        result = await jt.run(ctx, params)
+    result.requests = meter.requests
+    return result
 
 
 async def execute(
@@ -53,9 +69,7 @@ async def execute(
         now = rt.clock.now_ms()
         run_id = rt.state.start_run(name, now, rt.node, now, trigger="manual")
     try:
-        with metered() as meter:
-            result = await jt.run(ctx, params)
-        result.requests = meter.requests
+        result = await invoke(jt, ctx, params)
     except BaseException as exc:
         if run_id is not None:
             status = "cancelled" if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt) \

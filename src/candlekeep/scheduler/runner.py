@@ -17,6 +17,7 @@ from typing import Any
 from candlekeep.config.models import RetriesConfig
 from candlekeep.core.clock import Clock
 from candlekeep.jobs.base import JobContext, JobResult, NullProgress, ProgressSink
+from candlekeep.jobs.runner import invoke
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.misfire import fmt_duration
 from candlekeep.scheduler.spec import JobSpec
@@ -67,7 +68,7 @@ async def execute_attempt(runtime: Runtime, spec: JobSpec, cancel: asyncio.Event
                      cancel=cancel, progress=progress or NullProgress())
     if spec.timeout_s is None:
         return await _without_timeout(spec, ctx, jlog)
-    job = asyncio.ensure_future(spec.job_type.run(ctx, spec.params))
+    job = asyncio.ensure_future(invoke(spec.job_type, ctx, spec.params))
     timer = asyncio.ensure_future(runtime.clock.sleep(spec.timeout_s))
     try:
         await asyncio.wait([job, timer], return_when=asyncio.FIRST_COMPLETED)
@@ -92,7 +93,7 @@ async def _without_timeout(spec: JobSpec, ctx: JobContext,
                            jlog: logging.Logger) -> Attempt:
     """The common case, in the caller's own task: no second task, no waiting set."""
     try:
-        result = await spec.job_type.run(ctx, spec.params)
+        result = await invoke(spec.job_type, ctx, spec.params)
     except asyncio.CancelledError:
         ctx.cancel.set()
         return Attempt("cancelled", None, "cancelled: the daemon was stopped")

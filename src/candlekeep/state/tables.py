@@ -62,6 +62,8 @@ checkpoints = sa.Table(
 )
 
 GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
-RUN_STATUSES = ("running", "success", "failed", "skipped", "timed_out", "cancelled", "abandoned")
+# ``waiting``: a retry sitting out its backoff; it holds the job's slot so nothing overlaps it.
+RUN_STATUSES = ("running", "waiting", "success", "failed", "skipped", "timed_out", "cancelled",
+                "abandoned")
 
 from candlekeep.state import scheduler_tables as _scheduler_tables  # noqa: E402,F401
