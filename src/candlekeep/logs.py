@@ -31,4 +31,5 @@ def setup_logging(*, json_lines: bool = False, level: int = logging.INFO,
     root = logging.getLogger("candlekeep")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
+    # Records still propagate: a host application's (or pytest's) root handlers see them; the
+    # CLI itself configures no root handler, so nothing is printed twice.
