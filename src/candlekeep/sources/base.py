@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from candlekeep.core.errors import BadReplyError
+from candlekeep.sources.validate import validate_candles
+
 
 @dataclass(frozen=True, slots=True)
 class MarketInfo:
@@ -75,6 +78,15 @@ class Source(abc.ABC):
         if meter is not None:
             meter.requests += 1
             meter.weight += weight
+
+    def validated(self, table: pa.Table, symbol: str, timeframe: str, now_ms: int) -> pa.Table:
+        """``table`` through reply validation, counting a rejection in the source's stats."""
+        try:
+            return validate_candles(table, source=self.name, symbol=symbol, timeframe=timeframe,
+                                    now_ms=now_ms)
+        except BadReplyError:
+            self.stats.rejected_replies += 1
+            raise
 
     @abc.abstractmethod
     async def markets(self) -> dict[str, MarketInfo]: ...

@@ -39,7 +39,6 @@ from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy, call_with_retry
-from candlekeep.sources.validate import validate_candles
 
 log = logging.getLogger("candlekeep.sources")
 
@@ -494,12 +493,7 @@ class CcxtSource(Source):
             raw = await self._call(what, lambda: self._ex.fetch_ohlcv(
                 symbol, tf.name, since=start, limit=limit, params=params))
             table = self._ohlcv_rows(raw, symbol, tf.name)
-        try:
-            return validate_candles(table, source=self.name, symbol=symbol,
-                                    timeframe=tf.name, now_ms=self.clock.now_ms())
-        except BadReplyError:
-            self.stats.rejected_replies += 1
-            raise
+        return self.validated(table, symbol, tf.name, self.clock.now_ms())
 
     def _reject(self, symbol: str, timeframe: str, reason: str) -> BadReplyError:
         self.stats.rejected_replies += 1

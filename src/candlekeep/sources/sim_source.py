@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from candlekeep.core.clock import Clock
 from candlekeep.core.errors import (
-    BadReplyError,
     RateLimitedError,
     SourceError,
     TransientSourceError,
@@ -26,7 +25,6 @@ from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from candlekeep.sim.exchange import Api, SimExchange, fapi_klines_weight, spot_klines_weight
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.retry import RetryPolicy, call_with_retry
-from candlekeep.sources.validate import validate_candles
 
 PAGE_LIMIT = 1000
 
@@ -146,9 +144,4 @@ class SimSource(Source):
         arrays = self.exchange.klines(symbol, tf.name, start, end_incl, limit,
                                       corrupt=adm.corrupt)
         table = arrays.to_table(self.name, symbol, tf.name, self.clock.now_ms())
-        try:
-            return validate_candles(table, source=self.name, symbol=symbol,
-                                    timeframe=tf.name, now_ms=self.clock.now_ms())
-        except BadReplyError:
-            self.stats.rejected_replies += 1
-            raise
+        return self.validated(table, symbol, tf.name, self.clock.now_ms())
