@@ -137,3 +137,13 @@ async def test_bad_reply_stores_nothing_and_keeps_checkpoint(
     res = await run(rt, "backfill")
     assert res.ok
     assert stored_ts(rt, key) == truth_ts(ex, key, start)
+
+
+async def test_dry_run_plans_and_writes_nothing(make_runtime: RuntimeFactory) -> None:
+    ex = exchange()
+    rt = make_runtime(ex, ["BTC/USDT", "ETH/USDT"], ["1m"])
+    res = await execute(rt, "backfill", build_params("backfill", {}), dry_run=True)
+    assert len(res.details["plan"]) == 2
+    assert all("3677 candles" in line and "~4 requests" in line for line in res.details["plan"])
+    assert rt.store("main").spans() == []
+    assert rt.state.list_runs() == []

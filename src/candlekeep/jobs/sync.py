@@ -92,7 +92,12 @@ async def sync_all(
         async with sem:
             return await sync_series(ctx, rng, checkpoint_job)
 
+    plans = []
     for r in await asyncio.gather(*(one(r) for r in ranges)):
         total.merge(r)
+        if "plan" in r.details:
+            plans.append(r.details["plan"])
     total.details["series"] = len(ranges)
+    if ctx.dry_run:
+        total.details["plan"] = plans
     return total
