@@ -61,6 +61,23 @@ class P(Params):
     pass
 
 
+class Overlap:
+    """A job body that sleeps on the clock and records how many copies ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.active = 0
+        self.peak = 0
+
+    async def __call__(self, ctx: JobContext) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await ctx.clock.sleep(self.seconds)
+        finally:
+            self.active -= 1
+
+
 JobBody = Callable[[JobContext], Awaitable[JobResult | None]]
 
 

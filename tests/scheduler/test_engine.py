@@ -17,6 +17,7 @@ from candlekeep.scheduler.engine import Engine
 from candlekeep.state import tables as t
 from candlekeep.state.db import RunRow
 from tests.scheduler.helpers import (
+    Overlap,
     SettlingClock,
     engine,
     ms,
@@ -178,21 +179,12 @@ async def test_max_concurrent_one_never_overlaps_and_accounts_every_tick(
 
 async def test_max_concurrent_two_allows_two_not_three(tmp_path: Path) -> None:
     clock = SettlingClock(T0)
-    active = 0
-    peak = 0
-
-    async def body(ctx: JobContext) -> None:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        await ctx.clock.sleep(150)
-        active -= 1
-
+    body = Overlap(150)
     eng = engine(runtime(tmp_path, clock),
                  [spec("j", "* * * * *", body, max_concurrent=2, misfire="catch_up")])
     async with running(eng):
         await clock.run_until(ms("2025-01-01T00:20:00"))
-    assert peak == 2
+    assert body.peak == 2
 
 
 async def test_retries_back_off_then_give_up_leaving_the_error(tmp_path: Path) -> None:
@@ -328,18 +320,7 @@ async def test_disabled_jobs_do_not_run_or_catch_up_later(tmp_path: Path) -> Non
 async def test_two_nodes_share_ticks_exactly_once_and_survive_a_crash(
         tmp_path: Path) -> None:
     clock = SettlingClock(T0)
-    active = 0
-    peak = 0
-
-    async def body(ctx: JobContext) -> None:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        try:
-            await ctx.clock.sleep(90)
-        finally:
-            active -= 1
-
+    body = Overlap(90)
     jobs = [spec("long", "* * * * *", body), spec("a", "* * * * *"),
             spec("b", "*/2 * * * *")]
     n1 = engine(runtime(tmp_path, clock, "n1"), jobs, heartbeat_s=5)
@@ -348,7 +329,7 @@ async def test_two_nodes_share_ticks_exactly_once_and_survive_a_crash(
     async with running(n2):
         await clock.run_until(ms("2025-01-01T00:20:00"))
         await _crash(n1, t1)
-        active = 0  # the crashed node's job is gone with it
+        body.active = 0  # the crashed node's job is gone with it
         await clock.run_until(ms("2025-01-01T00:40:00"))
     rows = runs(n2)
     for job, step in (("a", 1), ("b", 2)):
@@ -356,7 +337,7 @@ async def test_two_nodes_share_ticks_exactly_once_and_survive_a_crash(
         assert ticks == [T0 + k * step * MIN for k in range(1, 40 // step + 1)], job
     assert {r.node for r in rows if r.job == "a" and r.scheduled_for <= T0 + 20 * MIN} == {
         "n1", "n2"}
-    assert peak == 1
+    assert body.peak == 1
     longs = [r for r in rows if r.job == "long" and r.status != "skipped"]
     assert any(r.status == "abandoned" and r.node == "n1" for r in longs)
     assert all(r.node == "n2" for r in longs if r.scheduled_for > T0 + 20 * MIN)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from candlekeep.jobs.base import JobContext
 from candlekeep.scheduler.engine import Engine
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.state.db import RunRow
-from tests.scheduler.helpers import SettlingClock, engine, ms, running, runtime, spec
+from tests.scheduler.helpers import Overlap, SettlingClock, engine, ms, running, runtime, spec
 
 T0 = ms("2025-01-01T00:00:00")
 
@@ -25,18 +24,7 @@ def rows(eng: Engine) -> list[RunRow]:
 async def test_three_nodes_on_postgres_claim_each_tick_once(tmp_path: Path,
                                                            pg_url: str) -> None:
     clock = SettlingClock(T0)
-    active = 0
-    peak = 0
-
-    async def body(ctx: JobContext) -> None:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        try:
-            await ctx.clock.sleep(2.5)
-        finally:
-            active -= 1
-
+    body = Overlap(2.5)
     jobs = [spec("tick", "* * * * * *"), spec("every3", "*/3 * * * * *"),
             spec("long", "* * * * * *", body, misfire="catch_up", grace_s=2)]
     nodes = [engine(runtime(tmp_path / f"n{i}", clock, f"n{i}", state=pg_url), jobs,
@@ -49,7 +37,7 @@ async def test_three_nodes_on_postgres_claim_each_tick_once(tmp_path: Path,
         assert ticks == list(range(T0 + step, T0 + 120_001, step)), job
     assert {r.node for r in all_rows if r.job == "tick"} <= {"n0", "n1", "n2"}
     assert len({r.node for r in all_rows}) >= 2
-    assert peak == 1
+    assert body.peak == 1
     longs = [r for r in all_rows if r.job == "long" and r.status == "success"]
     for a, b in itertools.pairwise(longs):
         assert a.finished_at is not None and b.started_at is not None
