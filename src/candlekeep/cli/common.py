@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -75,8 +75,8 @@ def friendly_errors(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def run(coro: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def print_json(data: Any) -> None:

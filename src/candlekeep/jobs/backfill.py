@@ -32,7 +32,8 @@ async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
         start = p.start if p.start is not None else (plan.start_ms or 0)
         end = min(x for x in (p.end, plan.end_ms, tf.floor(now)) if x is not None)
         checkpoint = None if p.restart else ctx.state.get_checkpoint(CHECKPOINT, plan.key)
-        resume = checkpoint is not None and checkpoint > start
-        ranges.append(SyncRange(plan, checkpoint if resume else start, end,  # type: ignore[arg-type]
-                                probe_listing=not resume))
+        if checkpoint is not None and checkpoint > start:
+            ranges.append(SyncRange(plan, checkpoint, end, probe_listing=False))
+        else:
+            ranges.append(SyncRange(plan, start, end, probe_listing=True))
     return await sync_all(ctx, ranges, CHECKPOINT, p.concurrency)
