@@ -85,13 +85,14 @@ def spec(name: str, schedule: str | None, body: JobBody | None = None, *,
          tz: str = "UTC", misfire: str = "coalesce", grace_s: float | None = None,
          max_concurrent: int = 1, timeout_s: float | None = None, attempts: int = 1,
          backoff_s: float = 30.0, max_backoff_s: float = 600.0,
-         enabled: bool = True) -> JobSpec:
+         enabled: bool = True, sources: set[str] | None = None) -> JobSpec:
     async def run(ctx: JobContext, _params: Any) -> JobResult:
         out = await body(ctx) if body is not None else None
         return out if out is not None else JobResult()
 
     return JobSpec(
-        name=name, type="test", job_type=JobType("test", P, run), params=P(),
+        name=name, type="test", params=P(),
+        job_type=JobType("test", P, run, sources=(lambda _c, _p: sources) if sources else None),
         trigger=cron_trigger(schedule, tz) if schedule else None, enabled=enabled,
         misfire=misfire, grace_ms=None if grace_s is None else int(grace_s * 1000),
         max_concurrent=max_concurrent, timeout_s=timeout_s,
@@ -100,8 +101,10 @@ def spec(name: str, schedule: str | None, body: JobBody | None = None, *,
 
 
 def runtime(tmp_path: Path, clock: FakeClock, node: str = "n1",
-            state: str | None = None) -> Runtime:
-    cfg = Config(data_dir=tmp_path, state=state or f"sqlite:///{tmp_path / 'state.db'}")
+            state: str | None = None, **config: Any) -> Runtime:
+    cfg = Config.model_validate({"data_dir": tmp_path,
+                                 "state": state or f"sqlite:///{tmp_path / 'state.db'}",
+                                 **config})
     return Runtime(cfg, clock=clock, node=node)
 
 

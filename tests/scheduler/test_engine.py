@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,35 @@ async def test_running_rows_keep_heartbeating(tmp_path: Path) -> None:
             hb = conn.execute(sa.select(t.runs.c.heartbeat_at)).scalar_one()
         assert ms("2025-01-01T01:03:50") <= hb <= ms("2025-01-01T01:04:00")
         await settle()
+
+
+async def test_global_and_per_source_concurrency_limits(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    active = {"all": 0, "x": 0}
+    peak = dict(active)
+
+    def body(*groups: str) -> Callable[[JobContext], Awaitable[None]]:
+        async def run(ctx: JobContext) -> None:
+            for g in groups:
+                active[g] += 1
+                peak[g] = max(peak[g], active[g])
+            try:
+                await ctx.clock.sleep(150)
+            finally:
+                for g in groups:
+                    active[g] -= 1
+        return run
+
+    jobs = [spec("x1", "* * * * *", body("all", "x"), sources={"x"}),
+            spec("x2", "* * * * *", body("all", "x"), sources={"x"}),
+            spec("y1", "* * * * *", body("all"), sources={"y"}),
+            spec("free", "* * * * *", body("all"))]
+    rt = runtime(tmp_path, clock, max_concurrent_runs=2,
+                 sources={"x": {"type": "sim", "max_concurrent_jobs": 1},
+                          "y": {"type": "sim"}})
+    eng = engine(rt, jobs)
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T00:30:00"))
+    assert peak == {"all": 2, "x": 1}  # two runs at once at most, one of them on source x
+    done = {r.job for r in runs(eng) if r.status == "success"}
+    assert done == {"x1", "x2", "y1", "free"}  # everyone gets a turn

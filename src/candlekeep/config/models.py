@@ -52,6 +52,7 @@ class CcxtSourceConfig(_Model):
     rate_limit: RateLimitConfig | None = None
     timeout: Duration = 10.0
     max_attempts: int = Field(default=5, ge=1, le=20)
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
     api_key: SecretStr | None = None
     secret: SecretStr | None = None
     password: SecretStr | None = None
@@ -65,6 +66,7 @@ class CcxtSourceConfig(_Model):
 class SimSourceConfig(_Model):
     type: Literal["sim"]
     seed: int = 7
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
 
 
 SourceConfig = Annotated[CcxtSourceConfig | SimSourceConfig, Field(discriminator="type")]
@@ -117,6 +119,7 @@ class Config(_Model):
     state: str | None = None
     timezone: str = "UTC"
     node: str | None = None
+    max_concurrent_runs: int | None = Field(default=None, ge=1)
     stores: dict[str, StoreConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     series: list[SeriesConfig] = Field(default_factory=list)

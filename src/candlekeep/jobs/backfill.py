@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, Params
-from candlekeep.jobs.registry import job_type
+from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.sync import SyncRange, sync_all
 
 CHECKPOINT = "backfill"
@@ -20,7 +20,8 @@ class BackfillParams(Params):
     concurrency: int = 4
 
 
-@job_type("backfill", BackfillParams, "History from start (or listing) to now; resumable.")
+@job_type("backfill", BackfillParams, "History from start (or listing) to now; resumable.",
+          sources=series_sources)
 async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
     now = ctx.clock.now_ms()
     plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)

@@ -91,6 +91,7 @@ class JobContext:
 
 
 JobFn = Callable[[JobContext, Any], Awaitable[JobResult]]
+SourcesFn = Callable[[JobContext, Any], set[str]]
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,5 @@ class JobType:
     params: type[Params]
     run: JobFn
     description: str = ""
+    sources: SourcesFn | None = None
+    """The configured sources a run will call, for per-source concurrency limits."""

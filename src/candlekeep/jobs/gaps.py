@@ -15,7 +15,7 @@ from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult, Params
-from candlekeep.jobs.registry import job_type
+from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.runtime import SeriesPlan
 from candlekeep.state.db import GapRow
 
@@ -120,7 +120,8 @@ def merge_windows(gaps: list[GapRow], page_limit: int) -> list[_Window]:
     return windows
 
 
-@job_type("gaps_repair", RepairParams, "Refetch recorded gaps; confirm exchange-side holes.")
+@job_type("gaps_repair", RepairParams, "Refetch recorded gaps; confirm exchange-side holes.",
+          sources=series_sources)
 async def gaps_repair(ctx: JobContext, p: RepairParams) -> JobResult:
     res = JobResult()
     plans = {pl.key: pl for pl in ctx.runtime.plans(p.source, p.symbol, p.timeframe)}

@@ -7,7 +7,7 @@ import asyncio
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, Params
-from candlekeep.jobs.registry import job_type
+from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.sync import SyncRange, sync_all
 
 CHECKPOINT = "ingest"
@@ -20,7 +20,8 @@ class IngestParams(Params):
     concurrency: int = 8
 
 
-@job_type("ingest", IngestParams, "Latest closed candles for every configured series.")
+@job_type("ingest", IngestParams, "Latest closed candles for every configured series.",
+          sources=series_sources)
 async def ingest(ctx: JobContext, p: IngestParams) -> JobResult:
     now = ctx.clock.now_ms()
     plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)

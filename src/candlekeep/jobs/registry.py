@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from candlekeep.jobs.base import JobFn, JobType, Params
+from candlekeep.jobs.base import JobContext, JobFn, JobType, Params, SourcesFn
 
 log = logging.getLogger("candlekeep.jobs")
 
@@ -14,14 +14,21 @@ _REGISTRY: dict[str, JobType] = {}
 _loaded = False
 
 
-def job_type(name: str, params: type[Params], description: str = "") -> Callable[[JobFn], JobFn]:
+def job_type(name: str, params: type[Params], description: str = "",
+             sources: SourcesFn | None = None) -> Callable[[JobFn], JobFn]:
     """Register the decorated coroutine function as job type ``name``."""
 
     def deco(fn: JobFn) -> JobFn:
-        register(JobType(name, params, fn, description or (fn.__doc__ or "").strip()))
+        register(JobType(name, params, fn, description or (fn.__doc__ or "").strip(), sources))
         return fn
 
     return deco
+
+
+def series_sources(ctx: JobContext, p: object) -> set[str]:
+    """Sources of the configured series a job's ``source/symbol/timeframe`` filter selects."""
+    return {pl.key.source for pl in ctx.runtime.plans(
+        getattr(p, "source", None), getattr(p, "symbol", None), getattr(p, "timeframe", None))}
 
 
 def register(jt: JobType) -> None:

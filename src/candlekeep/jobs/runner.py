@@ -36,10 +36,12 @@ def build_params(job_type: str, params: dict[str, Any], where: str = "params") -
 
 
 async def invoke(jt: JobType, ctx: JobContext, params: Params) -> JobResult:
-    """Run a job type under its own request meter: the one call the CLI and the scheduler
-    both go through, so every run's result counts the requests it made."""
-    with metered() as meter:
-        result = await jt.run(ctx, params)
+    """Run a job type within the concurrency limits and under its own request meter: the one
+    call the CLI and the scheduler both go through."""
+    used = jt.sources(ctx, params) if jt.sources else set()
+    async with ctx.runtime.limits.slot(used):
+        with metered() as meter:
+            result = await jt.run(ctx, params)
     result.requests = meter.requests
     return result
 

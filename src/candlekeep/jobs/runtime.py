@@ -6,8 +6,11 @@ budget governs every job that uses it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from candlekeep.config.models import (
@@ -23,6 +26,28 @@ from candlekeep.core.series import SeriesKey
 from candlekeep.sources.base import Source
 from candlekeep.state.db import StateDB
 from candlekeep.stores.base import Store
+
+
+class ConcurrencyLimits:
+    """How many job runs may execute at once in this process, in all and per source.
+
+    The source's rate limiter already keeps requests within the exchange's budget; these
+    limits bound how many jobs compete for it (and for memory and store writes)."""
+
+    def __init__(self, max_runs: int | None, per_source: dict[str, int]) -> None:
+        self._global = asyncio.Semaphore(max_runs) if max_runs else None
+        self._per_source = {name: asyncio.Semaphore(n) for name, n in per_source.items()}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, sources: Iterable[str] = ()) -> AsyncIterator[None]:
+        """Hold the global slot and one per used source; taken in a fixed order, so two
+        runs never each hold what the other waits for."""
+        sems = [self._global] if self._global else []
+        sems += [self._per_source[s] for s in sorted(set(sources)) if s in self._per_source]
+        async with contextlib.AsyncExitStack() as stack:
+            for sem in sems:
+                await stack.enter_async_context(sem)
+            yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +75,11 @@ class Runtime:
         self._state: StateDB | None = None
         self._stores: dict[str, Store] = {}
         self._sources: dict[str, Source] = dict(sources or {})
+        self.limits = ConcurrencyLimits(
+            config.max_concurrent_runs,
+            {n: s.max_concurrent_jobs for n, s in config.sources.items()
+             if s.max_concurrent_jobs is not None},
+        )
 
     @property
     def state(self) -> StateDB:
