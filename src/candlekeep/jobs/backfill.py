@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from candlekeep.core.timeframes import parse_timeframe
-from candlekeep.jobs.base import JobContext, JobResult, Params
+from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.sync import SyncRange, sync_all
 
 CHECKPOINT = "backfill"
 
 
-class BackfillParams(Params):
-    source: str | None = None
-    symbol: str | None = None
-    timeframe: str | None = None
+class BackfillParams(SeriesFilter):
     start: int | None = None
     end: int | None = None
     restart: bool = False
@@ -24,7 +21,7 @@ class BackfillParams(Params):
           sources=series_sources)
 async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
     now = ctx.clock.now_ms()
-    plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)
+    plans = p.plans(ctx.runtime)
     if p.restart and not ctx.dry_run:
         ctx.state.clear_checkpoints(CHECKPOINT, [pl.key for pl in plans])
     ranges = []

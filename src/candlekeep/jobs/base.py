@@ -18,7 +18,7 @@ from candlekeep.core.clock import Clock
 
 if TYPE_CHECKING:
     from candlekeep.config.models import Config
-    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.jobs.runtime import Runtime, SeriesPlan
     from candlekeep.state.db import StateDB
 
 
@@ -26,6 +26,21 @@ class Params(BaseModel):
     """Base for job parameter models: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeriesFilter(Params):
+    """Which configured series a run covers: every one when no field is set."""
+
+    source: str | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+
+    @property
+    def selects_all(self) -> bool:
+        return self.source is None and self.symbol is None and self.timeframe is None
+
+    def plans(self, rt: Runtime) -> list[SeriesPlan]:
+        return rt.plans(self.source, self.symbol, self.timeframe)
 
 
 @dataclass

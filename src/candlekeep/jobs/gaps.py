@@ -14,7 +14,7 @@ from candlekeep.core.errors import SourceError
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
-from candlekeep.jobs.base import JobContext, JobResult, Params
+from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.runtime import SeriesPlan
 from candlekeep.state.db import GapRow
@@ -27,12 +27,6 @@ FAIL_AFTER_ERRORS = 5
 
 WINDOWS_PER_WRITE = 64
 """Repair windows fetched concurrently between two writes: bounds memory and lost work."""
-
-
-class GapFilter(Params):
-    source: str | None = None
-    symbol: str | None = None
-    timeframe: str | None = None
 
 
 def _by_store(plans: list[SeriesPlan]) -> dict[str, list[SeriesKey]]:
@@ -62,15 +56,15 @@ def scan_store(ctx: JobContext, store_name: str, keys: list[SeriesKey], all_conf
     return found, ctx.state.record_gap_scan(keys, found, ctx.clock.now_ms())
 
 
-@job_type("gaps_scan", GapFilter, "Find missing candle ranges in the stores; record them.")
-async def gaps_scan(ctx: JobContext, p: GapFilter) -> JobResult:
+@job_type("gaps_scan", SeriesFilter, "Find missing candle ranges in the stores; record them.")
+async def gaps_scan(ctx: JobContext, p: SeriesFilter) -> JobResult:
     res = JobResult()
-    plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)
-    everything = p.source is None and p.symbol is None and p.timeframe is None
+    plans = p.plans(ctx.runtime)
     totals: dict[str, int] = defaultdict(int)
     found_gaps = missing = 0
     for store_name, keys in _by_store(plans).items():
-        found, counts = await asyncio.to_thread(scan_store, ctx, store_name, keys, everything)
+        found, counts = await asyncio.to_thread(scan_store, ctx, store_name, keys,
+                                               p.selects_all)
         found_gaps += found.num_rows
         for k, v in counts.items():
             totals[k] += v
@@ -84,7 +78,7 @@ async def gaps_scan(ctx: JobContext, p: GapFilter) -> JobResult:
     return res
 
 
-class RepairParams(GapFilter):
+class RepairParams(SeriesFilter):
     max_gaps: int | None = None
     include_failed: bool = False
 
@@ -124,7 +118,7 @@ def merge_windows(gaps: list[GapRow], page_limit: int) -> list[_Window]:
           sources=series_sources)
 async def gaps_repair(ctx: JobContext, p: RepairParams) -> JobResult:
     res = JobResult()
-    plans = {pl.key: pl for pl in ctx.runtime.plans(p.source, p.symbol, p.timeframe)}
+    plans = {pl.key: pl for pl in p.plans(ctx.runtime)}
     statuses = ["open", "failed"] if p.include_failed else ["open"]
     gaps = [g for g in ctx.state.list_gaps(status=statuses) if g.series in plans]
     gaps = gaps[: p.max_gaps] if p.max_gaps is not None else gaps

@@ -6,17 +6,14 @@ import asyncio
 
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
-from candlekeep.jobs.base import JobContext, JobResult, Params
+from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.sync import SyncRange, sync_all
 
 CHECKPOINT = "ingest"
 
 
-class IngestParams(Params):
-    source: str | None = None
-    symbol: str | None = None
-    timeframe: str | None = None
+class IngestParams(SeriesFilter):
     concurrency: int = 8
 
 
@@ -24,7 +21,7 @@ class IngestParams(Params):
           sources=series_sources)
 async def ingest(ctx: JobContext, p: IngestParams) -> JobResult:
     now = ctx.clock.now_ms()
-    plans = ctx.runtime.plans(p.source, p.symbol, p.timeframe)
+    plans = p.plans(ctx.runtime)
     # One GROUP BY per store, not one query (and connection) per series.
     latest_by_key: dict[tuple[str, SeriesKey], int] = {}
     for store_name in {pl.store for pl in plans}:

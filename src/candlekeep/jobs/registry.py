@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from candlekeep.jobs.base import JobContext, JobFn, JobType, Params, SourcesFn
+from candlekeep.jobs.base import JobContext, JobFn, JobType, Params, SeriesFilter, SourcesFn
 
 log = logging.getLogger("candlekeep.jobs")
 
@@ -25,10 +25,9 @@ def job_type(name: str, params: type[Params], description: str = "",
     return deco
 
 
-def series_sources(ctx: JobContext, p: object) -> set[str]:
-    """Sources of the configured series a job's ``source/symbol/timeframe`` filter selects."""
-    return {pl.key.source for pl in ctx.runtime.plans(
-        getattr(p, "source", None), getattr(p, "symbol", None), getattr(p, "timeframe", None))}
+def series_sources(ctx: JobContext, p: SeriesFilter) -> set[str]:
+    """Sources of the configured series a job's filter selects."""
+    return {pl.key.source for pl in p.plans(ctx.runtime)}
 
 
 def register(jt: JobType) -> None:
