@@ -188,7 +188,7 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
             verdict = _verdict(g, ts, error, tf_ms, now)
             counts[str(verdict.pop("_outcome"))] += 1
             updates.append((g.id, verdict))
-    ctx.state.update_gaps(updates)
+    await asyncio.to_thread(ctx.state.update_gaps, updates)
 
 
 def _inside_gaps(batch: pa.Table, gaps: list[GapRow]) -> pa.Table:

@@ -69,7 +69,9 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
             batch = await source.fetch_candles(key.symbol, key.timeframe, cursor, chunk_end)
             if batch.num_rows:
                 res.rows_written += await asyncio.to_thread(store.upsert_candles, batch)
-            ctx.state.set_checkpoint(checkpoint_job, key, chunk_end, ctx.clock.now_ms())
+            # Off the loop, like the store write: the daemon dispatches ticks on this loop.
+            await asyncio.to_thread(ctx.state.set_checkpoint, checkpoint_job, key, chunk_end,
+                                    ctx.clock.now_ms())
             ctx.progress.advance(progress_key, tf.count(cursor, chunk_end))
             cursor = chunk_end
     except SourceError as exc:
