@@ -91,6 +91,15 @@ class JobContext:
     dry_run: bool = False
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     progress: ProgressSink = field(default_factory=NullProgress)
+    process_hook: Callable[[str | None], None] | None = None
+    """Set by the run path: where ``report_process`` records a run's process group."""
+
+    def report_process(self, identity: str | None) -> None:
+        """Tell the run path which process group this run owns (``None``: it has ended),
+        so that a node restarting after a crash can end what its dead predecessor left
+        running. A no-op when nothing records the run (dry runs, direct calls)."""
+        if self.process_hook is not None:
+            self.process_hook(identity)
 
     @property
     def config(self) -> Config:
