@@ -1,0 +1,1 @@
+"""Plug-in mistakes the registry must report (each module is one mistake)."""
