@@ -1,8 +1,11 @@
+import bisect
 import itertools
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from croniter import croniter
 
 from candlekeep.scheduler.triggers import CronError, CronTrigger, cron_trigger, split_fields
 from tests.scheduler.helpers import ms
@@ -121,3 +124,69 @@ def test_last_between_finds_the_latest_tick_of_a_long_backlog() -> None:
     assert daily.last_between(ms("2025-01-01T00:00:00"), ms("2025-06-01T02:00:00")) == ms(
         "2025-05-31T03:00:00")
     assert daily.last_between(ms("2025-01-01T04:00:00"), ms("2025-01-02T02:00:00")) is None
+
+
+# Offset changes (UTC instants) in zones whose offsets are not whole hours.
+NON_WHOLE_HOUR_TRANSITIONS = [
+    ("Australia/Adelaide", "2025-04-05T16:30:00"),  # 03:00 ACDT back to 02:00 ACST
+    ("Australia/Adelaide", "2025-10-04T16:30:00"),  # 02:00 ACST on to 03:00 ACDT
+    ("America/St_Johns", "2025-03-09T05:30:00"),  # 02:00 NST on to 03:00 NDT
+    ("America/St_Johns", "2025-11-02T04:30:00"),  # 02:00 NDT back to 01:00 NST
+    ("Asia/Kathmandu", "1985-12-31T18:30:00"),  # +05:30 on to +05:45 (a 15-minute jump)
+    ("Asia/Kolkata", "1941-09-30T18:30:00"),  # +05:30 on to +06:30
+    ("Asia/Kolkata", "1942-05-14T17:30:00"),  # +06:30 back to +05:30
+    ("Asia/Kolkata", "2025-06-01T00:00:00"),  # no transition for decades: one offset
+    ("Australia/Lord_Howe", "2025-04-05T15:00:00"),  # +11:00 back to +10:30
+    ("Australia/Lord_Howe", "2025-10-04T15:30:00"),  # +10:30 on to +11:00
+]
+COUNTED_SCHEDULES = [
+    "* * * * * *", "*/7 * * * * *", "*/5 * * * *", "15 * * * *", "0 */2 * * *",
+    "30 2 * * *", "*/10 * 1-2 * * *", "*/20 2 * * 0", "0 0 * * *",
+]
+
+
+@pytest.mark.parametrize("expr", COUNTED_SCHEDULES)
+@pytest.mark.parametrize(("tz", "at_text"), NON_WHOLE_HOUR_TRANSITIONS)
+def test_count_between_equals_walking_around_offset_changes(expr: str, tz: str,
+                                                            at_text: str) -> None:
+    t = cron_trigger(expr, tz)
+    at = ms(at_text)
+    half = 2 * HOUR if split_fields(expr).has_seconds else 2 * DAY
+    lo, hi = at - half + 7, at + half + 999
+    walked = list(t.ticks(lo, hi))
+    assert t.count_between(lo, hi) == len(walked)
+    near = [x for x in walked if abs(x - at) <= 2 * HOUR]
+    near = near[:2] + near[len(near) // 2 - 1:len(near) // 2 + 1] + near[-2:]
+    points = sorted({lo, hi, at - 1, at, at + 1, at - HOUR // 2, at + HOUR // 2,
+                     *near, *(x - 1 for x in near), *(x + 1 for x in near)})
+    for a, b in itertools.combinations([p for p in points if lo <= p <= hi], 2):
+        expected = bisect.bisect_right(walked, b) - bisect.bisect_right(walked, a)
+        assert t.count_between(a, b) == expected, (local(a, tz), local(b, tz))
+
+
+@pytest.mark.parametrize(("expr", "tz", "start", "expected"), [
+    ("* * * * * *", "Asia/Kolkata", "2025-01-01T00:00:07", 30 * 86400),
+    ("* * * * * *", "Asia/Kathmandu", "2025-01-01T00:00:00", 30 * 86400),
+    # A wildcard hour keeps real cadence: one tick per elapsed second, through either change.
+    ("* * * * * *", "Australia/Adelaide", "2025-03-20T00:00:00", 30 * 86400),
+    ("* * * * * *", "Australia/Adelaide", "2025-09-20T00:00:00", 30 * 86400),
+    # A fixed hour runs the repeated 02:xx of 04-06 once; the missing 02:xx of 10-05 fires once,
+    # at the jump. The window covers 30 local days' 02:xx either way.
+    ("*/10 * 2 * * *", "Australia/Adelaide", "2025-03-20T00:00:00", 30 * 360),
+    ("*/10 * 2 * * *", "Australia/Adelaide", "2025-09-20T00:00:00", 29 * 360 + 1),
+])
+def test_count_between_a_month_of_seconds_is_exact_and_does_not_walk(
+    monkeypatch: pytest.MonkeyPatch, expr: str, tz: str, start: str, expected: int,
+) -> None:
+    t = cron_trigger(expr, tz)
+    steps = 0
+    real = croniter.get_next
+
+    def counted(self: croniter, *args: Any, **kwargs: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(croniter, "get_next", counted)
+    assert t.count_between(ms(start), ms(start) + 30 * DAY) == expected
+    assert steps <= 100  # per day at most, not per tick

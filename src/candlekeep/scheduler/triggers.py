@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -186,6 +186,7 @@ class CronTrigger:
         self._memo: dict[int, int] = {}
         self.fixed_hour = not self.fields.hour.startswith("*")
         self.period_ms = self._uniform_period()
+        self._grid = _WallGrid(self._iter, self.fields.has_seconds)
 
     def __repr__(self) -> str:
         return f"CronTrigger({self.expr!r}, {self.timezone!r})"
@@ -270,22 +271,48 @@ class CronTrigger:
                 return last
             window *= 8
 
-    def count_between(self, after_ms: int, until_ms: int, cap: int = 1_000_000) -> int:
-        """How many fire times lie in ``(after_ms, until_ms]`` (at most ``cap`` when walked)."""
+    def count_between(self, after_ms: int, until_ms: int) -> int:
+        """How many fire times lie in ``(after_ms, until_ms]``, without walking them.
+
+        A month of a per-second schedule is millions of ticks: the work here grows with the
+        zone's offset changes in the window (and, for schedules restricted to some days,
+        with its days), never with the ticks. Between two changes the offset is constant,
+        so the ticks are the schedule's wall-time matches in the shifted window, counted
+        by ``_WallGrid``; the stretch after each change applies the DST rules above.
+        """
         if until_ms <= after_ms:
             return 0
-        p = self.period_ms
-        if p is not None:
-            return until_ms // p - after_ms // p
+        lo, hi = after_ms + 1, until_ms + 1  # as [lo, hi): ticks are whole milliseconds
+        zone = self._zone
+        with self._lock:
+            if zone.fixed:
+                return self._grid.count(lo, hi)
+            n, start = 0, lo
+            began = zone.last_transition_at_or_before(lo)
+            while start < hi:
+                tr = zone.first_transition_in(start, hi - 1)
+                end = hi if tr is None else tr[0]
+                n += self._count_stretch(start, end, zone.offset_ms(start), began)
+                start, began = end, tr
+            return n
+
+    def _count_stretch(self, start: int, end: int, off: int,
+                       began: tuple[int, int, int] | None) -> int:
+        """Ticks in ``[start, end)``, where the offset is ``off`` since transition ``began``."""
+        lo, hi = start + off, end + off
         n = 0
-        for _ in self.ticks(after_ms, until_ms):
-            n += 1
-            if n >= cap:
-                break
-        return n
+        if began is not None:
+            at, before, after = began
+            if after > before and at == start:
+                # The wall times jumped over, and the one jumped to, are one tick at the jump.
+                n = int(self._grid.count(at + before, at + after + 1) > 0)
+                lo = at + after + 1
+            elif after < before and self.fixed_hour:
+                lo = max(lo, at + before)  # these wall times already ran before the fall-back
+        return n + self._grid.count(lo, hi)
 
     def _uniform_period(self) -> int | None:
-        """The period of schedules that tick on a fixed UTC grid, for counting by division.
+        """The period of schedules that tick on a fixed UTC grid (a launchd ``StartInterval``).
 
         That is ``*``/``*/N`` in the smallest field with everything above it a wildcard:
         whole-hour offset changes never move a grid that divides the hour.
@@ -302,6 +329,90 @@ class CronTrigger:
         if sec_step is not None and f.minute == "*":
             return sec_step * 1000
         return None
+
+
+class _WallGrid:
+    """Counts a schedule's matches in a span of naive wall time by arithmetic.
+
+    A cron schedule is a set of days (the day fields) times a set of times of day (hour x
+    minute x second, each a plain set of values), so the matches in a span are whole
+    matching days times the matches per day, plus prefix counts for the partial days at
+    either end. Only which days match needs croniter (``L``, ``#``, the day-of-month or
+    weekday rule), one step per matching day, and not even that when every day matches.
+    It asks the trigger's own croniter (under the trigger's lock), whose expansion is the
+    one walking uses: a second croniter would pick other values for ``R`` fields.
+    """
+
+    def __init__(self, it: croniter, has_seconds: bool) -> None:
+        expanded = it.expanded
+        hours, minutes = _values(expanded[1], 24), _values(expanded[0], 60)
+        seconds = _values(expanded[5], 60) if has_seconds else frozenset({0})
+        self._hours, self._minutes, self._seconds = hours, minutes, seconds
+        self._hours_below = _below(hours, 24)
+        self._minutes_below = _below(minutes, 60)
+        self._seconds_below = _below(seconds, 60)
+        self._per_hour = len(minutes) * len(seconds)
+        self._per_day = len(hours) * self._per_hour
+        self._every_day = all(x == ["*"] for x in expanded[2:5])
+        self._iter = it
+
+    def count(self, lo: int, hi: int) -> int:
+        """Matches at wall times (ms, as if UTC) in ``[lo, hi)``."""
+        if hi <= lo:
+            return 0
+        lo_s, hi_s = -(-lo // 1000), -(-hi // 1000)  # matches are on whole seconds
+        lo_day, lo_sec = divmod(lo_s, 86_400)
+        hi_day, hi_sec = divmod(hi_s, 86_400)
+        if lo_day == hi_day:
+            return self._matching_days(lo_day, lo_day + 1) * (
+                self._in_day_before(hi_sec) - self._in_day_before(lo_sec))
+        return (self._matching_days(lo_day, lo_day + 1)
+                * (self._per_day - self._in_day_before(lo_sec))
+                + self._matching_days(lo_day + 1, hi_day) * self._per_day
+                + self._matching_days(hi_day, hi_day + 1) * self._in_day_before(hi_sec))
+
+    def _in_day_before(self, sec: int) -> int:
+        """Matches in a matching day before second ``sec`` of it (0..86400)."""
+        hour, rest = divmod(sec, 3600)
+        minute, second = divmod(rest, 60)
+        n = self._hours_below[hour] * self._per_hour
+        if hour in self._hours:
+            n += self._minutes_below[minute] * len(self._seconds)
+            if minute in self._minutes:
+                n += self._seconds_below[second]
+        return n
+
+    def _matching_days(self, first: int, end: int) -> int:
+        """How many of the days ``[first, end)`` (days since the epoch) the schedule runs on."""
+        if end <= first:
+            return 0
+        if self._every_day:
+            return end - first
+        n, day = 0, first
+        while day < end:
+            # The first match from the start of ``day`` on falls on the next matching day.
+            self._iter.set_current(day * 86_400 - 1, force=True)
+            day = round(self._iter.get_next(float)) // 86_400
+            if day >= end:
+                break
+            n += 1
+            day += 1
+        return n
+
+
+def _values(expanded: Sequence[int | str], size: int) -> frozenset[int]:
+    """The values a time field allows, from croniter's expansion (``*`` for all)."""
+    if expanded == ["*"]:
+        return frozenset(range(size))
+    return frozenset(int(v) for v in expanded)
+
+
+def _below(values: frozenset[int], size: int) -> list[int]:
+    """``out[v]`` = how many allowed values are below ``v``, for ``v`` in ``0..size``."""
+    out = [0]
+    for v in range(size):
+        out.append(out[-1] + (v in values))
+    return out
 
 
 def _step(field: str) -> int | None:
