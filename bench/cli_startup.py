@@ -23,7 +23,8 @@ are compiled again on every run).
 Attribution, for whoever makes start-up faster: each command once more under
 ``python -X importtime -m candlekeep ...``: which heavy modules it imported (ccxt, duckdb,
 the scheduler engine, pyarrow, sqlalchemy, fastapi), the top cumulative import times and
-the heaviest third-party packages; and once under an audit hook counting socket connects
+the heaviest third-party packages, and the chain of modules that first imported each heavy
+one; and once under an audit hook counting socket connects
 and subprocesses started (``list`` must not touch the network).
 
     python bench/cli_startup.py [--reps N] [--json] [--env-as-is]
@@ -150,6 +151,23 @@ def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
     return rows
 
 
+def import_chain(rows: list[tuple[str, int, int, int]], module: str) -> list[str]:
+    """Who imported ``module`` first: it, its importer, and so on up to the top level.
+    ``-X importtime`` prints a module after everything it imports, one level deeper, so an
+    importer is the first later row one level up."""
+    idx = next((i for i, r in enumerate(rows) if r[0] == module), None)
+    if idx is None:
+        return []
+    chain, depth = [module], rows[idx][3]
+    for name, _, _, d in rows[idx + 1:]:
+        if d < depth:
+            chain.append(name)
+            depth = d
+            if d == 0:
+                break
+    return chain
+
+
 def import_profile(args: list[str] | None, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     """One run under ``-X importtime``: ``-m candlekeep ARGS``, or the baseline for None."""
     tail = ["-c", BASELINE] if args is None else ["-m", "candlekeep", *args]
@@ -168,6 +186,7 @@ def import_profile(args: list[str] | None, cwd: Path, env: dict[str, str]) -> di
         "modules": len(names),
         "total_ms": round(sum(r[1] for r in rows) / 1000, 1),
         "imported": {w: w in names for w in WATCH},
+        "imported_via": {w: import_chain(rows, w) for w in WATCH if w in names},
         "top_cumulative": [{"module": m, "cumulative_ms": round(c / 1000, 1),
                             "self_ms": round(s / 1000, 1), "depth": d}
                            for m, s, c, d in sorted(rows, key=lambda r: -r[2])[:TOP]],
@@ -280,6 +299,9 @@ def report(r: dict[str, Any]) -> None:
         for row in imp["top_cumulative"]:
             print(f"    {row['cumulative_ms']:7.1f} ms  (self {row['self_ms']:6.1f})  "
                   f"{'  ' * row['depth']}{row['module']}")
+        for w, chain in imp["imported_via"].items():
+            via = " <- ".join(chain[1:]) or "(run time, from a function)"
+            print(f"    {w} imported via {via}")
         third = ", ".join(f"{p['package']} {p['cumulative_ms']:.0f}"
                           for p in imp["top_third_party"])
         print(f"    heaviest third-party packages (ms, first import, nested included): {third}")
