@@ -48,12 +48,47 @@ def test_gap_scan_reconciliation(tmp_path: Path) -> None:
     assert db.gap_counts() == {"repaired": 1, "confirmed_empty": 1}
 
 
-def test_tick_claimed_once(tmp_path: Path) -> None:
-    db = StateDB(f"sqlite:///{tmp_path}/s.db")
-    assert db.start_run("ingest", 1000, "a", 1000) is not None
-    assert db.start_run("ingest", 1000, "b", 1001) is None
-    assert db.start_run("ingest", 1000, "a", 1002, attempt=2) is not None
-    assert [r.attempt for r in db.list_runs("ingest")] == [2, 1]
+OLD_SCHEMA = """
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, job VARCHAR(200) NOT NULL,
+  scheduled_for BIGINT NOT NULL, attempt INTEGER NOT NULL, node VARCHAR(200) NOT NULL,
+  "trigger" VARCHAR(20) NOT NULL, started_at BIGINT, finished_at BIGINT, heartbeat_at BIGINT,
+  status VARCHAR(20) NOT NULL, rows_written BIGINT NOT NULL, requests BIGINT NOT NULL,
+  error TEXT, CONSTRAINT uq_runs_tick_attempt UNIQUE (job, scheduled_for, attempt));
+CREATE INDEX ix_runs_status ON runs (status);
+CREATE TABLE scheduler_jobs (job VARCHAR(200) PRIMARY KEY, schedule VARCHAR(200),
+  timezone VARCHAR(64), last_tick BIGINT NOT NULL, created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL, updated_by VARCHAR(200));
+CREATE TABLE scheduler_nodes (node VARCHAR(200) PRIMARY KEY, host VARCHAR(255) NOT NULL,
+  pid INTEGER NOT NULL, started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL,
+  stopped_at BIGINT, status VARCHAR(20) NOT NULL, lease_ms BIGINT NOT NULL,
+  version VARCHAR(40));
+INSERT INTO runs (job, scheduled_for, attempt, node, "trigger", started_at, heartbeat_at,
+  status, rows_written, requests) VALUES ('j', 60000, 1, 'n1', 'schedule', 60000, 61000,
+  'running', 0, 0);
+INSERT INTO runs (job, scheduled_for, attempt, node, "trigger", started_at, finished_at,
+  status, rows_written, requests) VALUES ('j', 0, 1, 'n1', 'schedule', 0, 5, 'success', 3, 1);
+"""
+
+
+def test_a_state_db_of_the_first_scheduler_is_upgraded_in_place(tmp_path: Path) -> None:
+    """New columns and indexes are added, history kept, live runs given the old lease."""
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_SCHEMA)
+    db = StateDB(f"sqlite:///{path}")
+    live, done = sorted(db.list_runs(), key=lambda r: r.id)
+    assert (live.status, done.status, done.rows_written) == ("running", "success", 3)
+    with sqlite3.connect(path) as conn:
+        lease, inst = conn.execute(
+            "SELECT lease_until, instance FROM runs WHERE id = 1").fetchone()
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(runs)")}
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(scheduler_nodes)")}
+    assert (lease, inst) == (61_000 + 15_000, None)
+    assert {"ix_runs_scheduled", "ix_runs_finished", "ix_runs_job_started"} <= indexes
+    assert {"instance", "lease_until", "skew_ms", "conflicts"} <= cols
+    StateDB(f"sqlite:///{path}")  # a second open finds the version and does nothing
 
 
 def test_repaired_gap_found_again_reopens(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from candlekeep.core.series import SeriesKey
 from candlekeep.state import tables as t
+from candlekeep.state.migrate import ensure_schema
 
 
 def normalise_url(url: str) -> str:
@@ -23,21 +24,44 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pooled: bool = False, lock_timeout_s: float = 10.0,
+                statement_timeout_s: float = 120.0, connect_timeout_s: float = 10.0) -> Engine:
+    """An engine for the state DB.
+
+    SQLite: WAL (readers never block the daemon's writes), a connection per transaction
+    unless ``pooled``. PostgreSQL: no call waits forever: lock and statement timeouts on
+    every session, a connect timeout, and TCP keepalives plus a user timeout so a dead
+    server or a silent network drop is noticed within seconds, not hours.
+    """
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)
+        if pooled:
+            engine = sa.create_engine(url, connect_args={"timeout": 30,
+                                                         "check_same_thread": False},
+                                      poolclass=sa.pool.QueuePool, pool_size=1,
+                                      max_overflow=4)
+        else:
+            engine = sa.create_engine(url, connect_args={"timeout": 30},
+                                      poolclass=sa.pool.NullPool)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the daemon's writes
+            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    options = (f"-c lock_timeout={int(lock_timeout_s * 1000)} "
+               f"-c statement_timeout={int(statement_timeout_s * 1000)} "
+               "-c idle_in_transaction_session_timeout=300000")
+    connect_args = {"connect_timeout": max(1, round(connect_timeout_s)), "options": options,
+                    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                    "keepalives_count": 3,
+                    "tcp_user_timeout": int(max(lock_timeout_s, statement_timeout_s) * 1000)}
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            connect_args=connect_args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +127,7 @@ class StateDB:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.engine = make_engine(url)
-        t.metadata.create_all(self.engine)
+        ensure_schema(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -262,53 +286,6 @@ class StateDB:
             return {r[0]: r[1] for r in rows}
 
     # -- runs ----------------------------------------------------------------------------
-
-    def start_run(
-        self, job: str, scheduled_for: int, node: str, now_ms: int, *, attempt: int = 1,
-        trigger: str = "schedule",
-    ) -> int | None:
-        """Claim a tick by inserting its run row; None when another process already has it."""
-        try:
-            with self.engine.begin() as conn:
-                res = conn.execute(t.runs.insert().values(
-                    job=job, scheduled_for=scheduled_for, attempt=attempt, node=node,
-                    trigger=trigger, started_at=now_ms, heartbeat_at=now_ms, status="running",
-                    rows_written=0, requests=0))
-                pk = res.inserted_primary_key
-                return int(pk[0]) if pk else None
-        except sa.exc.IntegrityError:
-            return None
-
-    def record_run(
-        self, job: str, scheduled_for: int, node: str, now_ms: int, status: str,
-        error: str | None = None, trigger: str = "schedule",
-    ) -> bool:
-        """A run that never started (skipped misfire, …); False if the tick was taken."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(t.runs.insert().values(
-                    job=job, scheduled_for=scheduled_for, attempt=1, node=node, trigger=trigger,
-                    started_at=now_ms, finished_at=now_ms, status=status, rows_written=0,
-                    requests=0, error=error))
-            return True
-        except sa.exc.IntegrityError:
-            return False
-
-    def finish_run(
-        self, run_id: int, status: str, now_ms: int, *, rows_written: int = 0,
-        requests: int = 0, error: str | None = None,
-    ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(
-                status=status, finished_at=now_ms, rows_written=rows_written,
-                requests=requests, error=error))
-
-    def heartbeat_runs(self, run_ids: Sequence[int], now_ms: int) -> None:
-        if not run_ids:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(t.runs.update().where(t.runs.c.id.in_(list(run_ids))).values(
-                heartbeat_at=now_ms))
 
     def list_runs(
         self, job: str | None = None, since_ms: int | None = None,

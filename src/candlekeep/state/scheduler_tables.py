@@ -22,6 +22,25 @@ scheduler_jobs = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=True),
+    # What the job is, as the node that last registered it configured it (JSON without
+    # params), and a digest of that plus the params: nodes whose own digest differs do
+    # not claim the job.
+    sa.Column("spec", sa.Text, nullable=True),
+    sa.Column("spec_hash", sa.String(64), nullable=True),
+    sa.Column("spec_by", sa.String(200), nullable=True),
+    sa.Column("spec_at", sa.BigInteger, nullable=True),
+)
+
+scheduler_schedules = sa.Table(
+    "scheduler_schedules",
+    metadata,
+    # One row per schedule a job has had, from ``since``: SLOs count each period's ticks
+    # with the schedule of the time, from the job's first appearance.
+    sa.Column("job", sa.String(200), primary_key=True),
+    sa.Column("since", sa.BigInteger, primary_key=True),
+    sa.Column("schedule", sa.String(200), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
 )
 
 scheduler_nodes = sa.Table(
@@ -36,6 +55,12 @@ scheduler_nodes = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),  # running | stopped | dead
     sa.Column("lease_ms", sa.BigInteger, nullable=False),
     sa.Column("version", sa.String(40), nullable=True),
+    sa.Column("instance", sa.String(120), nullable=True),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+    # Measured at each heartbeat: the state DB's clock minus this node's.
+    sa.Column("skew_ms", sa.BigInteger, nullable=True),
+    # JSON list of jobs this node does not claim because its config differs.
+    sa.Column("conflicts", sa.Text, nullable=True),
 )
 
 NODE_STATUSES = ("running", "stopped", "dead")

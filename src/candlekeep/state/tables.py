@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+
+SCHEMA_VERSION = 2
+"""Bumped whenever a table gains a column or an index; ``StateDB`` then adds what an older
+state DB lacks (see ``state.migrate``)."""
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    WAITING = "waiting"
+    """A retry sitting out its backoff (``not_before``); it holds the job's slot, and any
+    node may start it once its creator's lease has lapsed."""
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    """Claimed by a daemon for a tick of the job's schedule."""
+    TIMER = "timer"
+    """Started by a system timer (``candlekeep install``) for a tick of the schedule."""
+    MANUAL = "manual"
+    """Started by hand (``candlekeep run``, a data command, the API)."""
+
+
+LIVE_STATUSES = (RunStatus.RUNNING, RunStatus.WAITING)
+"""A run holds one of its job's ``max_concurrent`` slots while in these states."""
+TICK_TRIGGERS = (Trigger.SCHEDULE, Trigger.TIMER)
+"""Runs that stand for a tick of the schedule, as SLOs count them."""
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
@@ -24,10 +58,21 @@ runs = sa.Table(
     sa.Column("rows_written", sa.BigInteger, nullable=False, default=0),
     sa.Column("requests", sa.BigInteger, nullable=False, default=0),
     sa.Column("error", sa.Text, nullable=True),
+    # The process (one daemon, one CLI command) that owns the row; NULL for a retry
+    # nobody owns yet. Only the owner finishes a run, and only while it is live.
+    sa.Column("instance", sa.String(120), nullable=True),
+    # The owner's lease, in the state DB's clock: the run is alive until then.
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+    # A waiting retry starts no earlier than this.
+    sa.Column("not_before", sa.BigInteger, nullable=True),
+    # The process group a command run started (jobs.procgroup identity), for clean-up.
+    sa.Column("process", sa.String(200), nullable=True),
     # A tick runs once, whichever node claims it: claiming is inserting attempt 1.
     sa.UniqueConstraint("job", "scheduled_for", "attempt", name="uq_runs_tick_attempt"),
     sa.Index("ix_runs_job_started", "job", "started_at"),
     sa.Index("ix_runs_status", "status"),
+    sa.Index("ix_runs_scheduled", "scheduled_for"),
+    sa.Index("ix_runs_finished", "finished_at"),
 )
 
 gaps = sa.Table(
@@ -61,9 +106,12 @@ checkpoints = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
+schema_version = sa.Table(
+    "candlekeep_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+)
+
 GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
-# ``waiting``: a retry sitting out its backoff; it holds the job's slot so nothing overlaps it.
-RUN_STATUSES = ("running", "waiting", "success", "failed", "skipped", "timed_out", "cancelled",
-                "abandoned")
 
 from candlekeep.state import scheduler_tables as _scheduler_tables  # noqa: E402,F401
