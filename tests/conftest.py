@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.scheduler.procs import Daemon
+
 
 @pytest.fixture(autouse=True)
 def _restore_candlekeep_logger() -> Iterator[None]:
@@ -16,3 +18,12 @@ def _restore_candlekeep_logger() -> Iterator[None]:
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemon processes a test starts; whatever is still running at the end is killed."""
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.close()

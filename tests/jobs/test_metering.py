@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from candlekeep.config.models import RetriesConfig
 from candlekeep.core.clock import FakeClock
 from candlekeep.jobs.base import JobContext, JobResult, JobType, Params
-from candlekeep.jobs.runner import execute
-from candlekeep.scheduler.runner import execute_attempt
+from candlekeep.scheduler.runpath import execute_attempt
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.sim.exchange import SimExchange
 from tests.jobs.conftest import NOW, START, RuntimeFactory
@@ -43,13 +41,11 @@ async def test_concurrent_runs_on_one_source_count_only_their_own(
     register(PAGES)
     spec = JobSpec(name="scheduled.pages", type="pages", job_type=PAGES, params=Pages(pages=2),
                    trigger=None, retries=RetriesConfig())
-    manual: Any
-    attempt, manual = await asyncio.gather(
-        execute_attempt(rt, spec, asyncio.Event()),
-        execute(rt, "pages", Pages(pages=3)),
-    )
-    assert attempt.status == "success" and attempt.result is not None
-    assert attempt.result.requests == 2
-    assert manual.requests == 3
+    other = JobSpec(name="pages", type="pages", job_type=PAGES, params=Pages(pages=3),
+                    trigger=None)
+    one, two = await asyncio.gather(execute_attempt(rt, spec, asyncio.Event()),
+                                    execute_attempt(rt, other, asyncio.Event()))
+    assert one.status == "success" and one.result is not None and two.result is not None
+    assert one.result.requests == 2
+    assert two.result.requests == 3
     assert rt.source("sim").stats.requests == 5
-    assert rt.state.list_runs("pages")[0].requests == 3

@@ -109,7 +109,9 @@ def runtime(tmp_path: Path, clock: FakeClock, node: str = "n1",
 
 
 def engine(rt: Runtime, specs: list[JobSpec], **options: Any) -> Engine:
-    opts = {"db_in_thread": False, "stop_timeout_s": 60.0, "heartbeat_s": 60.0, **options}
+    # Fake clocks: leases by the injected clock on PostgreSQL too.
+    opts = {"db_in_thread": False, "stop_timeout_s": 60.0, "heartbeat_s": 60.0,
+            "db_clock": False, **options}
     return Engine(rt, specs, EngineOptions(**opts))
 
 

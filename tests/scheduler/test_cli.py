@@ -4,6 +4,7 @@ test_daemon_process.py)."""
 from __future__ import annotations
 
 import json
+import os
 import plistlib
 import shutil
 import subprocess
@@ -16,10 +17,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import candlekeep.config as config_mod
 from candlekeep.cli.main import app
 from candlekeep.scheduler.install import CRON_BEGIN, CRON_END, merge_crontab
+from candlekeep.scheduler.records import Owner
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.scheduler.validate import load_jobs
+from candlekeep.state import tables as t
 from candlekeep.state.db import StateDB
 
 runner = CliRunner()
@@ -76,7 +80,9 @@ def test_a_failing_run_exits_1_and_keeps_its_error(cfg: Path) -> None:
 def test_run_refuses_a_job_running_elsewhere_unless_forced(cfg: Path) -> None:
     db = state(cfg)
     now = int(time.time() * 1000)
-    db.start_run("beat", now - 1000, "other-node", now)
+    beat = next(s for s in load_jobs(config_mod.load_config(cfg)) if s.name == "beat")
+    elsewhere = SchedulerStore(db, Owner("other-node", "far-host/1/x", 15_000))
+    elsewhere.start_manual(beat, now)
     out = invoke(cfg, "run", "beat")
     assert out.exit_code == 2 and "running now" in out.output
     assert invoke(cfg, "run", "beat", "--force").exit_code == 0
@@ -123,19 +129,18 @@ def test_status_when_not_running(cfg: Path) -> None:
 
 def test_slo_counts_missed_ticks_as_failures(cfg: Path) -> None:
     db = state(cfg)
-    import candlekeep.config as config_mod
-
     specs = load_jobs(config_mod.load_config(cfg))
-    store = SchedulerStore(db)
+    store = SchedulerStore(db, Owner("n1", "n1/1/x", 15_000))
     now = int(time.time() * 1000)
     start = now // 60_000 * 60_000 - 60 * 60_000
-    store.ensure_jobs(specs, start, "n1")
+    store.ensure_jobs(specs, start)
     # 60 ticks due for "beat" since registration; 45 succeeded, 5 failed, 10 never ran.
-    for k in range(1, 51):
-        tick = start + k * 60_000
-        run_id = db.start_run("beat", tick, "n1", tick)
-        assert run_id is not None
-        db.finish_run(run_id, "success" if k <= 45 else "failed", tick + 10)
+    with db.engine.begin() as conn:
+        conn.execute(t.runs.insert(), [
+            {"job": "beat", "scheduled_for": start + k * 60_000, "attempt": 1, "node": "n1",
+             "trigger": "schedule", "started_at": start + k * 60_000,
+             "finished_at": start + k * 60_000 + 10, "rows_written": 0, "requests": 0,
+             "status": "success" if k <= 45 else "failed"} for k in range(1, 51)])
     out = invoke(cfg, "slo", "--json", "--target", "0.7")
     assert out.exit_code == 1  # "broken" never ran: its target is not met
     rows = {r["job"]: r for r in json.loads(out.stdout)}
@@ -185,7 +190,7 @@ def test_install_launchd_plists_parse(cfg: Path) -> None:
     plists = [plistlib.loads(d.split("\n# then:")[0].encode()) for d in docs]
     by_label = {p["Label"]: p for p in plists}
     beat = by_label["org.candlekeep.job.beat"]
-    assert beat["ProgramArguments"][-2:] == ["run", "beat"]
+    assert beat["ProgramArguments"][-3:] == ["run", "beat", "--timer"]
     assert beat["StartCalendarInterval"] == [{}]
     broken = by_label["org.candlekeep.job.broken"]
     assert len(broken["StartCalendarInterval"]) == 12
@@ -206,3 +211,27 @@ def test_install_crontab_lines_and_merge(cfg: Path) -> None:
     assert not any(" off " in line or "run adhoc" in line for line in lines)
     merged = merge_crontab("MAILTO=me\n0 1 * * * backup\n" + out.stdout, out.stdout)
     assert merged.count(CRON_BEGIN) == 1 and merged.startswith("MAILTO=me\n0 1 * * * backup")
+
+
+def test_slo_counts_runs_started_by_installed_timers(cfg: Path) -> None:
+    """``install crontab`` lines call ``candlekeep run``; those runs are the job's ticks."""
+    import shlex
+
+    block = invoke(cfg, "install", "crontab").stdout
+    line = next(x for x in block.splitlines() if x.startswith("* * * * * ") and " beat " in
+                f"{x} ")
+    command = line.split(" && ", 2)[2].split(" >> ", 1)[0]
+    done = subprocess.run(shlex.split(command), capture_output=True, text=True,
+                          env={**os.environ, "CANDLEKEEP_TEST_JOBS": "1"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (run,) = state(cfg).list_runs(job="beat")
+    assert run.status == "success" and run.scheduled_for % 60_000 == 0
+    beat = next(r for r in json.loads(invoke(cfg, "slo", "--json").stdout)
+                if r["job"] == "beat")
+    assert beat["succeeded"] == 1 and beat["expected_ticks"] in (1, 2)
+
+
+def test_slo_of_a_job_no_daemon_has_seen_yet_charges_no_missed_ticks(cfg: Path) -> None:
+    rows = {r["job"]: r for r in json.loads(invoke(cfg, "slo", "--json").stdout)}
+    assert rows["beat"]["expected_ticks"] == 0 and rows["beat"]["missed"] == 0
+    assert rows["beat"]["share"] is None and rows["beat"]["met"] is None

@@ -10,84 +10,16 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-import yaml
 
 from candlekeep.scheduler.daemon import PidFile
-from candlekeep.state.db import RunRow, StateDB
+from candlekeep.state.db import StateDB
+from tests.scheduler.procs import Daemon, cli, runs, wait_for, write_config
 
 pytestmark = pytest.mark.slow
-T = TypeVar("T")
-ENV = {**os.environ, "CANDLEKEEP_TEST_JOBS": "1"}
-
-
-def write_config(folder: Path, jobs: list[dict[str, Any]], **extra: Any) -> Path:
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    path = folder / "candlekeep.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": "data", "jobs": jobs, **extra}))
-    return path
-
-
-def cli(cfg: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "candlekeep", "--config", str(cfg), *args],
-                          env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-class Daemon:
-    def __init__(self, cfg: Path, *args: str) -> None:
-        self.cfg = cfg
-        self.out = (cfg.parent / "daemon-test.out").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "candlekeep", "--config", str(cfg), "start",
-             "--heartbeat", "1s", *args], env=ENV, stdout=self.out, stderr=self.out)
-
-    def output(self) -> str:
-        self.out.flush()
-        return (self.cfg.parent / "daemon-test.out").read_text(errors="replace")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def term(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.out.close()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.close()
-
-
-def wait_for(what: str, fn: Callable[[], T | None], deadline_s: float = 30.0) -> T:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def runs(state: StateDB, job: str | None = None) -> list[RunRow]:
-    return sorted(state.list_runs(job=job, limit=None), key=lambda r: (r.scheduled_for,
-                                                                       r.attempt))
 
 
 def test_start_status_stop_on_a_seconds_schedule(tmp_path: Path,
@@ -268,3 +200,50 @@ def test_unreachable_state_db_is_retried_not_fatal(tmp_path: Path,
              .count("state DB unreachable") >= 2)
     assert d.proc.poll() is None  # still alive, still trying
     assert d.term() == 0
+
+
+def test_pid_file_acquire_waits_out_a_status_reader(tmp_path: Path) -> None:
+    """``status`` takes a shared lock for an instant; a daemon starting just then retries
+    instead of reporting a daemon that is not there."""
+    import fcntl
+    import threading
+
+    from candlekeep.scheduler.daemon import PidInfo
+
+    pidfile = PidFile(tmp_path)
+    pidfile.path.write_text("")
+    reader = pidfile.path.open("r")
+    fcntl.flock(reader, fcntl.LOCK_SH)
+    threading.Timer(0.3, lambda: (fcntl.flock(reader, fcntl.LOCK_UN), reader.close())).start()
+    info = PidInfo(pid=os.getpid(), node="n", host="h", started_at=0, state="s", config="c",
+                   log="l")
+    assert pidfile.acquire(info) is None
+    assert pidfile.status().running
+    pidfile.release()
+
+
+def test_stop_refuses_a_pid_file_written_on_another_host(tmp_path: Path) -> None:
+    """A data_dir on a shared volume: the PID inside names a process on another machine;
+    signalling that number here would hit an unrelated process."""
+    import fcntl
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    from candlekeep.scheduler.daemon import PidInfo
+
+    cfg = write_config(tmp_path, [])
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_path = tmp_path / "data" / "candlekeep.pid"
+        info = PidInfo(pid=bystander.pid, node="far", host="far-away-host", started_at=0,
+                       state="s", config=str(cfg), log="l", ready=True)
+        pid_path.write_text(json.dumps(asdict(info)))
+        with pid_path.open("r") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # "the daemon" holds it (as NFS locks would)
+            out = cli(cfg, "stop", "--timeout", "1s")
+        assert out.returncode == 2
+        assert "far-away-host" in out.stderr and bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from candlekeep.scheduler.engine import Engine
+from candlekeep.scheduler.records import Owner
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.state.db import RunRow
 from tests.scheduler.helpers import Overlap, SettlingClock, engine, ms, running, runtime, spec
@@ -48,13 +49,14 @@ def test_batch_claim_on_postgres_uses_row_locks_and_returns_ids(tmp_path: Path,
                                                               pg_url: str) -> None:
     clock = SettlingClock(T0)
     rt = runtime(tmp_path, clock, "n1", state=pg_url)
-    store = SchedulerStore(rt.state)
+    store = SchedulerStore(rt.state, Owner("n1", "h/1/a", 15_000), db_clock=False)
     specs = [spec(f"j{i:03d}", "* * * * * *") for i in range(600)]
-    store.ensure_jobs(specs, T0, "n1")
-    out = store.claim(specs, T0 + 1500, "n1")
+    store.ensure_jobs(specs, T0)
+    out = store.claim(specs, T0 + 1500)
     assert sum(len(o.runs) for o in out) == 600
     assert all(o.runs[0].scheduled_for == T0 + 1000 for o in out)
-    again = store.claim(specs, T0 + 1500, "n2")
+    other = SchedulerStore(rt.state, Owner("n2", "h/2/b", 15_000), db_clock=False)
+    again = other.claim(specs, T0 + 1500)
     assert sum(len(o.runs) for o in again) == 0
     ids = [o.runs[0].run_id for o in out]
     assert len(set(ids)) == 600
@@ -66,14 +68,15 @@ async def test_concurrent_claims_from_threads_never_double_claim(
     clock = SettlingClock(T0)
     rt = runtime(tmp_path, clock, "n1", state=pg_url)
     specs = [spec(f"j{i:02d}", "* * * * * *", max_concurrent=1) for i in range(50)]
-    stores = [SchedulerStore(runtime(tmp_path, clock, f"n{k}", state=pg_url).state)
+    stores = [SchedulerStore(runtime(tmp_path, clock, f"n{k}", state=pg_url).state,
+                             Owner(f"n{k}", f"h/{k}/x", 15_000), db_clock=False)
               for k in range(n_threads)]
-    stores[0].ensure_jobs(specs, T0, "n1")
+    stores[0].ensure_jobs(specs, T0)
 
     def claim_all(k: int) -> int:
         n = 0
         for second in range(1, 11):
-            for o in stores[k].claim(specs, T0 + second * 1000, f"n{k}"):
+            for o in stores[k].claim(specs, T0 + second * 1000):
                 n += len(o.runs)
         return n
 

@@ -14,7 +14,7 @@ from candlekeep.cli.progress import progress_for
 from candlekeep.core.timeutil import fmt_ms, to_ms
 from candlekeep.jobs.base import JobResult
 from candlekeep.jobs.coverage import coverage as compute_coverage
-from candlekeep.jobs.runner import build_params, execute
+from candlekeep.jobs.runner import build_params
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.state.tables import GAP_STATUSES
 
@@ -32,12 +32,14 @@ def _date(value: str | None, flag: str) -> int | None:
 
 async def run_job(ctx: typer.Context, job_type: str, params: dict[str, Any], *,
                   dry_run: bool = False, show_progress: bool = True) -> JobResult:
+    from candlekeep.scheduler.manual import run_adhoc
+
     cfg = common.state(ctx).config()
     p = build_params(job_type, {k: v for k, v in params.items() if v is not None})
     rt = Runtime(cfg)
     try:
         with progress_for(console, show_progress) as prog:
-            return await execute(rt, job_type, p, dry_run=dry_run, progress=prog)
+            return await run_adhoc(rt, job_type, p, dry_run=dry_run, progress=prog)
     finally:
         await rt.aclose()
 

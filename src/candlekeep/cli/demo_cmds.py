@@ -19,8 +19,9 @@ from candlekeep.core.clock import SystemClock
 from candlekeep.core.timeframes import DAY_MS
 from candlekeep.jobs.base import JobResult
 from candlekeep.jobs.coverage import coverage
-from candlekeep.jobs.runner import build_params, execute
+from candlekeep.jobs.runner import build_params
 from candlekeep.jobs.runtime import Runtime
+from candlekeep.scheduler.manual import run_adhoc
 
 DEMO_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 NEW_LISTING = "CKEEP/USDT"
@@ -65,7 +66,8 @@ async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
         for step, job, params in plan:
             t0 = time.monotonic()
             with progress_for(console, show_progress and step == "backfill") as prog:
-                steps[step] = await execute(rt, job, build_params(job, params), progress=prog)
+                steps[step] = await run_adhoc(rt, job, build_params(job, params),
+                                              progress=prog)
             steps[step].details["elapsed_s"] = round(time.monotonic() - t0, 2)
         cov = coverage(rt)
         gap_status = Counter(g.status for g in rt.state.list_gaps())

@@ -22,11 +22,14 @@ from candlekeep.scheduler import daemon as d
 from candlekeep.scheduler import install as inst
 from candlekeep.scheduler import report
 from candlekeep.scheduler.engine import EngineOptions
-from candlekeep.scheduler.manual import JobBusyError, run_manual
+from candlekeep.scheduler.manual import run_now
 from candlekeep.scheduler.misfire import fmt_duration
+from candlekeep.scheduler.retention import Retention, prune
+from candlekeep.scheduler.runpath import RunOutcome
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.scheduler.validate import load_jobs
+from candlekeep.state.tables import RunStatus, Trigger
 
 _STATUS_STYLE = {"success": "green", "failed": "red", "timed_out": "red", "abandoned": "red",
                  "running": "cyan", "waiting": "cyan", "skipped": "yellow",
@@ -66,6 +69,15 @@ def _load(ctx: typer.Context) -> tuple[Config, list[JobSpec]]:
     return cfg, load_jobs(cfg)
 
 
+def _retention(cfg: Config) -> Retention:
+    r = cfg.retention
+
+    def ms(seconds: float | None) -> int | None:
+        return None if seconds is None else int(seconds * 1000)
+
+    return Retention(ms(r.runs), ms(r.skipped), ms(r.nodes))
+
+
 def _spec(specs: list[JobSpec], name: str) -> JobSpec:
     for s in specs:
         if s.name == name:
@@ -101,7 +113,7 @@ def register(app: typer.Typer) -> None:
         cfg, specs = _load(ctx)
         options = EngineOptions(heartbeat_s=_seconds(heartbeat, "--heartbeat"),
                                 stop_timeout_s=_seconds(stop_timeout, "--stop-timeout"),
-                                freeze_gc=True)
+                                freeze_gc=True, retention=_retention(cfg))
         if detach:
             argv = [*_state_argv(ctx), "start", "--stop-timeout", stop_timeout,
                     "--heartbeat", heartbeat, "--detached"]
@@ -146,9 +158,14 @@ def register(app: typer.Typer) -> None:
         try:
             store = SchedulerStore(rt.state)
             running = [{"job": r.job, "scheduled_for": r.scheduled_for, "node": r.node,
-                        "attempt": r.attempt, "status": r.status, "started_at": r.started_at,
-                        "run_id": r.id} for r in store.live_runs()]
+                        "instance": r.instance, "attempt": r.attempt, "status": r.status,
+                        "started_at": r.started_at, "lease_until": r.lease_until,
+                        "not_before": r.not_before, "run_id": r.id}
+                       for r in store.live_runs()]
             nodes = report.live_nodes(store, now)
+            differs = [o["name"] for o in report.job_overview(specs, store, now)
+                       if o["spec_matches"] is False]
+            store.dispose()
         finally:
             asyncio.run(rt.aclose())
         ticks = sorted((tick, s.name) for s in specs if s.scheduled and s.trigger
@@ -160,6 +177,7 @@ def register(app: typer.Typer) -> None:
             "started_at": st.info.started_at if st.running and st.info else None,
             "uptime_s": (now - st.info.started_at) / 1000 if st.running and st.info else None,
             "log": str(d.log_path(cfg)), "nodes": nodes, "running_jobs": running,
+            "config_differs": differs,
             "next_ticks": [{"at": tick, "at_utc": fmt_ms(tick), "job": job}
                            for tick, job in ticks],
         }
@@ -173,15 +191,24 @@ def register(app: typer.Typer) -> None:
             stale = " (stale PID file)" if st.stale else ""
             console.print(f"daemon: [red]not running[/]{stale}", highlight=False)
         console.print(f"log: {data['log']}", highlight=False)
-        if nodes:
-            console.print("nodes: " + ", ".join(
-                f"{n['node']} ({'alive' if n['alive'] else n['status']}, heartbeat "
-                f"{report.relative(n['heartbeat_at'], now)})" for n in nodes), highlight=False)
+        for n in nodes:
+            skew = "" if n["skew_ms"] is None else f", clock {-n['skew_ms'] / 1000:+.1f}s"
+            console.print(f"node {n['node']}: {'alive' if n['alive'] else n['status']}, "
+                          f"heartbeat {report.relative(n['heartbeat_at'], now)}{skew}",
+                          highlight=False)
+            if n["conflicts"]:
+                console.print(f"  [yellow]does not claim {', '.join(n['conflicts'])}: its "
+                              "config differs from the cluster's[/]", highlight=False)
+        if differs:
+            console.print(f"[yellow]this config differs from the cluster's for: "
+                          f"{', '.join(differs)}[/] (see 'candlekeep list')", highlight=False)
         if running:
             console.print("running now:")
             for r in running:
+                what = (f"retry due {report.relative(r['not_before'], now)}"
+                        if r["status"] == "waiting" else r["status"])
                 console.print(f"  {r['job']}  tick {fmt_ms(r['scheduled_for'])}  "
-                              f"node {r['node']}  attempt {r['attempt']}  {r['status']}",
+                              f"node {r['node']}  attempt {r['attempt']}  {what}",
                               highlight=False)
         else:
             console.print("running now: none")
@@ -195,9 +222,11 @@ def register(app: typer.Typer) -> None:
         now = _now()
         rt = Runtime(cfg)
         try:
-            overview = report.job_overview(specs, rt.state, now)
-            banner = report.health(rt, specs, overview,
+            store = SchedulerStore(rt.state)
+            overview = report.job_overview(specs, store, now)
+            banner = report.health(rt, store, overview,
                                    d.PidFile(cfg.data_dir).status().running, now)
+            store.dispose()
         finally:
             asyncio.run(rt.aclose())
         if as_json:
@@ -214,6 +243,9 @@ def register(app: typer.Typer) -> None:
                  "stale series " + (str(banner["stale_series"])
                                     if banner["stale_series"] is not None else "?")]
         console.print(" | ".join(parts), highlight=False)
+        for dis in banner["disagreements"]:
+            console.print(f"[yellow]node {dis['node']} does not claim {', '.join(dis['jobs'])}"
+                          ": its config differs from the cluster's[/]", highlight=False)
         table = Table(show_lines=False)
         for col in ("job", "schedule", "enabled", "next run (UTC)", "last run", "took",
                     "7d success"):
@@ -225,7 +257,10 @@ def register(app: typer.Typer) -> None:
                    if o["next_run"] else "-")
             rate = (f"{o['success_rate_7d']:.0%} of {o['runs_7d']}"
                     if o["success_rate_7d"] is not None else "-")
-            table.add_row(o["name"], sched, "yes" if o["enabled"] else "[yellow]no[/]", nxt,
+            name = o["name"]
+            if o["spec_matches"] is False:
+                name += f"\n[yellow]config differs (cluster's set by {o['spec_set_by']})[/]"
+            table.add_row(name, sched, "yes" if o["enabled"] else "[yellow]no[/]", nxt,
                           _styled(o["last_status"]), _ms(o["last_duration_ms"]), rate)
         console.print(table)
 
@@ -254,6 +289,9 @@ def register(app: typer.Typer) -> None:
                                      "nothing (not even history)."),
         force: bool = typer.Option(False, "--force", help="Run even if the job is running "
                                    "elsewhere right now."),
+        timer: bool = typer.Option(False, "--timer", help="Started by a system timer: run "
+                                   "the schedule's latest tick (once, cluster-wide) and "
+                                   "count it in SLOs; a tick already run is skipped."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Run one configured job now, in the foreground, recorded in history."""
@@ -261,25 +299,22 @@ def register(app: typer.Typer) -> None:
         spec = _spec(specs, job)
         rt = Runtime(cfg)
 
-        async def go() -> Any:
+        async def go() -> RunOutcome:
             try:
                 with progress_for(console, not as_json) as prog:
-                    return await run_manual(rt, spec, dry_run=dry_run, force=force,
-                                            progress=prog)
+                    return await run_now(rt, spec, dry_run=dry_run, force=force,
+                                         progress=prog,
+                                         trigger=Trigger.TIMER if timer else Trigger.MANUAL)
             finally:
                 await rt.aclose()
 
-        try:
-            out = asyncio.run(go())
-        except JobBusyError as exc:
-            raise CandlekeepError(str(exc)) from None
-        a = out.attempt
-        res = a.result
+        out = asyncio.run(go())
+        res = out.result
         took = out.finished_at - out.started_at
         if as_json:
-            print_json({"job": job, "status": a.status, "run_id": out.run_id,
-                        "attempts": out.attempts, "duration_ms": took, "error": a.error,
-                        "dry_run": dry_run,
+            print_json({"job": job, "status": out.status, "run_id": out.run_id,
+                        "attempts": out.attempts, "duration_ms": took, "error": out.error,
+                        "dry_run": dry_run, "recorded": out.recorded, "note": out.note,
                         "rows_written": res.rows_written if res else 0,
                         "requests": res.requests if res else 0,
                         "warnings": res.warnings if res else [],
@@ -292,13 +327,15 @@ def register(app: typer.Typer) -> None:
                 plan = res.details.get("plan")
                 for line in (plan if isinstance(plan, list) else [plan] if plan else []):
                     console.print(f"would fetch {line}", highlight=False)
-            if a.error:
-                console.print(f"[red]error:[/] {a.error}", highlight=False)
+            if out.error:
+                console.print(f"[red]error:[/] {out.error}", highlight=False)
+            if out.note:
+                console.print(out.note, highlight=False)
             what = "dry run" if dry_run else f"run {out.run_id}"
-            console.print(f"{job}: {_styled(a.status)} ({what}, {fmt_duration(took)}, "
+            console.print(f"{job}: {_styled(out.status)} ({what}, {fmt_duration(took)}, "
                           f"attempts {out.attempts}, rows "
                           f"{res.rows_written if res else 0})", highlight=False)
-        if a.status != "success":
+        if out.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED, RunStatus.WAITING):
             raise typer.Exit(1)
 
     @app.command()
@@ -373,12 +410,46 @@ def register(app: typer.Typer) -> None:
                 met = ("-" if r["met"] is None else "[green]yes[/]" if r["met"]
                        else "[red]no[/]")
                 share = "-" if r["share"] is None else f"{r['share']:.2%}"
-                table.add_row(r["job"], r["schedule"], fmt_ms(r["since"]),
+                table.add_row(r["job"], r["schedule"],
+                              fmt_ms(r["since"]) if r["since"] is not None else "not yet seen",
                               str(r["expected_ticks"]), str(r["succeeded"]), str(r["missed"]),
                               share, f"{target:.2%}", met)
             console.print(table)
         if any(r["met"] is False for r in rows):
             raise typer.Exit(1)
+
+    @friendly_errors
+    def prune_(
+        ctx: typer.Context,
+        keep: str | None = typer.Option(None, "--keep", help="Keep this much history (e.g. "
+                                        "30d); default: the config's retention."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Delete finished runs, skipped-tick rows and gone nodes older than --keep.
+
+        The daemon does this daily from the config's retention setting; live runs and the
+        schedule history SLOs count from are never deleted."""
+        cfg = common.state(ctx).config()
+        if keep is not None:
+            ms = int(_seconds(keep, "--keep") * 1000)
+            policy = Retention(ms, ms, ms)
+        else:
+            policy = _retention(cfg)
+        rt = Runtime(cfg)
+        try:
+            counts = prune(SchedulerStore(rt.state), policy, _now(), dry_run=dry_run)
+        finally:
+            asyncio.run(rt.aclose())
+        if as_json:
+            print_json({"dry_run": dry_run, "runs": counts.runs, "skipped": counts.skipped,
+                        "nodes": counts.nodes})
+            return
+        verb = "would delete" if dry_run else "deleted"
+        console.print(f"{verb}: {counts.runs} runs, {counts.skipped} skipped-tick rows, "
+                      f"{counts.nodes} node rows", highlight=False)
+
+    app.command("prune")(prune_)
 
     @app.command()
     @friendly_errors

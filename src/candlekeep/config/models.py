@@ -96,6 +96,14 @@ class RetriesConfig(_Model):
     max_backoff: Duration = 600.0
 
 
+class RetentionConfig(_Model):
+    """How long the daemon keeps history; ``null`` keeps that kind forever."""
+
+    runs: Duration | None = 90 * 86400.0
+    skipped: Duration | None = 14 * 86400.0
+    nodes: Duration | None = 7 * 86400.0
+
+
 class JobConfig(_Model):
     name: str = Field(min_length=1)
     type: str
@@ -120,6 +128,7 @@ class Config(_Model):
     timezone: str = "UTC"
     node: str | None = None
     max_concurrent_runs: int | None = Field(default=None, ge=1)
+    retention: RetentionConfig = RetentionConfig()
     stores: dict[str, StoreConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     series: list[SeriesConfig] = Field(default_factory=list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ class ConcurrencyLimits:
     def __init__(self, max_runs: int | None, per_source: dict[str, int]) -> None:
         self._global = asyncio.Semaphore(max_runs) if max_runs else None
         self._per_source = {name: asyncio.Semaphore(n) for name, n in per_source.items()}
+
+    def limited(self, sources: Iterable[str] = ()) -> bool:
+        """Whether a run using ``sources`` may have to queue for a slot at all."""
+        return self._global is not None or any(s in self._per_source for s in sources)
 
     @contextlib.asynccontextmanager
     async def slot(self, sources: Iterable[str] = ()) -> AsyncIterator[None]:
@@ -71,7 +76,11 @@ class Runtime:
         """``sources`` replaces configured sources by name (tests, embedding)."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.node = node or config.node or f"{socket.gethostname()}:{os.getpid()}"
+        self.node = node or config.node or socket.gethostname()
+        # Unique per process: a daemon and a CLI command on one host share the node name,
+        # and only a run's own process may finish it. Host and PID in it let a process on
+        # the same host tell that the owner of a run is gone (``localproc.instance_dead``).
+        self.instance = f"{socket.gethostname()[:80]}/{os.getpid()}/{secrets.token_hex(4)}"
         self._state: StateDB | None = None
         self._stores: dict[str, Store] = {}
         self._sources: dict[str, Source] = dict(sources or {})

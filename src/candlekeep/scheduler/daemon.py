@@ -32,6 +32,8 @@ from candlekeep.core.errors import CandlekeepError
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.logs import TEXT_FORMAT, JsonFormatter
 from candlekeep.scheduler.engine import Engine, EngineOptions
+from candlekeep.scheduler.localproc import is_candlekeep, pid_alive
+from candlekeep.scheduler.records import Owner
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import LEASE_FACTOR, SchedulerStore
 from candlekeep.state.db import StateDB
@@ -43,6 +45,20 @@ STOP_NAME = "candlekeep.stop"
 LOG_NAME = "candlekeep.log"
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
+
+
+ACQUIRE_WAIT_S = 2.0
+"""How long a starting daemon waits for a reader ('status') to let go of the PID file."""
+
+
+def _shared_lock_possible(fh: IO[str]) -> bool:
+    """Whether the lock we could not take exclusively is only held shared (by readers)."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    return True
 
 
 class DaemonError(CandlekeepError):
@@ -66,27 +82,6 @@ def redact_url(url: str) -> str:
 
 def log_path(config: Config) -> Path:
     return config.data_dir / "logs" / LOG_NAME
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def is_candlekeep(pid: int) -> bool:
-    """Whether ``pid`` runs candlekeep (True where that cannot be checked)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return pid_alive(pid) if not Path("/proc").is_dir() else False
-    except OSError:
-        return True
-    return b"candlekeep" in cmdline
 
 
 # -- PID file -------------------------------------------------------------------------
@@ -144,12 +139,19 @@ class PidFile:
         """Take the lock and write ``info``; returns a stale predecessor's info if one was
         replaced. DaemonError when a live daemon holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(10):
+        deadline = time.monotonic() + ACQUIRE_WAIT_S
+        while True:
             fh = self.path.open("a+")
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                # A shared holder is a reader ('candlekeep status' for an instant), not a
+                # daemon: wait it out. An exclusive holder is a daemon.
+                reader = _shared_lock_possible(fh)
                 fh.close()
+                if reader and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
                 other = self.read()
                 who = f" (pid {other.pid}, node {other.node})" if other else ""
                 raise DaemonError(
@@ -161,7 +163,9 @@ class PidFile:
                 same = False
             if not same:  # the previous owner unlinked it between our open and lock
                 fh.close()
-                continue
+                if time.monotonic() < deadline:
+                    continue
+                raise DaemonError(f"could not lock {self.path}")
             fh.seek(0)
             stale = self.read()
             fh.seek(0)
@@ -171,7 +175,6 @@ class PidFile:
             os.fsync(fh.fileno())
             self._fh = fh
             return stale if stale and stale.pid != info.pid else None
-        raise DaemonError(f"could not lock {self.path}")
 
     def mark_ready(self) -> None:
         """Rewrite our content with ``ready: true`` (we hold the lock: no one else writes)."""
@@ -316,8 +319,9 @@ async def serve(config: Config, specs: Sequence[JobSpec], options: EngineOptions
         if state is None:
             return
         lease_ms = int(options.heartbeat_s * 1000) * LEASE_FACTOR
-        store = SchedulerStore(state, lease_ms=lease_ms, max_skip_rows=options.max_skip_rows,
-                               pooled=True)
+        store = SchedulerStore(state, Owner(node, runtime.instance, lease_ms),
+                               max_skip_rows=options.max_skip_rows, pooled=True,
+                               db_clock=options.db_clock)
         await asyncio.to_thread(_check_node, store, node)
         engine = Engine(runtime, specs, options, store=store)
         if stop.is_set():
@@ -409,6 +413,12 @@ def stop_daemon(config: Config, timeout_s: float, wait_extra_s: float = 30.0) ->
                 pidfile.path.unlink()
         return None
     assert st.info is not None, "a locked PID file always has content"
+    here = socket.gethostname()
+    if st.info.host != here:
+        raise DaemonError(
+            f"{pidfile.path} was written by a daemon on host {st.info.host} (pid "
+            f"{st.info.pid}), not on {here}: a PID from another machine means nothing here; "
+            f"run 'candlekeep stop' on {st.info.host}")
     write_stop_request(config.data_dir, st.info.pid, timeout_s)
     try:
         os.kill(st.info.pid, signal.SIGTERM)

@@ -1,14 +1,17 @@
-"""The engine loop: sleep until the next tick, claim what is due, run it, keep leases.
+"""The engine loop: sleep until the next tick, record what finished, claim what is due,
+run it through the run path, and keep the cluster tidy.
 
 One heap holds each scheduled job's next fire time. The loop sleeps on the injected clock
-until the heap's top or the next housekeeping beat, whichever is first, or until a run
-finishes (so a blocked job or a batch of finishes is handled at once). Idle, it wakes once
-per heartbeat interval and does one small transaction.
+until the heap's top, the next housekeeping beat or a run's end, whichever is first.
+Finished runs are recorded before anything is claimed, so a slot freed a moment ago is
+free. Every due job of one instant is claimed in one transaction (see store.py), which is
+what lets a thousand per-second jobs dispatch within milliseconds. Runs themselves belong
+to the process's ``RunHost`` (runpath.py): heartbeats, fencing, timeouts, retries.
 
-Every due job of one instant is claimed in one transaction (see store.py), which is what
-lets a thousand per-second jobs dispatch within tens of milliseconds. Finished runs are written in
-batches too. State DB failures never end the loop: the step is logged and retried with
-backoff, due jobs stay due, finished runs stay queued.
+Housekeeping (each heartbeat interval) sweeps runs whose owner's lease expired, starts due
+retries nobody else started, records the ticks of disabled jobs as skipped, and applies
+the retention policy once a day. State DB failures never end the loop: the step is logged
+and retried with backoff, due jobs stay due, finished runs stay queued.
 """
 
 from __future__ import annotations
@@ -27,20 +30,33 @@ from functools import partial
 from typing import Any, TypeVar
 
 from candlekeep import __version__
+from candlekeep.core.errors import CandlekeepError
+from candlekeep.jobs.procgroup import end_recorded_group
 from candlekeep.jobs.runtime import Runtime
-from candlekeep.scheduler.runner import RunState, run_attempts
-from candlekeep.scheduler.spec import JobSpec
-from candlekeep.scheduler.store import (
-    LEASE_FACTOR,
+from candlekeep.scheduler.localproc import is_candlekeep, pid_alive
+from candlekeep.scheduler.misfire import fmt_duration
+from candlekeep.scheduler.records import (
     ClaimedRun,
     ClaimOutcome,
-    Finish,
-    SchedulerStore,
+    ClaimState,
+    NodeRow,
+    Owner,
 )
+from candlekeep.scheduler.retention import Retention, prune
+from candlekeep.scheduler.runpath import RunHost, RunOutcome
+from candlekeep.scheduler.spec import JobSpec
+from candlekeep.scheduler.store import LEASE_FACTOR, SchedulerStore
 
 log = logging.getLogger("candlekeep.scheduler")
 
 T = TypeVar("T")
+DAY_MS = 86_400_000
+LOCKED_RETRY_MS = 250
+"""A job whose row another process holds is looked at again this much later."""
+
+
+class ClockSkewError(CandlekeepError):
+    """This node's clock and the state DB's disagree by more than the lease allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +72,12 @@ class EngineOptions:
     """Jobs per claim transaction; a batch's runs start while the next batch is claimed."""
     db_retry_max_s: float = 30.0
     register_node: bool = True
+    db_clock: bool | None = None
+    """Judge leases by the state DB's clock (PostgreSQL's default); off for fake clocks."""
+    max_skew_s: float | None = None
+    """Refuse to start (and pause claiming) beyond this clock skew; default lease / 3."""
+    retention: Retention | None = None
+    """Pruned once a day by the daemon; None keeps everything."""
     freeze_gc: bool = False
     """After start-up, move every object so far out of the cyclic GC's reach
     (``gc.freeze``): full collections then scan only what the loop allocated since, which
@@ -65,18 +87,13 @@ class EngineOptions:
 
 
 @dataclass(slots=True)
-class _Handle:
-    state: RunState
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass(slots=True)
 class EngineStats:
     claimed: int = 0
     skipped: int = 0
     finished: int = 0
     db_errors: int = 0
     abandoned_swept: int = 0
+    adopted: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
 
@@ -89,12 +106,15 @@ class Engine:
         self.node = runtime.node
         self.options = options or EngineOptions()
         self.heartbeat_ms = int(self.options.heartbeat_s * 1000)
+        lease_ms = self.heartbeat_ms * LEASE_FACTOR
         self._own_store = store is None
         self.store = store or SchedulerStore(
-            runtime.state, lease_ms=self.heartbeat_ms * LEASE_FACTOR,
-            max_skip_rows=self.options.max_skip_rows, pooled=True)
+            runtime.state, Owner(runtime.node, runtime.instance, lease_ms),
+            max_skip_rows=self.options.max_skip_rows, pooled=True,
+            db_clock=self.options.db_clock, rng=rng)
         self.specs = {s.name: s for s in specs}
-        self._disabled = [s.name for s in specs if not s.enabled and s.trigger is not None]
+        self._scheduled = [s for s in specs if s.trigger is not None]
+        self._disabled = [s.name for s in self._scheduled if not s.enabled]
         self.rng = rng or random.Random()
         self.stats = EngineStats()
         self.lags: list[int] = []
@@ -105,15 +125,23 @@ class Engine:
         self._seq = itertools.count()
         self._blocked: set[str] = set()
         self._recheck: set[str] = set()
-        self._runs: dict[int, _Handle] = {}  # by id of the claimed (first) row
-        self._finishes: list[Finish] = []
+        self._conflicts: dict[str, str] = {}  # job -> who set the cluster's spec
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._stop_timeout_s = self.options.stop_timeout_s
         self._db_failures = 0
         self._claim_retry_at: int | None = None
+        self._waiting_due: int | None = None
+        self._next_prune = 0
+        self._skew_paused = False
+        self.max_skew_ms = int(self.options.max_skew_s * 1000) if \
+            self.options.max_skew_s is not None else lease_ms // 3
         self._pool = (ThreadPoolExecutor(1, thread_name_prefix="candlekeep-db")
                       if self.options.db_in_thread else None)
+        self.host = RunHost(runtime, self.store, heartbeat_s=self.options.heartbeat_s,
+                            db=self._db, rng=self.rng, node_row=self.options.register_node,
+                            autoflush=False, notify=self._wake.set)
 
     # -- public --------------------------------------------------------------------------
 
@@ -132,14 +160,17 @@ class Engine:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def running_jobs(self) -> list[RunState]:
-        return [h.state for h in self._runs.values()]
-
     def next_fire(self, job: str) -> int | None:
         return self._next.get(job)
 
+    @property
+    def conflicts(self) -> list[str]:
+        """Jobs this node does not claim because the cluster's spec differs from ours."""
+        return sorted(self._conflicts)
+
     async def run(self) -> None:
-        """Until ``request_stop``; then drain and return."""
+        """Until ``request_stop``; then drain and return. ClockSkewError if this node's
+        clock is too far from the state DB's to schedule honestly."""
         try:
             await self._startup()
             self.started.set()
@@ -155,11 +186,11 @@ class Engine:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._pool,
-                                                                 partial(fn, *args))
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(fn, *args, **kwargs))
 
     def _db_backoff_ms(self) -> int:
         self._db_failures += 1
@@ -191,21 +222,16 @@ class Engine:
     # -- startup -------------------------------------------------------------------------
 
     async def _startup(self) -> None:
-        scheduled = [s for s in self.specs.values() if s.trigger is not None]
         while not self._stop.is_set():
             now = self.clock.now_ms()
             try:
                 if self.options.register_node:
-                    n = await self._db(self.store.abandon_node_runs, self.node, now,
-                                       f"abandoned: node {self.node} restarted while this "
-                                       "ran")
-                    if n:
-                        log.warning("marked runs abandoned left by a previous process "
-                                    "node=%s count=%s", self.node, n)
-                    await self._db(self.store.register_node, self.node, os.getpid(), now,
-                                   __version__)
-                last = await self._db(self.store.ensure_jobs, scheduled, now, self.node)
+                    await self._check_skew()
+                    await self._register(now)
+                rows = await self._db(self.store.ensure_jobs, self._scheduled, now)
                 break
+            except ClockSkewError:
+                raise
             except Exception as exc:
                 wait = self._db_backoff_ms()
                 log.error("state DB unavailable at start error=%r retry_in=%.1fs", exc,
@@ -217,10 +243,51 @@ class Engine:
         if self.options.freeze_gc:
             gc.collect()
             gc.freeze()
-        for spec in scheduled:
+        for spec in self._scheduled:
+            row = rows.get(spec.name)
             if spec.enabled and spec.trigger is not None:
-                self._schedule(spec.name, spec.trigger.next_after(last.get(spec.name, now)))
-        log.info("scheduler started node=%s jobs=%s", self.node, len(self._next))
+                self._schedule(spec.name, spec.trigger.next_after(
+                    row.last_tick if row is not None else now))
+        self.host.start()
+        log.info("scheduler started node=%s instance=%s jobs=%s", self.node,
+                 self.runtime.instance, len(self._next))
+
+    async def _check_skew(self) -> None:
+        if not self.store.db_clock:
+            return
+        sent = self.clock.now_ms()
+        db_now = await self._db(self.store.db_now_ms)
+        if db_now is None:
+            return
+        skew = db_now - (sent + self.clock.now_ms()) // 2
+        if abs(skew) > self.max_skew_ms:
+            raise ClockSkewError(
+                f"clock skew: node {self.node}'s clock is {_signed_s(-skew)} off the state "
+                f"DB's (limit {fmt_duration(self.max_skew_ms)}, a third of the "
+                f"{fmt_duration(self.store.lease_ms)} lease); fix this host's time sync "
+                "(NTP/chrony) before starting the scheduler here")
+        self.host.skew_ms = skew
+
+    async def _register(self, now: int) -> None:
+        old = await self._db(self.store.register_node, os.getpid(), now, __version__)
+        if old is None or old.instance in (None, self.runtime.instance):
+            return
+        if not _known_dead(old, self.store.owner.host if self.store.owner else ""):
+            return
+        gone = await self._db(self.store.abandon_instance, old.instance, now,
+                              f"node {self.node} restarted while this ran")
+        if gone:
+            log.warning("marked runs abandoned left by a previous process node=%s "
+                        "instance=%s count=%s", self.node, old.instance, len(gone))
+        leftovers = await self._db(self.store.leftover_processes, old.instance)
+        for run_id, identity in leftovers:
+            try:
+                ended = await end_recorded_group(identity)
+            except ValueError:
+                continue
+            if ended:
+                log.warning("ended processes a dead predecessor left running run_id=%s "
+                            "count=%s", run_id, ended)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -232,21 +299,43 @@ class Engine:
                 await self._housekeeping(now)
                 next_house = now + self.heartbeat_ms
                 self._recheck |= self._blocked
+                self._recheck.update(self._disabled)
             while self._heap and self._heap[0][0] <= now:
                 fire, _, job = heapq.heappop(self._heap)
                 if self._next.get(job) == fire:
                     self._recheck.add(job)
-            if self._recheck and (self._claim_retry_at is None or now >= self._claim_retry_at):
+            await self._flush(now)  # before claiming: a slot freed just now is free
+            if self._waiting_due is not None and now >= self._waiting_due:
+                await self._adopt(now)
+            if self._recheck and self._may_claim(now):
                 due = sorted(self._recheck)
                 self._recheck.clear()
                 await self._claim(due, now)
-            await self._flush()
             deadline = next_house
             if self._heap:
                 deadline = min(deadline, self._heap[0][0])
             if self._recheck and self._claim_retry_at is not None:
                 deadline = min(deadline, self._claim_retry_at)
+            if self._waiting_due is not None:
+                deadline = min(deadline, self._waiting_due)
             await self._sleep_until(deadline)
+
+    def _may_claim(self, now: int) -> bool:
+        if self._claim_retry_at is not None and now < self._claim_retry_at:
+            return False
+        if self.host.fenced:
+            return False
+        skew = self.host.skew_ms
+        too_far = skew is not None and self.store.db_clock and abs(skew) > self.max_skew_ms
+        if too_far != self._skew_paused:
+            self._skew_paused = too_far
+            if too_far:
+                log.error("clock skew: this node's clock is %s off the state DB's (limit %s); "
+                          "not claiming until it is fixed", _signed_s(-(skew or 0)),
+                          fmt_duration(self.max_skew_ms))
+            else:
+                log.warning("clock skew back within limits; claiming again")
+        return not too_far
 
     async def _claim(self, jobs: list[str], now: int) -> None:
         """Claim in chunks, launching each chunk's runs before claiming the next, so the
@@ -256,7 +345,7 @@ class Engine:
             chunk = jobs[i:i + size]
             try:
                 outcomes: list[ClaimOutcome] = await self._db(
-                    self.store.claim, [self.specs[j] for j in chunk], now, self.node)
+                    self.store.claim, [self.specs[j] for j in chunk], now)
             except Exception as exc:
                 wait = self._db_backoff_ms()
                 rest = jobs[i:]
@@ -273,120 +362,155 @@ class Engine:
     def _apply(self, o: ClaimOutcome, now: int) -> None:
         spec = self.specs[o.job]
         assert spec.trigger is not None
+        if o.state is ClaimState.LOCKED:
+            self._recheck.add(o.job)
+            self._claim_retry_at = now + LOCKED_RETRY_MS
+            return
+        self._note_conflict(o)
         if o.pending:
             self._blocked.add(o.job)
         else:
             self._blocked.discard(o.job)
-        self._schedule(o.job, spec.trigger.next_after(max(o.last_tick, now)))
-        if o.skipped:
+        if spec.enabled:
+            self._schedule(o.job, spec.trigger.next_after(max(o.last_tick or now, now)))
+        if o.skipped and spec.enabled:
             self.stats.skipped += o.skipped
             log.warning("ticks skipped job=%s count=%s policy=%s", o.job, o.skipped,
                         spec.misfire)
         for run in o.runs:
             self._launch(spec, run)
 
+    def _note_conflict(self, o: ClaimOutcome) -> None:
+        if o.state is ClaimState.CONFLICT and o.conflict is not None:
+            if o.job not in self._conflicts:
+                log.error("spec differs: job %s is configured differently on this node than "
+                          "in the cluster (set by node %s); this node does not claim it "
+                          "until their configs agree", o.job, o.conflict.spec_by)
+            self._conflicts[o.job] = o.conflict.spec_by or "?"
+        elif o.job in self._conflicts:
+            del self._conflicts[o.job]
+            log.warning("spec agrees again: job %s is claimed by this node again", o.job)
+        self.host.conflicts = self.conflicts
+
     def _launch(self, spec: JobSpec, run: ClaimedRun) -> None:
         self.stats.claimed += 1
         if self.options.record_lag:
             self.lags.append(self.clock.now_ms() - run.scheduled_for)
-        state = RunState(spec.name, run.scheduled_for, run.run_id, run.attempt, "schedule",
-                         asyncio.Event())
-        handle = _Handle(state)
-        self._runs[run.run_id] = handle
-        log.debug("run started job=%s tick=%s run_id=%s", spec.name, run.scheduled_for,
-                  run.run_id)
-        handle.task = asyncio.ensure_future(self._execute(spec, run.run_id, handle))
+        task = asyncio.ensure_future(self._execute(spec, run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, spec: JobSpec, key: int, handle: _Handle) -> None:
-        state = handle.state
-        fin: Finish | None
+    async def _execute(self, spec: JobSpec, run: ClaimedRun) -> None:
         try:
-            fin, _attempt = await run_attempts(self.runtime, spec, self.store, self._db,
-                                               state, self.node, self.rng, self._stop)
+            out: RunOutcome = await self.host.run(spec, run)
         except asyncio.CancelledError:
-            fin = Finish(state.run_id, "cancelled", self.clock.now_ms(),
-                         error="cancelled: the daemon was stopped")
-        except Exception as exc:  # a bug, or a state DB failure between attempts
-            log.exception("run failed outside the job job=%s", spec.name)
-            fin = Finish(state.run_id, "failed", self.clock.now_ms(),
-                         error=f"scheduler error: {exc!r}")
+            return
         finally:
-            self._runs.pop(key, None)
             if spec.name in self._blocked:
                 self._recheck.add(spec.name)
-            self._wake.set()
-        if fin is not None:
-            self._finishes.append(fin)
-            self.stats.finished += 1
-            self.stats.statuses[fin.status] = self.stats.statuses.get(fin.status, 0) + 1
+        self.stats.finished += 1
+        self.stats.statuses[out.status] = self.stats.statuses.get(out.status, 0) + 1
 
-    async def _flush(self) -> None:
-        if not self._finishes:
-            return
-        batch, self._finishes = self._finishes, []
+    async def _flush(self, now: int) -> None:
+        retry_at = self.host.flush_retry_at
+        if self.host.pending_finishes and (retry_at is None or now >= retry_at):
+            await self.host.flush()
+
+    async def _adopt(self, now: int) -> None:
+        """Start due retries whose creator is gone (killed, or stopped during backoff)."""
+        mine = [j for j, s in self.specs.items() if j not in self._conflicts and s.enabled]
         try:
-            await self._db(self.store.finish_many, batch)
+            runs = await self._db(self.store.adopt, mine, now)
+            self._waiting_due = await self._db(self.store.next_waiting, mine)
         except Exception as exc:
-            self._finishes = batch + self._finishes
             self._db_backoff_ms()
-            log.error("recording finished runs failed count=%s error=%r (kept, will retry)",
-                      len(batch), exc)
+            log.error("starting due retries failed error=%r (will retry)", exc)
+            return
+        for run in runs:
+            self.stats.adopted += 1
+            log.info("retry started here job=%s tick=%s attempt=%s", run.job,
+                     run.scheduled_for, run.attempt)
+            self._launch(self.specs[run.job], run)
+        if self._waiting_due is not None and self._waiting_due <= now:
+            # Due but not ours yet (its creator still holds it): look again next beat.
+            self._waiting_due = now + self.heartbeat_ms
 
     async def _housekeeping(self, now: int) -> None:
-        ids = [h.state.run_id for h in self._runs.values()]
         try:
-            swept = await self._db(self.store.housekeep, ids,
-                                   self.node if self.options.register_node else None, now,
-                                   self._disabled)
+            swept = await self._db(self.store.sweep, now)
         except Exception as exc:
             self._db_backoff_ms()
             log.error("housekeeping failed error=%r (will retry)", exc)
             return
-        for run_id, job, node in swept:
-            log.warning("run abandoned (lease expired) job=%s run_id=%s node=%s", job,
-                        run_id, node)
+        for a in swept:
+            more = f" retry_run_id={a.retry_id}" if a.retry_id else ""
+            log.warning("run abandoned (lease expired) job=%s run_id=%s node=%s%s", a.job,
+                        a.run_id, a.node, more)
         self.stats.abandoned_swept += len(swept)
+        await self._adopt(now)
+        retention = self.options.retention
+        if retention is not None and now >= self._next_prune:
+            self._next_prune = now + DAY_MS
+            try:
+                counts = await self._db(prune, self.store, retention, now)
+            except Exception as exc:
+                log.error("retention failed error=%r (tomorrow again)", exc)
+            else:
+                if counts.total:
+                    log.info("retention pruned %s", counts)
 
     # -- stopping ------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Let running jobs finish within the stop timeout, cancel the rest, record all."""
+        """Let running jobs finish within the stop timeout, cancel the rest, record all.
+        Retries waiting out a backoff are handed to the cluster, not cancelled."""
         self._stop.set()
-        if self._runs:
+        self.host.stopping.set()
+        if self._tasks:
             log.info("stopping: waiting for running jobs count=%s timeout=%.0fs",
-                     len(self._runs), self._stop_timeout_s)
+                     len(self._tasks), self._stop_timeout_s)
         start = self.clock.now_ms()
-        deadline = start + int(self._stop_timeout_s * 1000)
-        next_house = start + self.heartbeat_ms
-        while self._runs:
+        while self._tasks:
             now = self.clock.now_ms()
-            deadline = min(deadline, start + int(self._stop_timeout_s * 1000))
+            deadline = start + int(self._stop_timeout_s * 1000)
             if now >= deadline:
                 break
-            if now >= next_house:
-                await self._housekeeping(now)
-                next_house = now + self.heartbeat_ms
-            await self._flush()
-            await self._sleep_until(min(deadline, next_house))
-        tasks = [h.task for h in self._runs.values() if h.task is not None]
+            await self._flush(now)
+            await self._sleep_until(min(deadline, now + self.heartbeat_ms))
+        tasks = list(self._tasks)
         if tasks:
             log.warning("stop timeout reached: cancelling running jobs count=%s", len(tasks))
-            for h in self._runs.values():
-                h.state.cancel.set()
+            self.host.cancel_all()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for attempt in range(5):
-            await self._flush()
-            if not self._finishes:
+            await self.host.flush()
+            if not self.host.pending_finishes:
                 break
             await self.clock.sleep(min(2.0, 0.2 * 2 ** attempt))
-        if self._finishes:
+        if self.host.pending_finishes:
             log.error("could not record finished runs count=%s; their lease will mark them "
-                      "abandoned", len(self._finishes))
-        if self.options.register_node:
+                      "abandoned", self.host.pending_finishes)
+        await self.host.close()
+        if self.options.register_node and self.started.is_set():
             try:
-                await self._db(self.store.node_stopped, self.node, self.clock.now_ms())
+                await self._db(self.store.node_stopped, self.clock.now_ms())
             except Exception as exc:
                 log.error("could not mark node stopped error=%r", exc)
         log.info("scheduler stopped node=%s", self.node)
+
+
+def _known_dead(old: NodeRow, host: str) -> bool:
+    """Whether the process that held our node name before us is certainly gone: on this
+    host with its PID gone (or reused by something else), or with its lease long over."""
+    if old.status != "running":
+        return True
+    if old.host == host:
+        return old.pid == os.getpid() or not pid_alive(old.pid) or not is_candlekeep(old.pid)
+    return False
+
+
+def _signed_s(ms: int) -> str:
+    return f"{'+' if ms >= 0 else '-'}{abs(ms) / 1000:.1f}s"
+

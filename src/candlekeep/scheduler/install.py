@@ -1,7 +1,9 @@
 """Units for the system's own service managers and schedulers.
 
 Either the daemon as a service (systemd unit, launchd agent), or, for users who prefer the
-system scheduler, one timer / agent / crontab line per job calling ``candlekeep run JOB``.
+system scheduler, one timer / agent / crontab line per job calling ``candlekeep run JOB
+--timer`` (the run stands for the tick the timer fired for: recorded for it, counted in
+SLOs, and skipped if a daemon already ran it).
 Paths are absolute (this interpreter, the config file) because service managers run with
 neither our working folder nor our PATH.
 """
@@ -186,7 +188,7 @@ Description=candlekeep job {s.name}
 Type=oneshot
 WorkingDirectory={cfg.parent}
 ExecStartPre=/bin/mkdir -p {logf.parent}
-ExecStart={_cmdline([*base_argv(config), "run", s.name])}
+ExecStart={_cmdline([*base_argv(config), "run", s.name, "--timer"])}
 StandardOutput=append:{logf}
 StandardError=append:{logf}
 """
@@ -281,7 +283,7 @@ def launchd_jobs(config: Config, specs: list[JobSpec]) -> Output:
     for s in _jobs(specs):
         assert s.trigger is not None
         label = f"org.candlekeep.job.{_unit_name(s.name).removeprefix('candlekeep-')}"
-        files[f"{label}.plist"] = _plist(label, [*base_argv(config), "run", s.name],
+        files[f"{label}.plist"] = _plist(label, [*base_argv(config), "run", s.name, "--timer"],
                                          _calendar_dicts(s.trigger), job_log(config, s.name))
         labels.append(label)
     return Output(files, "for each: launchctl load -w ~/Library/LaunchAgents/LABEL.plist ("
@@ -308,7 +310,8 @@ def crontab_block(config: Config, specs: list[JobSpec]) -> str:
             lines.append("# CRON_TZ is honoured by cronie; Debian's cron uses the system zone")
         lines.append(f"CRON_TZ={s.trigger.timezone}")
         cmd = (f"cd {_quote(str(cfg.parent))} && mkdir -p {_quote(str(logf.parent))} && "
-               f"{_cmdline([*base_argv(config), 'run', s.name])} >> {_quote(str(logf))} 2>&1")
+               f"{_cmdline([*base_argv(config), 'run', s.name, '--timer'])} >> "
+               f"{_quote(str(logf))} 2>&1")
         lines.append(f"{expr} {cmd}")
     lines.append(CRON_END)
     return "\n".join(lines) + "\n"

@@ -29,6 +29,9 @@ class Decision:
     """Due ticks remain that wait for a free slot (``max_concurrent`` reached)."""
 
 
+DISABLED = "skipped: the job is disabled"
+
+
 def fmt_duration(ms: int) -> str:
     s = ms // 1000
     if s < 60:
@@ -51,6 +54,13 @@ def decide(spec: JobSpec, last_tick: int, now_ms: int, free_slots: int,
 
     first = trigger.next_after(last_tick)
     if first > now_ms:
+        return d
+    if not spec.enabled:
+        # Recorded under the claim lock like any other tick, so history and SLOs see it.
+        latest = trigger.last_between(last_tick, now_ms)
+        assert latest is not None, "first is due"
+        _record(d, trigger, last_tick, latest, max_rows, lambda _t: DISABLED)
+        d.last_tick = latest
         return d
     if trigger.next_after(first) > now_ms:
         # The common case: exactly one tick due.

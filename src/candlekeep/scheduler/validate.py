@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from candlekeep.config.models import Config, JobConfig
 from candlekeep.core.errors import ConfigError
 from candlekeep.jobs.base import JobType, Params
-from candlekeep.jobs.registry import job_types
+from candlekeep.jobs.registry import job_types, plugin_failures
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.triggers import CronError, CronTrigger, cron_trigger, parse_timezone
 
@@ -54,8 +54,10 @@ def _spec(file: str, key: str, job: JobConfig, default_tz: str,
           types: dict[str, JobType]) -> JobSpec:
     jt = types.get(job.type)
     if jt is None:
+        failed = "; ".join(str(f) for f in plugin_failures())
+        fix = f"valid types: {', '.join(sorted(types)) or 'none registered'}"
         raise ConfigError(file, f"{key}.type", f"unknown job type {job.type!r}",
-                          f"valid types: {', '.join(sorted(types)) or 'none registered'}")
+                          fix + (f"; plug-ins skipped: {failed}" if failed else ""))
     tz = job.timezone or default_tz
     try:
         parse_timezone(tz)
