@@ -247,3 +247,52 @@ def test_stop_refuses_a_pid_file_written_on_another_host(tmp_path: Path) -> None
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_restarted_node_ends_what_its_killed_predecessor_left_running(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """kill -9 of the daemon: its command dies with it (PR_SET_PDEATHSIG), and what that
+    command had started in the background is ended by the next daemon, from the process
+    group recorded in the run row."""
+    script = "sleep 300 & echo $! > grandchild; echo $$ > child; wait"
+    cfg = write_config(tmp_path, [{"name": "cmd", "type": "command",
+                                   "schedule": "* * * * * *", "max_concurrent": 1,
+                                   "params": {"argv": ["sh", "-c", script]}}])
+    first = Daemon(cfg)
+    daemons.append(first)
+    state = StateDB(f"sqlite:///{tmp_path / 'data' / 'state.db'}")
+    try:
+        wait_for("the run to record its process group", lambda: [
+            r for r in runs(state, "cmd") if r.status == "running"] and _process(state))
+        child, grandchild = (int(_written(tmp_path / f)) for f in ("child", "grandchild"))
+        first.kill9()
+        wait_for("the command to die with the daemon", lambda: _gone(child), 10)
+        assert not _gone(grandchild)  # a background child outlives it: a leftover
+        daemons.append(Daemon(cfg))
+        wait_for("the leftover to be ended", lambda: _gone(grandchild), 30)
+        (old, *_) = runs(state, "cmd")
+        assert old.status == "abandoned" and "restarted" in (old.error or "")
+    finally:
+        state.dispose()
+
+
+def _written(path: Path) -> str:
+    return wait_for(f"{path.name} to be written",
+                    lambda: path.exists() and path.read_text().strip())
+
+
+def _process(state: StateDB) -> str | None:
+    import sqlalchemy as sa
+
+    from candlekeep.state import tables as t
+
+    with state.engine.connect() as conn:
+        return conn.execute(sa.select(t.runs.c.process).where(
+            t.runs.c.process.is_not(None))).scalar()

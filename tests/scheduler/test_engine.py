@@ -401,3 +401,114 @@ async def test_global_and_per_source_concurrency_limits(tmp_path: Path) -> None:
     assert peak == {"all": 2, "x": 1}  # two runs at once at most, one of them on source x
     done = {r.job for r in runs(eng) if r.status == "success"}
     assert done == {"x1", "x2", "y1", "free"}  # everyone gets a turn
+
+
+async def test_a_slot_freed_at_the_tick_is_free_for_a_skip_job(tmp_path: Path) -> None:
+    """Finishes are recorded before claims: a run that ends exactly at the next tick does
+    not make a ``misfire: skip`` job miss that tick."""
+    clock = SettlingClock(T0)
+    eng = engine(runtime(tmp_path, clock), [spec("j", "*/2 * * * * *", Overlap(2.0),
+                                                 misfire="skip")])
+    async with running(eng):
+        await clock.run_until(T0 + 30_000)
+    rows = runs(eng)
+    assert [r.scheduled_for for r in rows] == list(range(T0 + 2000, T0 + 30_001, 2000))
+    assert {r.status for r in rows[:-1]} == {"success"}
+
+
+async def test_a_run_taken_from_a_stalled_node_is_stopped_and_not_recorded(
+        tmp_path: Path) -> None:
+    """Self-fencing: the heartbeat no longer holds the run (another node abandoned it while
+    this one stalled), so this node cancels it and keeps its hands off the row."""
+    clock = SettlingClock(T0)
+    seen: list[str] = []
+
+    async def body(ctx: JobContext) -> JobResult:
+        await _first_of(ctx.clock.sleep(600), ctx.cancel.wait())
+        seen.append("cancelled" if ctx.cancel.is_set() else "finished")
+        return JobResult(rows_written=7)
+
+    eng = engine(runtime(tmp_path, clock, "n1"), [spec("j", "0 * * * *", body)], heartbeat_s=5)
+    async with running(eng):
+        await clock.run_until(T0 + 3_600_000 + 1000)
+        (row,) = runs(eng)
+        with eng.runtime.state.engine.begin() as conn:  # what another node's sweep does
+            conn.execute(t.runs.update().where(t.runs.c.id == row.id).values(
+                status="abandoned", error="abandoned: lease expired"))
+        await clock.run_until(T0 + 3_600_000 + 6000)  # the next heartbeat
+        assert seen == ["cancelled"]
+    (after,) = runs(eng)
+    assert (after.status, after.error, after.rows_written) == (
+        "abandoned", "abandoned: lease expired", 0)
+
+
+async def test_a_node_that_cannot_heartbeat_cancels_its_runs_before_its_lease_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SettlingClock(T0)
+    cancelled_at: list[int] = []
+
+    async def body(ctx: JobContext) -> JobResult:
+        await _first_of(ctx.clock.sleep(600), ctx.cancel.wait())
+        if ctx.cancel.is_set():
+            cancelled_at.append(ctx.clock.now_ms())
+            return JobResult(errors=["stopped half-way"])
+        return JobResult()
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *", body)], heartbeat_s=5)
+    real = eng.store.heartbeat
+
+    def down(*a: Any, **kw: Any) -> Any:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    async with running(eng):
+        await clock.run_until(T0 + 3_600_000 + 2000)
+        last_good = T0 + 3_600_000 + 0  # the run started at 01:00:00, beats from there
+        monkeypatch.setattr(eng.store, "heartbeat", down)
+        await clock.run_until(T0 + 3_600_000 + 20_000)
+        monkeypatch.setattr(eng.store, "heartbeat", real)
+    # Lease 15 s, heartbeat 5 s: fenced within lease - heartbeat of the last good beat,
+    # so before any other node could take the run.
+    assert cancelled_at and cancelled_at[0] <= last_good + 15_000
+    (row,) = runs(eng)
+    assert row.status == "cancelled" and "fenced" in (row.error or "")
+
+
+async def test_a_result_the_database_refuses_is_parked_and_the_rest_recorded(
+        tmp_path: Path) -> None:
+    """One unrecordable row (here a rows_written no BIGINT holds) must not keep a batch
+    of finished runs, and every later one, out of the history."""
+    clock = SettlingClock(T0)
+
+    async def poison(ctx: JobContext) -> JobResult:
+        return JobResult(rows_written=2**70)
+
+    eng = engine(runtime(tmp_path, clock), [spec("bad", "* * * * *", poison),
+                                            spec("good", "* * * * *")])
+    async with running(eng):
+        await clock.run_until(T0 + 5 * MIN + 1)
+    bad, good = runs(eng, "bad"), runs(eng, "good")
+    assert [r.status for r in good] == ["success"] * 5
+    assert [r.status for r in bad] == ["success"] * 5
+    assert all("could not be recorded" in (r.error or "") and r.rows_written == 0 for r in bad)
+
+
+async def test_the_daemon_applies_retention_daily(tmp_path: Path) -> None:
+    from candlekeep.scheduler.retention import Retention
+
+    clock = SettlingClock(T0)
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *")], heartbeat_s=600,
+                 retention=Retention(runs_ms=2 * 86_400_000, skipped_ms=None, nodes_ms=None))
+    async with running(eng):
+        await clock.run_until(T0 + 4 * 86_400_000 + 1000)
+    ticks = [r.scheduled_for for r in runs(eng)]
+    # Pruned at start-up of each day: what is left is at most the last 2 days (+ the day
+    # since the last prune).
+    assert ticks[0] >= T0 + 86_400_000 and ticks[-1] == T0 + 4 * 86_400_000
+    assert len(ticks) < 4 * 24
+
+
+async def _first_of(*aws: Awaitable[Any]) -> None:
+    futs = [asyncio.ensure_future(a) for a in aws]
+    await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
+    for f in futs:
+        f.cancel()

@@ -97,8 +97,11 @@ class LocalRun:
     trigger: Trigger
     cancel: asyncio.Event
     waiting: bool = False
-    lost: str | None = None
-    """Why this process no longer owns the run (set by fencing)."""
+    stopped: str | None = None
+    """Why this process stopped the run on its own (fencing): no retries after that."""
+    lost: bool = False
+    """The state DB gave the run to someone else: nothing of it is written any more. A
+    run only fenced (the DB was out of reach) still tries its guarded record."""
 
 
 async def _first(*aws: Awaitable[Any]) -> None:
@@ -317,15 +320,15 @@ class RunHost:
             except asyncio.CancelledError:
                 why = "cancelled (interrupted)" if not self.stopping.is_set() else \
                     "cancelled: the daemon was stopped"
-                attempt = Attempt(RunStatus.CANCELLED, None, local.lost or why)
+                attempt = Attempt(RunStatus.CANCELLED, None, local.stopped or why)
                 await asyncio.shield(self._end(local, attempt, started))
                 raise
-            if local.lost is not None and attempt.status is not RunStatus.SUCCESS:
+            if local.stopped is not None and attempt.status is not RunStatus.SUCCESS:
                 attempt = replace(attempt, status=RunStatus.CANCELLED,
-                                  error=f"{local.lost}; {attempt.error or ''}".rstrip("; "))
+                                  error=f"{local.stopped}; {attempt.error or ''}".rstrip("; "))
             _log_attempt(local, attempt)
             if (attempt.status not in RETRYABLE or local.attempt >= spec.retries.attempts
-                    or self.stopping.is_set() or local.lost is not None):
+                    or self.stopping.is_set() or local.stopped is not None):
                 return await self._end(local, attempt, started)
             outcome = await self._retry(local, attempt, started)
             if outcome is not None:
@@ -356,8 +359,8 @@ class RunHost:
                                          self.clock.now_ms(), "cancelled during retry "
                                          "backoff (interrupted)"))
             raise
-        if local.lost is not None:
-            return self._outcome(local, attempt, started, recorded=False, note=local.lost)
+        if local.lost:
+            return self._outcome(local, attempt, started, recorded=False, note=local.stopped)
         if self.stopping.is_set() or local.cancel.is_set():
             await self.db(self.store.release_waiting, [local.run_id])
             note = (f"attempt {local.attempt} waits until {not_before} for any node "
@@ -392,10 +395,10 @@ class RunHost:
 
     async def _end(self, local: LocalRun, attempt: Attempt, started: int) -> RunOutcome:
         fin = self._finish(local, attempt)
-        if local.lost is not None:
+        if local.lost:
             log.warning("run lost job=%s run_id=%s status=%s why=%s (not recorded)",
-                        local.spec.name, local.run_id, attempt.status, local.lost)
-            return self._outcome(local, attempt, started, recorded=False, note=local.lost)
+                        local.spec.name, local.run_id, attempt.status, local.stopped)
+            return self._outcome(local, attempt, started, recorded=False, note=local.stopped)
         self._finishes.append(fin)
         self.notify()
         if not self.autoflush:
@@ -533,7 +536,7 @@ class RunHost:
 
     async def beat(self) -> bool:
         """One heartbeat: extend our leases, stop runs we no longer hold, measure skew."""
-        before = {rid for rid, r in self.runs.items() if r.lost is None}
+        before = {rid for rid, r in self.runs.items() if not r.lost}
         ids = sorted(before | {f.run_id for f in self._finishes})  # unrecorded ends too
         sent = self.clock.now_ms()
         try:
@@ -553,20 +556,22 @@ class RunHost:
             self.skew_ms = beat.db_now_ms - (sent + received) // 2
         for run_id in before - beat.held:
             run = self.runs.get(run_id)
-            if run is not None and run.lost is None:
-                self._lose(run, "lost: the state DB no longer gives this run to us (our "
-                                "lease expired; it was abandoned or taken over)")
+            if run is not None and not run.lost:
+                self._stop(run, "lost: the state DB no longer gives this run to us (our "
+                                "lease expired; it was abandoned or taken over)", lost=True)
         return True
 
     def fence(self, why: str) -> None:
+        """Stop every local run: we cannot prove we still hold them."""
         self.fenced = True
         if self.runs:
             log.error("%s: cancelling local runs count=%s", why, len(self.runs))
         for run in list(self.runs.values()):
-            self._lose(run, why)
+            self._stop(run, why, lost=False)
 
-    def _lose(self, run: LocalRun, why: str) -> None:
-        run.lost = why
+    def _stop(self, run: LocalRun, why: str, *, lost: bool) -> None:
+        run.stopped = run.stopped or why
+        run.lost = run.lost or lost
         log.warning("%s job=%s run_id=%s", why, run.spec.name, run.run_id)
         run.cancel.set()
 
