@@ -214,7 +214,12 @@ def test_pid_file_acquire_waits_out_a_status_reader(tmp_path: Path) -> None:
     pidfile.path.write_text("")
     reader = pidfile.path.open("r")
     fcntl.flock(reader, fcntl.LOCK_SH)
-    threading.Timer(0.3, lambda: (fcntl.flock(reader, fcntl.LOCK_UN), reader.close())).start()
+
+    def let_go() -> None:
+        fcntl.flock(reader, fcntl.LOCK_UN)
+        reader.close()
+
+    threading.Timer(0.3, let_go).start()
     info = PidInfo(pid=os.getpid(), node="n", host="h", started_at=0, state="s", config="c",
                    log="l")
     assert pidfile.acquire(info) is None
@@ -285,7 +290,7 @@ def test_a_restarted_node_ends_what_its_killed_predecessor_left_running(
 
 def _written(path: Path) -> str:
     return wait_for(f"{path.name} to be written",
-                    lambda: path.exists() and path.read_text().strip())
+                    lambda: path.read_text().strip() if path.exists() else None)
 
 
 def _process(state: StateDB) -> str | None:
