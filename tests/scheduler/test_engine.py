@@ -239,7 +239,7 @@ async def test_timeout_cancels_records_timed_out_and_keeps_checkpoints(
     key = SeriesKey("sim", "BTC/USDT", "1m")
 
     async def body(ctx: JobContext) -> None:
-        ctx.state.set_checkpoint(ctx.job_name, key, 12345, ctx.clock.now_ms())
+        ctx.runtime.state.set_checkpoint(ctx.job_name, key, 12345, ctx.clock.now_ms())
         try:
             await ctx.clock.sleep(3600)
         finally:

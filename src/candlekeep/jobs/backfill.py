@@ -23,13 +23,13 @@ async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
     now = ctx.clock.now_ms()
     plans = p.plans(ctx.runtime)
     if p.restart and not ctx.dry_run:
-        ctx.state.clear_checkpoints(CHECKPOINT, [pl.key for pl in plans])
+        await ctx.db.clear_checkpoints(CHECKPOINT, [pl.key for pl in plans])
     ranges = []
     for plan in plans:
         tf = parse_timeframe(plan.key.timeframe)
         start = p.start if p.start is not None else (plan.start_ms or 0)
         end = min(x for x in (p.end, plan.end_ms, tf.floor(now)) if x is not None)
-        checkpoint = None if p.restart else ctx.state.get_checkpoint(CHECKPOINT, plan.key)
+        checkpoint = None if p.restart else await ctx.db.get_checkpoint(CHECKPOINT, plan.key)
         if checkpoint is not None and checkpoint > start:
             ranges.append(SyncRange(plan, checkpoint, end, probe_listing=False))
         else:

@@ -18,8 +18,9 @@ from candlekeep.core.clock import Clock
 
 if TYPE_CHECKING:
     from candlekeep.config.models import Config
+    from candlekeep.jobs.facades import AsyncState, AsyncStore
     from candlekeep.jobs.runtime import Runtime, SeriesPlan
-    from candlekeep.state.db import StateDB
+    from candlekeep.sources.base import Source
 
 
 class Params(BaseModel):
@@ -106,8 +107,24 @@ class JobContext:
         return self.runtime.config
 
     @property
-    def state(self) -> StateDB:
-        return self.runtime.state
+    def db(self) -> AsyncState:
+        """The state DB, awaitable: its calls run in a thread, never on the loop."""
+        from candlekeep.jobs.facades import AsyncState
+
+        return AsyncState(self.runtime.state)
+
+    async def store(self, name: str) -> AsyncStore:
+        """A configured store, awaitable (opened in a thread the first time)."""
+        from candlekeep.jobs.facades import open_store
+
+        return await open_store(self.runtime, name)
+
+    async def source(self, name: str) -> Source:
+        """A configured source (created in a thread the first time: CCXT's import alone
+        takes a third of a second)."""
+        from candlekeep.jobs.facades import open_source
+
+        return await open_source(self.runtime, name)
 
     @property
     def clock(self) -> Clock:

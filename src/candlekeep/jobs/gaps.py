@@ -53,7 +53,8 @@ def scan_store(ctx: JobContext, store_name: str, keys: list[SeriesKey], all_conf
         found = pa.concat_tables([store.find_gaps(series=k) for k in keys])
     if ctx.dry_run:
         return found, {"new": 0, "known": 0, "closed": 0, "resized": 0}
-    return found, ctx.state.record_gap_scan(keys, found, ctx.clock.now_ms())
+    # This whole function runs in a worker thread (see its callers).
+    return found, ctx.runtime.state.record_gap_scan(keys, found, ctx.clock.now_ms())
 
 
 @job_type("gaps_scan", SeriesFilter, "Find missing candle ranges in the stores; record them.")
@@ -120,7 +121,7 @@ async def gaps_repair(ctx: JobContext, p: RepairParams) -> JobResult:
     res = JobResult()
     plans = {pl.key: pl for pl in p.plans(ctx.runtime)}
     statuses = ["open", "failed"] if p.include_failed else ["open"]
-    gaps = [g for g in ctx.state.list_gaps(status=statuses) if g.series in plans]
+    gaps = [g for g in await ctx.db.list_gaps(status=statuses) if g.series in plans]
     gaps = gaps[: p.max_gaps] if p.max_gaps is not None else gaps
     counts: dict[str, int] = defaultdict(int)
     by_source: dict[str, list[GapRow]] = defaultdict(list)
@@ -128,7 +129,7 @@ async def gaps_repair(ctx: JobContext, p: RepairParams) -> JobResult:
         by_source[g.series.source].append(g)
     windows: list[_Window] = []
     for source_name, items in by_source.items():
-        source = ctx.runtime.source(source_name)
+        source = await ctx.source(source_name)
         tf_limits = {g.series.timeframe: source.page_limit(g.series.timeframe) for g in items}
         windows += merge_windows(items, min(tf_limits.values()))
     res.details["windows"] = len(windows)
@@ -158,7 +159,7 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
 
     async def fetch(w: _Window) -> None:
         tf = parse_timeframe(w.key.timeframe)
-        source = ctx.runtime.source(w.key.source)
+        source = await ctx.source(w.key.source)
         try:
             batch = await source.fetch_candles(w.key.symbol, w.key.timeframe, w.start,
                                                w.end + tf.ms)
@@ -176,9 +177,8 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
         if batch is not None and batch.num_rows:
             by_store[plans[w.key].store].append(batch)
     for store_name, batches in by_store.items():
-        store = ctx.runtime.store(store_name)
-        res.rows_written += await asyncio.to_thread(store.upsert_candles,
-                                                    pa.concat_tables(batches))
+        store = await ctx.store(store_name)
+        res.rows_written += await store.upsert_candles(pa.concat_tables(batches))
     now = ctx.clock.now_ms()
     updates: list[tuple[int, dict[str, object]]] = []
     for w, batch, error in fetched:
@@ -188,7 +188,7 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
             verdict = _verdict(g, ts, error, tf_ms, now)
             counts[str(verdict.pop("_outcome"))] += 1
             updates.append((g.id, verdict))
-    await asyncio.to_thread(ctx.state.update_gaps, updates)
+    await ctx.db.update_gaps(updates)
 
 
 def _inside_gaps(batch: pa.Table, gaps: list[GapRow]) -> pa.Table:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
@@ -25,7 +23,7 @@ async def ingest(ctx: JobContext, p: IngestParams) -> JobResult:
     # One GROUP BY per store, not one query (and connection) per series.
     latest_by_key: dict[tuple[str, SeriesKey], int] = {}
     for store_name in {pl.store for pl in plans}:
-        spans = await asyncio.to_thread(ctx.runtime.store(store_name).spans, p.source)
+        spans = await (await ctx.store(store_name)).spans(p.source)
         latest_by_key.update({(store_name, s.series): s.last_ms for s in spans})
     ranges = []
     for plan in plans:

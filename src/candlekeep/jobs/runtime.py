@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import socket
+import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ class Runtime:
         self._state: StateDB | None = None
         self._stores: dict[str, Store] = {}
         self._sources: dict[str, Source] = dict(sources or {})
+        self._making = threading.Lock()
         self.limits = ConcurrencyLimits(
             config.max_concurrent_runs,
             {n: s.max_concurrent_jobs for n, s in config.sources.items()
@@ -98,6 +100,12 @@ class Runtime:
         return self._state
 
     def store(self, name: str) -> Store:
+        """The named store, made on first use (from any thread: jobs open stores off the
+        loop)."""
+        with self._making:
+            return self._store(name)
+
+    def _store(self, name: str) -> Store:
         if name not in self._stores:
             cfg = self.config.stores.get(name)
             if cfg is None:
@@ -107,6 +115,11 @@ class Runtime:
         return self._stores[name]
 
     def source(self, name: str) -> Source:
+        """The named source, one per process (its rate budget is shared by every job)."""
+        with self._making:
+            return self._source(name)
+
+    def _source(self, name: str) -> Source:
         if name not in self._sources:
             cfg = self.config.sources.get(name)
             if cfg is None:

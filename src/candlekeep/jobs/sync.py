@@ -36,8 +36,8 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
     plan, res = rng.plan, JobResult()
     key = plan.key
     tf = parse_timeframe(key.timeframe)
-    source = ctx.runtime.source(key.source)
-    store = ctx.runtime.store(plan.store)
+    source = await ctx.source(key.source)
+    store = await ctx.store(plan.store)
     cursor, end = tf.ceil(rng.start_ms), rng.end_ms
     progress_key = str(key)
     try:
@@ -68,10 +68,8 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
             chunk_end = min(cursor + chunk_ms, end)
             batch = await source.fetch_candles(key.symbol, key.timeframe, cursor, chunk_end)
             if batch.num_rows:
-                res.rows_written += await asyncio.to_thread(store.upsert_candles, batch)
-            # Off the loop, like the store write: the daemon dispatches ticks on this loop.
-            await asyncio.to_thread(ctx.state.set_checkpoint, checkpoint_job, key, chunk_end,
-                                    ctx.clock.now_ms())
+                res.rows_written += await store.upsert_candles(batch)
+            await ctx.db.set_checkpoint(checkpoint_job, key, chunk_end, ctx.clock.now_ms())
             ctx.progress.advance(progress_key, tf.count(cursor, chunk_end))
             cursor = chunk_end
     except SourceError as exc:

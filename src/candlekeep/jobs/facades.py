@@ -1,0 +1,82 @@
+"""What jobs reach the state DB, stores and sources through: awaitables that do their
+blocking work in a thread.
+
+Jobs run on the daemon's event loop, the same loop that dispatches a thousand ticks a
+second; a state-DB call or a DuckDB scan made there would stall every other job and the
+scheduler with it. Opening a source or a store the first time (importing CCXT, opening a
+file) blocks as well, so that happens in a thread too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from candlekeep.core.series import SeriesKey
+from candlekeep.state.db import GapRow, StateDB
+from candlekeep.stores.base import SeriesSpan, Store
+
+if TYPE_CHECKING:
+    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.sources.base import Source
+
+
+class AsyncState:
+    """The state-DB calls jobs make (checkpoints and gaps), off the loop."""
+
+    def __init__(self, state: StateDB) -> None:
+        self.sync = state
+
+    async def get_checkpoint(self, job: str, series: SeriesKey) -> int | None:
+        return await asyncio.to_thread(self.sync.get_checkpoint, job, series)
+
+    async def set_checkpoint(self, job: str, series: SeriesKey, position: int,
+                             now_ms: int) -> None:
+        await asyncio.to_thread(self.sync.set_checkpoint, job, series, position, now_ms)
+
+    async def clear_checkpoints(self, job: str,
+                                series: Iterable[SeriesKey] | None = None) -> None:
+        await asyncio.to_thread(self.sync.clear_checkpoints, job,
+                                None if series is None else list(series))
+
+    async def list_gaps(self, status: str | Sequence[str] | None = None,
+                        series: SeriesKey | None = None,
+                        limit: int | None = None) -> list[GapRow]:
+        return await asyncio.to_thread(self.sync.list_gaps, status, series, limit)
+
+    async def update_gaps(self, updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        await asyncio.to_thread(self.sync.update_gaps, updates)
+
+
+class AsyncStore:
+    """One store's calls, off the loop."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+        self.name = store.name
+
+    async def upsert_candles(self, batch: pa.Table) -> int:
+        return await asyncio.to_thread(self.sync.upsert_candles, batch)
+
+    async def spans(self, source: str | None = None,
+                    series: SeriesKey | None = None) -> list[SeriesSpan]:
+        return await asyncio.to_thread(self.sync.spans, source, series)
+
+    async def find_gaps(self, series: SeriesKey | None = None, start_ms: int | None = None,
+                        end_ms: int | None = None) -> pa.Table:
+        return await asyncio.to_thread(self.sync.find_gaps, series, start_ms, end_ms)
+
+    async def read_candles(self, series: SeriesKey, start_ms: int | None = None,
+                           end_ms: int | None = None) -> pa.Table:
+        return await asyncio.to_thread(self.sync.read_candles, series, start_ms, end_ms)
+
+
+async def open_store(runtime: Runtime, name: str) -> AsyncStore:
+    return AsyncStore(await asyncio.to_thread(runtime.store, name))
+
+
+async def open_source(runtime: Runtime, name: str) -> Source:
+    return await asyncio.to_thread(runtime.source, name)
