@@ -1,0 +1,77 @@
+"""What ``list``, ``history`` and ``slo`` cost and count: reading a job's latest run or the
+last page of history must not grow with the years of history behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from candlekeep.scheduler import report
+from candlekeep.scheduler.records import Owner
+from candlekeep.scheduler.store import SchedulerStore
+from candlekeep.state import tables as t
+from candlekeep.state.db import StateDB
+from tests.scheduler.helpers import ms, spec
+
+NOW = ms("2025-06-01T00:00:00")
+DAY = 86_400_000
+JOBS = [spec(f"j{i}", "*/5 * * * *") for i in range(3)]
+
+
+def history(db: StateDB, old_rows: int) -> None:
+    """The last week's runs (the same in every DB) behind ``old_rows`` older ones."""
+    rows: list[dict[str, Any]] = []
+    for i, s in enumerate(JOBS):
+        recent = [NOW - k * 300_000 for k in range(1, 301)]
+        old = [NOW - 30 * DAY - k * 60_000 for k in range(old_rows // len(JOBS))]
+        for k, tick in enumerate(recent + old):
+            status = "skipped" if k % 7 == 3 else "success" if k % 5 else "failed"
+            rows.append({"job": s.name, "scheduled_for": tick, "attempt": 1, "node": "n",
+                         "trigger": "schedule", "status": status,
+                         "started_at": None if status == "skipped" else tick + i,
+                         "finished_at": tick + 50, "rows_written": 1, "requests": 1})
+    with db.engine.begin() as conn:
+        for chunk in range(0, len(rows), 20_000):
+            conn.execute(t.runs.insert(), rows[chunk:chunk + 20_000])
+
+
+def work(db: StateDB, what: str) -> int:
+    """SQLite virtual-machine steps (in hundreds) to answer ``what``: the database's own
+    measure of work, exact and repeatable, unlike a timing."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    def listen(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_progress_handler(count, 100)
+
+    sa.event.listen(db.engine, "connect", listen)
+    try:
+        store = SchedulerStore(db)
+        if what == "list":
+            report.job_overview(JOBS, store, NOW)
+        else:
+            db.list_runs(limit=200)
+            db.list_runs(job="j1", limit=50)
+    finally:
+        sa.event.remove(db.engine, "connect", listen)
+    return steps[0]
+
+
+def test_list_and_history_do_not_read_whole_histories(tmp_path: Path) -> None:
+    small = StateDB(f"sqlite:///{tmp_path / 'small.db'}")
+    big = StateDB(f"sqlite:///{tmp_path / 'big.db'}")
+    for db, old in ((small, 3_000), (big, 150_000)):
+        SchedulerStore(db, Owner("n", "h/1/x", 15_000)).ensure_jobs(JOBS, NOW - 365 * DAY)
+        history(db, old)
+    for what in ("list", "history"):
+        w_small, w_big = work(small, what), work(big, what)
+        assert w_big <= 1.2 * w_small + 10, (what, w_small, w_big)
+    (latest,) = [o for o in report.job_overview(JOBS, SchedulerStore(big), NOW)
+                 if o["name"] == "j2"]
+    assert latest["last_scheduled_for"] == NOW - 300_000  # newest started run, not skipped
+    assert latest["runs_7d"] == 300
