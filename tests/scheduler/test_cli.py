@@ -25,6 +25,7 @@ from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.scheduler.validate import load_jobs
 from candlekeep.state import tables as t
 from candlekeep.state.db import StateDB
+from candlekeep.state.scheduler_tables import scheduler_nodes
 
 runner = CliRunner()
 
@@ -235,3 +236,32 @@ def test_slo_of_a_job_no_daemon_has_seen_yet_charges_no_missed_ticks(cfg: Path) 
     rows = {r["job"]: r for r in json.loads(invoke(cfg, "slo", "--json").stdout)}
     assert rows["beat"]["expected_ticks"] == 0 and rows["beat"]["missed"] == 0
     assert rows["beat"]["share"] is None and rows["beat"]["met"] is None
+
+
+def test_prune_deletes_old_history_but_never_live_runs(cfg: Path) -> None:
+    db = state(cfg)
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    rows = [("old", now - 40 * day, "success"), ("old", now - 39 * day, "skipped"),
+            ("new", now - 2 * day, "failed"), ("live", now - 90 * day, "running"),
+            ("retry", now - 90 * day, "waiting")]
+    with db.engine.begin() as conn:
+        conn.execute(t.runs.insert(), [
+            {"job": job, "scheduled_for": at, "attempt": 1, "node": "n", "trigger": "schedule",
+             "status": status, "started_at": at,
+             "finished_at": None if status in ("running", "waiting") else at + 5,
+             "rows_written": 0, "requests": 0} for job, at, status in rows])
+        conn.execute(scheduler_nodes.insert(), [
+            {"node": "gone", "host": "h", "pid": 1, "started_at": now - 60 * day,
+             "heartbeat_at": now - 60 * day, "status": "dead", "lease_ms": 15_000},
+            {"node": "here", "host": "h", "pid": 2, "started_at": now - 60 * day,
+             "heartbeat_at": now, "status": "running", "lease_ms": 15_000}])
+    plan = json.loads(invoke(cfg, "prune", "--keep", "30d", "--dry-run", "--json").stdout)
+    assert plan == {"dry_run": True, "runs": 1, "skipped": 1, "nodes": 1}
+    assert len(db.list_runs(limit=None)) == 5
+    done = invoke(cfg, "prune", "--keep", "30d")
+    assert done.exit_code == 0 and "deleted: 1 runs, 1 skipped-tick rows, 1 node rows" in \
+        done.stdout
+    assert sorted(r.job for r in db.list_runs(limit=None)) == ["live", "new", "retry"]
+    bad = invoke(cfg, "prune", "--keep", "soon")
+    assert bad.exit_code == 2 and "--keep" in bad.output
