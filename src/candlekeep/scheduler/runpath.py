@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -126,29 +127,39 @@ async def execute_attempt(runtime: Runtime, spec: JobSpec, cancel: asyncio.Event
     A timeout or a cancellation first sets ``cancel`` (cooperative: the job can save a
     checkpoint), then cancels the coroutine; durable work done so far stays.
     """
-    jlog = logging.getLogger(f"candlekeep.jobs.{spec.name}")
+    jlog = _job_logger(spec.name)
     ctx = JobContext(runtime=runtime, job_name=spec.name, log=jlog, dry_run=dry_run,
-                     cancel=cancel, progress=progress or NullProgress(),
+                     cancel=cancel, progress=progress or _NO_PROGRESS,
                      process_hook=process_hook)
     jt = spec.job_type
-    used = jt.sources(ctx, spec.params) if jt.sources else set()
+    used = jt.sources(ctx, spec.params) if jt.sources else ()
     limits = runtime.limits
-    async with contextlib.AsyncExitStack() as stack:
-        if limits.limited(used):
-            entering = asyncio.ensure_future(stack.enter_async_context(limits.slot(used)))
-            try:
-                await _first(entering, cancel.wait())
-            except asyncio.CancelledError:
-                entering.cancel()
-                raise
-            if not entering.done() or entering.cancelled() or cancel.is_set():
-                return Attempt(RunStatus.CANCELLED, None, "cancelled while queued for a slot")
-        else:
-            await stack.enter_async_context(limits.slot(used))
+    if not limits.limited(used):  # the common case: nothing to queue for
         started = runtime.clock.now_ms()
         attempt = await _timed(spec, ctx, jlog, runtime)
         attempt.started_at = started
         return attempt
+    async with contextlib.AsyncExitStack() as stack:
+        entering = asyncio.ensure_future(stack.enter_async_context(limits.slot(used)))
+        try:
+            await _first(entering, cancel.wait())
+        except asyncio.CancelledError:
+            entering.cancel()
+            raise
+        if not entering.done() or entering.cancelled() or cancel.is_set():
+            return Attempt(RunStatus.CANCELLED, None, "cancelled while queued for a slot")
+        started = runtime.clock.now_ms()
+        attempt = await _timed(spec, ctx, jlog, runtime)
+        attempt.started_at = started
+        return attempt
+
+
+_NO_PROGRESS = NullProgress()
+
+
+@functools.lru_cache(maxsize=4096)
+def _job_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"candlekeep.jobs.{name}")
 
 
 async def _timed(spec: JobSpec, ctx: JobContext, jlog: logging.Logger,

@@ -639,18 +639,24 @@ class SchedulerStore:
                      "rqs": [f.requests for f in finishes],
                      "ers": [clean_text(f.error) for f in finishes], "inst": me.instance})}
             else:
+                # One writer at a time on SQLite (BEGIN IMMEDIATE): which rows are still
+                # ours cannot change between this read and the update below.
                 done = set()
-                for f in finishes:
-                    values: dict[str, Any] = {
-                        "status": f.status.value, "finished_at": f.finished_at,
-                        "rows_written": f.rows_written, "requests": f.requests,
-                        "error": clean_text(f.error), "lease_until": None}
-                    if f.started_at is not None:
-                        values["started_at"] = f.started_at
-                    if conn.execute(t.runs.update().where(
-                            rc.id == f.run_id, rc.status == _RUNNING,
-                            rc.instance == me.instance).values(**values)).rowcount:
-                        done.add(f.run_id)
+                ids = [f.run_id for f in finishes]
+                for i in range(0, len(ids), _CHUNK):
+                    done.update(r[0] for r in conn.execute(sa.select(rc.id).where(
+                        rc.id.in_(ids[i:i + _CHUNK]), rc.status == _RUNNING,
+                        rc.instance == me.instance)))
+                mine = [f for f in finishes if f.run_id in done]
+                if mine:
+                    conn.execute(t.runs.update().where(rc.id == sa.bindparam("k_id")).values(
+                        status=sa.bindparam("k_status"), finished_at=sa.bindparam("k_at"),
+                        started_at=sa.func.coalesce(sa.bindparam("k_start"), rc.started_at),
+                        rows_written=sa.bindparam("k_rows"), requests=sa.bindparam("k_req"),
+                        error=sa.bindparam("k_err"), lease_until=None),
+                        [{"k_id": f.run_id, "k_status": f.status.value, "k_at": f.finished_at,
+                          "k_start": f.started_at, "k_rows": f.rows_written,
+                          "k_req": f.requests, "k_err": clean_text(f.error)} for f in mine])
             lost = [f for f in finishes if f.run_id not in done]
             return self._conflicts(conn, lost)
 
