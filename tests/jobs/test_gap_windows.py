@@ -3,7 +3,7 @@ import pyarrow as pa
 from candlekeep.core.schema import candles_from_columns
 from candlekeep.core.series import SeriesKey
 from candlekeep.jobs.gaps import _inside_gaps, merge_windows
-from candlekeep.state.db import GapRow
+from candlekeep.state.rows import GapRow
 
 M = 60_000
 S1 = SeriesKey("s", "BTC/USDT", "1m")

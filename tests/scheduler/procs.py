@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from candlekeep.state.db import RunRow, StateDB
+from candlekeep.state.db import StateDB
+from candlekeep.state.rows import RunRow
 
 T = TypeVar("T")
 ENV = {**os.environ, "CANDLEKEEP_TEST_JOBS": "1"}

@@ -115,6 +115,7 @@ def test_list_json_shows_schedule_words_next_run_last_run_and_health(cfg: Path) 
     health = data["health"]
     assert health["daemon_up"] is False and health["failing_jobs"] == ["broken"]
     assert health["state_db_ms"] >= 0 and health["open_gaps"] == 0
+    assert "stale_series" not in health  # status shows it: it reads every store
     table = invoke(cfg, "jobs")  # the alias, as a table with the banner on top
     assert table.exit_code == 0
     assert "daemon down" in table.stdout and "failing: broken" in table.stdout

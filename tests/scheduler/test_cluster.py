@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from candlekeep.state.db import RunRow, StateDB
+from candlekeep.state.db import StateDB
+from candlekeep.state.rows import RunRow
 from candlekeep.state.scheduler_tables import scheduler_nodes
 from tests.scheduler.procs import Daemon, cli, faketime, runs, wait_for, write_config
 

@@ -16,7 +16,7 @@ from candlekeep.core.series import SeriesKey
 from candlekeep.jobs.base import JobContext, JobResult
 from candlekeep.scheduler.engine import Engine
 from candlekeep.state import tables as t
-from candlekeep.state.db import RunRow
+from candlekeep.state.rows import RunRow
 from tests.scheduler.helpers import (
     Overlap,
     SettlingClock,

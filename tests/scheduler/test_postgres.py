@@ -11,7 +11,7 @@ import pytest
 from candlekeep.scheduler.engine import Engine
 from candlekeep.scheduler.records import Owner
 from candlekeep.scheduler.store import SchedulerStore
-from candlekeep.state.db import RunRow
+from candlekeep.state.rows import RunRow
 from tests.scheduler.helpers import Overlap, SettlingClock, engine, ms, running, runtime, spec
 
 T0 = ms("2025-01-01T00:00:00")

@@ -20,7 +20,7 @@ from candlekeep.scheduler.records import (
 )
 from candlekeep.scheduler.store import SchedulerStore, Timeouts
 from candlekeep.state.db import StateDB
-from candlekeep.state.tables import RunStatus, Trigger
+from candlekeep.state.statuses import RunStatus, Trigger
 from tests.scheduler.helpers import ms, spec
 
 T0 = ms("2025-01-01T00:00:00")

@@ -318,7 +318,7 @@ async def test_unmapped_client_error_is_not_retried(shared_sim: SimExchange) -> 
 
 
 async def test_concurrent_pages_are_metered_per_job(source: CcxtSource) -> None:
-    from candlekeep.sources.base import metered
+    from candlekeep.sources.metering import metered
 
     await source.markets()
     with metered() as meter:

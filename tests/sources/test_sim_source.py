@@ -119,7 +119,7 @@ async def test_bad_symbol_and_timeframe() -> None:
 
 
 async def test_requests_are_metered_per_job() -> None:
-    from candlekeep.sources.base import metered
+    from candlekeep.sources.metering import metered
 
     src, _, _ = make()
     with metered() as meter:

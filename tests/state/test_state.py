@@ -4,7 +4,7 @@ import pyarrow as pa
 
 from candlekeep.core.schema import GAP_SCHEMA, TS_TYPE
 from candlekeep.core.series import SeriesKey
-from candlekeep.state import StateDB
+from candlekeep.state.db import StateDB
 
 S = SeriesKey("sim", "BTC/USDT", "1m")
 M = 60_000

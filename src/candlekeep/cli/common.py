@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -10,15 +9,16 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from candlekeep.config import load_config
-from candlekeep.config.models import Config
 from candlekeep.core.errors import CandlekeepError
 from candlekeep.logs import setup_logging
+
+if TYPE_CHECKING:
+    from candlekeep.config.models import Config
 
 # Piped output (CI logs, `| less`) gets room for wide tables instead of Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -37,6 +37,8 @@ class CliState:
 
     def config(self) -> Config:
         if self._config is None:
+            from candlekeep.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
@@ -76,6 +78,8 @@ def friendly_errors(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # not at import time: ``--help`` has no use for it
+
     return asyncio.run(coro)
 
 

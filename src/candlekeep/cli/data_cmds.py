@@ -1,22 +1,22 @@
-"""Data commands: backfill, ingest, gaps scan/list/repair, coverage."""
+"""Data commands: backfill, ingest, gaps scan/list/repair, coverage.
+
+Each command imports the job machinery it needs when it runs (see scheduler_cmds.py)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from candlekeep.cli import common
 from candlekeep.cli.common import console, friendly_errors, print_json
-from candlekeep.cli.progress import progress_for
 from candlekeep.core.timeutil import fmt_ms, to_ms
-from candlekeep.jobs.base import JobResult
-from candlekeep.jobs.coverage import coverage as compute_coverage
-from candlekeep.jobs.runner import build_params
-from candlekeep.jobs.runtime import Runtime
-from candlekeep.state.tables import GAP_STATUSES
+from candlekeep.state.statuses import GAP_STATUSES
+
+if TYPE_CHECKING:
+    from candlekeep.jobs.base import JobResult
 
 gaps_app = typer.Typer(help="Find, list and repair missing candle ranges.", no_args_is_help=True)
 
@@ -32,6 +32,9 @@ def _date(value: str | None, flag: str) -> int | None:
 
 async def run_job(ctx: typer.Context, job_type: str, params: dict[str, Any], *,
                   dry_run: bool = False, show_progress: bool = True) -> JobResult:
+    from candlekeep.cli.progress import progress_for
+    from candlekeep.jobs.runner import build_params
+    from candlekeep.jobs.runtime import Runtime
     from candlekeep.scheduler.manual import run_adhoc
 
     cfg = common.state(ctx).config()
@@ -138,6 +141,8 @@ def register(app: typer.Typer) -> None:
         if status is not None and status not in GAP_STATUSES:
             raise typer.BadParameter(f"use one of {', '.join(GAP_STATUSES)}",
                                      param_hint="--status")
+        from candlekeep.jobs.runtime import Runtime
+
         rt = Runtime(common.state(ctx).config())
         rows = rt.state.list_gaps(status=status)
         if as_json:
@@ -184,6 +189,9 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def coverage_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
         """Per series: first, last, stored, expected, missing, confirmed empty, coverage %."""
+        from candlekeep.jobs.coverage import coverage as compute_coverage
+        from candlekeep.jobs.runtime import Runtime
+
         rt = Runtime(common.state(ctx).config())
         try:
             rows = compute_coverage(rt)

@@ -5,23 +5,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
 from rich.table import Table
 
 from candlekeep.cli.common import console, friendly_errors, print_json, run
 from candlekeep.cli.data_cmds import coverage_table
-from candlekeep.cli.progress import progress_for
-from candlekeep.config import load_config
 from candlekeep.core.clock import SystemClock
 from candlekeep.core.timeframes import DAY_MS
-from candlekeep.jobs.base import JobResult
-from candlekeep.jobs.coverage import coverage
-from candlekeep.jobs.runner import build_params
-from candlekeep.jobs.runtime import Runtime
-from candlekeep.scheduler.manual import run_adhoc
+
+if TYPE_CHECKING:
+    from candlekeep.jobs.base import JobResult
 
 DEMO_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 NEW_LISTING = "CKEEP/USDT"
@@ -30,6 +25,8 @@ DEMO_TIMEFRAMES = ("1m", "5m", "1h")
 
 
 def write_demo_config(folder: Path, base_url: str, start_ms: int) -> Path:
+    import yaml
+
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {
         "data_dir": "data",
@@ -53,6 +50,13 @@ def write_demo_config(folder: Path, base_url: str, start_ms: int) -> Path:
 
 
 async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
+    from candlekeep.cli.progress import progress_for
+    from candlekeep.config import load_config
+    from candlekeep.jobs.coverage import coverage
+    from candlekeep.jobs.runner import build_params
+    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.scheduler.manual import run_adhoc
+
     rt = Runtime(load_config(cfg_path))
     steps: dict[str, JobResult] = {}
     try:

@@ -14,6 +14,8 @@ app = typer.Typer(
     help="Keeps crypto market data complete, fresh and correct on a schedule.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: Rich-formatted help imports a Markdown parser, a fifth of the start-up.
+    rich_markup_mode=None,
     add_completion=False,
 )
 

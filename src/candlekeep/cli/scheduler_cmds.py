@@ -1,35 +1,71 @@
-"""Scheduler commands: start, stop, status, list (jobs), run, history, slo, install."""
+"""Scheduler commands: start, stop, status, list (jobs), run, history, slo, prune, install.
+
+Only light modules are imported here; each command imports what it uses (the engine,
+the state DB, the job types) so that ``--help`` and ``list`` start in a blink.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from candlekeep.cli import common
 from candlekeep.cli.common import console, friendly_errors, print_json
-from candlekeep.cli.progress import progress_for
-from candlekeep.config.models import Config
 from candlekeep.core.errors import CandlekeepError
-from candlekeep.core.timeutil import fmt_ms, parse_duration
-from candlekeep.jobs.runtime import Runtime
-from candlekeep.scheduler import daemon as d
-from candlekeep.scheduler import install as inst
-from candlekeep.scheduler import report
-from candlekeep.scheduler.engine import EngineOptions
-from candlekeep.scheduler.manual import run_now
-from candlekeep.scheduler.misfire import fmt_duration
-from candlekeep.scheduler.retention import Retention, prune
-from candlekeep.scheduler.runpath import RunOutcome
-from candlekeep.scheduler.spec import JobSpec
-from candlekeep.scheduler.store import SchedulerStore
-from candlekeep.scheduler.validate import load_jobs
-from candlekeep.state.tables import RunStatus, Trigger
+from candlekeep.core.timeutil import fmt_duration, fmt_ms, parse_duration
+from candlekeep.scheduler import control as d
+from candlekeep.state.statuses import RunStatus, Trigger
+
+if TYPE_CHECKING:
+    from candlekeep.config.models import Config
+    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.scheduler.retention import Retention
+    from candlekeep.scheduler.runpath import RunOutcome
+    from candlekeep.scheduler.spec import JobSpec
+    from candlekeep.scheduler.store import SchedulerStore
+    from candlekeep.state.reader import Reader
+
+
+def _runtime(cfg: Config) -> Runtime:
+    from candlekeep.jobs.runtime import Runtime
+
+    return Runtime(cfg)
+
+
+@contextlib.contextmanager
+def _reader(cfg: Config) -> Iterator[Reader]:
+    """The read model straight on the state DB's driver; the first time (no DB yet, or an
+    older schema), StateDB creates or upgrades it first."""
+    from candlekeep.state.reader import open_reader
+    from candlekeep.state.version import SCHEMA_VERSION
+
+    with open_reader(cfg.state_url, SCHEMA_VERSION) as reader:
+        if reader is not None:
+            yield reader
+            return
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    from candlekeep.state.db import StateDB
+
+    StateDB(cfg.state_url).dispose()
+    with open_reader(cfg.state_url, SCHEMA_VERSION) as reader:
+        if reader is None:
+            raise CandlekeepError(f"cannot read the state DB at {d.redact_url(cfg.state_url)}")
+        yield reader
+
+
+def _store(rt: Runtime) -> SchedulerStore:
+    """A read-only scheduler store (listings and reports)."""
+    from candlekeep.scheduler.store import SchedulerStore
+
+    return SchedulerStore(rt.state)
+
 
 _STATUS_STYLE = {"success": "green", "failed": "red", "timed_out": "red", "abandoned": "red",
                  "running": "cyan", "waiting": "cyan", "skipped": "yellow",
@@ -65,11 +101,15 @@ def _now() -> int:
 
 
 def _load(ctx: typer.Context) -> tuple[Config, list[JobSpec]]:
+    from candlekeep.scheduler.validate import load_jobs
+
     cfg = common.state(ctx).config()
     return cfg, load_jobs(cfg)
 
 
 def _retention(cfg: Config) -> Retention:
+    from candlekeep.scheduler.retention import Retention
+
     r = cfg.retention
 
     def ms(seconds: float | None) -> int | None:
@@ -111,6 +151,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the scheduler daemon (foreground unless --detach)."""
         cfg, specs = _load(ctx)
+        from candlekeep.scheduler.daemon import run_daemon
+        from candlekeep.scheduler.engine import EngineOptions
+
         options = EngineOptions(heartbeat_s=_seconds(heartbeat, "--heartbeat"),
                                 stop_timeout_s=_seconds(stop_timeout, "--stop-timeout"),
                                 freeze_gc=True, retention=_retention(cfg))
@@ -126,7 +169,7 @@ def register(app: typer.Typer) -> None:
                               f"unreachable?); it keeps retrying: see {info.log}[/]",
                               highlight=False)
             return
-        d.run_daemon(cfg, specs, options, json_logs=common.state(ctx).log_json,
+        run_daemon(cfg, specs, options, json_logs=common.state(ctx).log_json,
                      console=not detached, detached=detached)
 
     @app.command()
@@ -154,20 +197,24 @@ def register(app: typer.Typer) -> None:
         cfg, specs = _load(ctx)
         now = _now()
         st = d.PidFile(cfg.data_dir).status()
-        rt = Runtime(cfg)
+        from candlekeep.scheduler import report
+
+        rt = _runtime(cfg)
         try:
-            store = SchedulerStore(rt.state)
+            store = _store(rt)
             running = [{"job": r.job, "scheduled_for": r.scheduled_for, "node": r.node,
                         "instance": r.instance, "attempt": r.attempt, "status": r.status,
                         "started_at": r.started_at, "lease_until": r.lease_until,
                         "not_before": r.not_before, "run_id": r.id}
                        for r in store.live_runs()]
-            nodes = report.live_nodes(store, now)
-            differs = [o["name"] for o in report.job_overview(specs, store, now)
-                       if o["spec_matches"] is False]
+            with _reader(cfg) as reader:
+                nodes = report.live_nodes(reader, now)
+                differs = [o["name"] for o in report.job_overview(specs, reader, now)
+                           if o["spec_matches"] is False]
+            stale = report.stale_series(rt, now)
             store.dispose()
         finally:
-            asyncio.run(rt.aclose())
+            common.run(rt.aclose())
         ticks = sorted((tick, s.name) for s in specs if s.scheduled and s.trigger
                        for tick in s.trigger.next_n(now, 5))[:5]
         data: dict[str, Any] = {
@@ -177,7 +224,7 @@ def register(app: typer.Typer) -> None:
             "started_at": st.info.started_at if st.running and st.info else None,
             "uptime_s": (now - st.info.started_at) / 1000 if st.running and st.info else None,
             "log": str(d.log_path(cfg)), "nodes": nodes, "running_jobs": running,
-            "config_differs": differs,
+            "config_differs": differs, "stale_series": stale,
             "next_ticks": [{"at": tick, "at_utc": fmt_ms(tick), "job": job}
                            for tick, job in ticks],
         }
@@ -188,9 +235,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"daemon: [green]running[/] pid {st.info.pid}, node {st.info.node}, "
                           f"up {fmt_duration(now - st.info.started_at)}", highlight=False)
         else:
-            stale = " (stale PID file)" if st.stale else ""
-            console.print(f"daemon: [red]not running[/]{stale}", highlight=False)
+            note = " (stale PID file)" if st.stale else ""
+            console.print(f"daemon: [red]not running[/]{note}", highlight=False)
         console.print(f"log: {data['log']}", highlight=False)
+        if stale:
+            console.print(f"[yellow]stale series: {stale}[/] (more than two candles behind; "
+                          "see 'candlekeep coverage')", highlight=False)
         for n in nodes:
             skew = "" if n["skew_ms"] is None else f", clock {-n['skew_ms'] / 1000:+.1f}s"
             console.print(f"node {n['node']}: {'alive' if n['alive'] else n['status']}, "
@@ -218,17 +268,14 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
 
     def _list(ctx: typer.Context, as_json: bool) -> None:
+        from candlekeep.scheduler import report
+
         cfg, specs = _load(ctx)
         now = _now()
-        rt = Runtime(cfg)
-        try:
-            store = SchedulerStore(rt.state)
-            overview = report.job_overview(specs, store, now)
-            banner = report.health(rt, store, overview,
+        with _reader(cfg) as reader:
+            overview = report.job_overview(specs, reader, now)
+            banner = report.health(reader, overview,
                                    d.PidFile(cfg.data_dir).status().running, now)
-            store.dispose()
-        finally:
-            asyncio.run(rt.aclose())
         if as_json:
             print_json({"health": banner, "jobs": overview})
             return
@@ -239,9 +286,7 @@ def register(app: typer.Typer) -> None:
         parts = [f"daemon {up}", f"state DB {banner['state_db_ms']:.1f} ms",
                  ("[red]failing: " + ", ".join(failing) + "[/]") if failing
                  else "[green]no failing jobs[/]",
-                 f"open gaps {banner['open_gaps'] if banner['open_gaps'] is not None else '?'}",
-                 "stale series " + (str(banner["stale_series"])
-                                    if banner["stale_series"] is not None else "?")]
+                 f"open gaps {banner['open_gaps'] if banner['open_gaps'] is not None else '?'}"]
         console.print(" | ".join(parts), highlight=False)
         for dis in banner["disagreements"]:
             console.print(f"[yellow]node {dis['node']} does not claim {', '.join(dis['jobs'])}"
@@ -297,7 +342,10 @@ def register(app: typer.Typer) -> None:
         """Run one configured job now, in the foreground, recorded in history."""
         cfg, specs = _load(ctx)
         spec = _spec(specs, job)
-        rt = Runtime(cfg)
+        rt = _runtime(cfg)
+
+        from candlekeep.cli.progress import progress_for
+        from candlekeep.scheduler.manual import run_now
 
         async def go() -> RunOutcome:
             try:
@@ -308,7 +356,7 @@ def register(app: typer.Typer) -> None:
             finally:
                 await rt.aclose()
 
-        out = asyncio.run(go())
+        out = common.run(go())
         res = out.result
         took = out.finished_at - out.started_at
         if as_json:
@@ -351,11 +399,8 @@ def register(app: typer.Typer) -> None:
         """Past runs: scheduled time, start, duration, node, attempt, status, rows, error."""
         cfg = common.state(ctx).config()
         since_ms = _now() - int(_seconds(since, "--since") * 1000)
-        rt = Runtime(cfg)
-        try:
-            runs = rt.state.list_runs(job=job, since_ms=since_ms, status=status_, limit=limit)
-        finally:
-            asyncio.run(rt.aclose())
+        with _reader(cfg) as reader:
+            runs = reader.runs(job=job, since_ms=since_ms, status=status_, limit=limit)
         if as_json:
             print_json([{"id": r.id, "job": r.job, "scheduled_for": r.scheduled_for,
                          "scheduled_utc": fmt_ms(r.scheduled_for), "started_at": r.started_at,
@@ -393,12 +438,14 @@ def register(app: typer.Typer) -> None:
         """
         if not 0 < target <= 1:
             raise typer.BadParameter("must be in (0, 1]", param_hint="--target")
+        from candlekeep.scheduler.slo import slo_report
+
         cfg, specs = _load(ctx)
-        rt = Runtime(cfg)
+        rt = _runtime(cfg)
         try:
-            rows = report.slo_report(specs, SchedulerStore(rt.state), days, target, _now())
+            rows = slo_report(specs, _store(rt), days, target, _now())
         finally:
-            asyncio.run(rt.aclose())
+            common.run(rt.aclose())
         if as_json:
             print_json(rows)
         else:
@@ -430,17 +477,19 @@ def register(app: typer.Typer) -> None:
 
         The daemon does this daily from the config's retention setting; live runs and the
         schedule history SLOs count from are never deleted."""
+        from candlekeep.scheduler.retention import Retention, prune
+
         cfg = common.state(ctx).config()
         if keep is not None:
             ms = int(_seconds(keep, "--keep") * 1000)
             policy = Retention(ms, ms, ms)
         else:
             policy = _retention(cfg)
-        rt = Runtime(cfg)
+        rt = _runtime(cfg)
         try:
-            counts = prune(SchedulerStore(rt.state), policy, _now(), dry_run=dry_run)
+            counts = prune(_store(rt), policy, _now(), dry_run=dry_run)
         finally:
-            asyncio.run(rt.aclose())
+            common.run(rt.aclose())
         if as_json:
             print_json({"dry_run": dry_run, "runs": counts.runs, "skipped": counts.skipped,
                         "nodes": counts.nodes})
@@ -465,6 +514,8 @@ def register(app: typer.Typer) -> None:
                                            "files (default: the user's unit folder)."),
     ) -> None:
         """Print (or write) a unit for the daemon, or one timer/crontab line per job."""
+        from candlekeep.scheduler import install as inst
+
         cfg, specs = _load(ctx)
         if target is Target.crontab:
             block = inst.crontab_block(cfg, specs)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from candlekeep.config import ccxt_facts
 from candlekeep.config.models import CcxtSourceConfig, Config
 from candlekeep.core.errors import ConfigError
 
@@ -156,7 +157,7 @@ def _check_references(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"{key}.end", "end must be after start")
         src = cfg.sources[s.source]
         if isinstance(src, CcxtSourceConfig):
-            supported = ccxt_timeframes(src.exchange)
+            supported = ccxt_facts.timeframes(src.exchange)
             for j, tf in enumerate(s.timeframes):
                 if supported and tf not in supported:
                     raise ConfigError(
@@ -176,21 +177,11 @@ def _tf_order(tf: str) -> tuple[int, str]:
 
 
 def _check_ccxt_exchange(file: str, key: str, exchange: str) -> None:
-    import ccxt
-
-    if exchange not in ccxt.exchanges:
+    known = ccxt_facts.exchange_ids()
+    if exchange not in known:
         import difflib
 
-        close = difflib.get_close_matches(exchange, ccxt.exchanges, n=3)
+        close = difflib.get_close_matches(exchange, known, n=3)
         fix = f"did you mean {', '.join(close)}?" if close else "see ccxt.exchanges for ids"
         raise ConfigError(file, key, f"unknown CCXT exchange id {exchange!r}", fix)
 
-
-def ccxt_timeframes(exchange: str) -> set[str]:
-    import ccxt
-
-    cls = getattr(ccxt, exchange, None)
-    if cls is None:
-        return set()
-    tfs = cls().timeframes or {}
-    return set(tfs)

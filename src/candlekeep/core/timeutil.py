@@ -57,3 +57,15 @@ def fmt_ms(ts_ms: int | None) -> str:
     if ts_ms is None:
         return "-"
     return ms_to_datetime(ts_ms).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(ms: int) -> str:
+    """A duration for people: 4.2s, 12s, 3m05s, 2h10m, 1d04h."""
+    s = ms // 1000
+    if s < 60:
+        return f"{ms / 1000:.1f}s" if ms < 10_000 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"

@@ -13,15 +13,15 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from candlekeep.core.series import SeriesKey
-from candlekeep.state.db import GapRow, StateDB
-from candlekeep.stores.base import SeriesSpan, Store
-
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from candlekeep.core.series import SeriesKey
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.sources.base import Source
+    from candlekeep.state.db import StateDB
+    from candlekeep.state.rows import GapRow
+    from candlekeep.stores.base import SeriesSpan, Store
 
 
 class AsyncState:

@@ -1,14 +1,15 @@
-"""Gap scan (find missing ranges in the store, record them) and gap repair (refetch them)."""
+"""Gap scan (find missing ranges in the store, record them) and gap repair (refetch them).
+
+pyarrow and numpy are imported inside the functions that use them: registering the job
+types happens on every ``candlekeep list``, which must start in a blink.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from candlekeep.core.errors import SourceError
 from candlekeep.core.series import SeriesKey
@@ -17,7 +18,11 @@ from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.runtime import SeriesPlan
-from candlekeep.state.db import GapRow
+from candlekeep.state.rows import GapRow
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
 
 CONFIRM_AFTER_EMPTY = 2
 """A gap is ``confirmed_empty`` once the exchange returned nothing for it this many times."""
@@ -39,6 +44,9 @@ def _by_store(plans: list[SeriesPlan]) -> dict[str, list[SeriesKey]]:
 def scan_store(ctx: JobContext, store_name: str, keys: list[SeriesKey], all_configured: bool
                ) -> tuple[pa.Table, dict[str, int]]:
     """Find gaps of ``keys`` in one store (in SQL) and reconcile the state DB with them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     store = ctx.runtime.store(store_name)
     if all_configured or len(keys) > 20:
         found = store.find_gaps()
@@ -155,6 +163,8 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
     """Fetch a chunk of windows concurrently, write them with one upsert per store, then
     record every gap's verdict in one state transaction (store first: a crash in between
     leaves gaps open, and the next scan sees them filled)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     fetched: list[tuple[_Window, pa.Table | None, str | None]] = []
 
     async def fetch(w: _Window) -> None:
@@ -193,6 +203,10 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
 
 def _inside_gaps(batch: pa.Table, gaps: list[GapRow]) -> pa.Table:
     """Only the candles a window's gaps were missing: the rest of the window is stored."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not batch.num_rows:
         return batch
     ts = pc.cast(batch["ts"], pa.int64()).to_numpy()

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from candlekeep.core.errors import ConfigError
 from candlekeep.jobs.base import JobContext, JobResult, JobType, Params
 from candlekeep.jobs.registry import get_job_type, job_types
-from candlekeep.sources.base import metered
+from candlekeep.sources.metering import metered
 
 
 def build_params(job_type: str, params: dict[str, Any], where: str = "params") -> Params:

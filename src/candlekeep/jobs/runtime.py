@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from candlekeep.config.models import (
     CcxtSourceConfig,
@@ -25,9 +26,11 @@ from candlekeep.config.models import (
 from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.core.errors import ConfigError
 from candlekeep.core.series import SeriesKey
-from candlekeep.sources.base import Source
-from candlekeep.state.db import StateDB
-from candlekeep.stores.base import Store
+
+if TYPE_CHECKING:  # concrete modules are imported where first used: start-up stays light
+    from candlekeep.sources.base import Source
+    from candlekeep.state.db import StateDB
+    from candlekeep.stores.base import Store
 
 
 class ConcurrencyLimits:
@@ -96,6 +99,8 @@ class Runtime:
     def state(self) -> StateDB:
         if self._state is None:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            from candlekeep.state.db import StateDB
+
             self._state = StateDB(self.config.state_url)
         return self._state
 

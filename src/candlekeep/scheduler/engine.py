@@ -31,21 +31,21 @@ from typing import Any, TypeVar
 
 from candlekeep import __version__
 from candlekeep.core.errors import CandlekeepError
+from candlekeep.core.timeutil import fmt_duration
 from candlekeep.jobs.procgroup import end_recorded_group
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.localproc import is_candlekeep, pid_alive
-from candlekeep.scheduler.misfire import fmt_duration
 from candlekeep.scheduler.records import (
     ClaimedRun,
     ClaimOutcome,
     ClaimState,
-    NodeRow,
     Owner,
 )
 from candlekeep.scheduler.retention import Retention, prune
 from candlekeep.scheduler.runpath import RunHost, RunOutcome
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import LEASE_FACTOR, SchedulerStore
+from candlekeep.state.rows import NodeRow
 
 log = logging.getLogger("candlekeep.scheduler")
 

@@ -21,7 +21,7 @@ from croniter import croniter
 
 from candlekeep.config.models import Config
 from candlekeep.core.errors import CandlekeepError
-from candlekeep.scheduler.daemon import log_path
+from candlekeep.scheduler.control import log_path
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.triggers import CronTrigger
 

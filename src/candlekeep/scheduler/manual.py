@@ -28,7 +28,7 @@ from candlekeep.scheduler.runpath import (
 )
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import DEFAULT_HEARTBEAT_S, LEASE_FACTOR, SchedulerStore
-from candlekeep.state.tables import RunStatus, Trigger
+from candlekeep.state.statuses import RunStatus, Trigger
 
 log = logging.getLogger("candlekeep.scheduler")
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
-from candlekeep.core.timeutil import fmt_ms
+from candlekeep.core.timeutil import fmt_duration, fmt_ms
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.triggers import CronTrigger
 
@@ -30,17 +30,6 @@ class Decision:
 
 
 DISABLED = "skipped: the job is disabled"
-
-
-def fmt_duration(ms: int) -> str:
-    s = ms // 1000
-    if s < 60:
-        return f"{ms / 1000:.1f}s" if ms < 10_000 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def decide(spec: JobSpec, last_tick: int, now_ms: int, free_slots: int,

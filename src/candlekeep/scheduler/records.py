@@ -6,7 +6,8 @@ import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from candlekeep.state.tables import RunStatus, Trigger
+from candlekeep.state.rows import JobRow
+from candlekeep.state.statuses import RunStatus, Trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,49 +114,3 @@ class Beat:
     """The state DB's clock at the heartbeat (PostgreSQL), for measuring skew."""
     node_row_ours: bool = True
     """False when our node row now names another instance (someone took the name over)."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    node: str
-    host: str
-    pid: int
-    started_at: int
-    heartbeat_at: int
-    stopped_at: int | None
-    status: str
-    lease_ms: int
-    instance: str | None = None
-    lease_until: int | None = None
-    skew_ms: int | None = None
-    conflicts: tuple[str, ...] = ()
-    version: str | None = None
-
-    def alive(self, now_ms: int) -> bool:
-        until = self.lease_until if self.lease_until is not None else (
-            self.heartbeat_at + self.lease_ms)
-        return self.status == "running" and now_ms <= until
-
-
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    job: str
-    schedule: str | None
-    timezone: str | None
-    last_tick: int
-    created_at: int
-    spec_hash: str | None = None
-    spec_by: str | None = None
-    spec_at: int | None = None
-    spec: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRow:
-    """One period of a job's schedule history, from ``since`` (exclusive) on."""
-
-    job: str
-    since: int
-    schedule: str | None
-    timezone: str | None
-    enabled: bool

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.state import tables as t
 from candlekeep.state.scheduler_tables import scheduler_nodes
-from candlekeep.state.tables import LIVE_STATUSES, RunStatus
+from candlekeep.state.statuses import LIVE_STATUSES, RunStatus
 
 DAY_MS = 86_400_000
 BATCH = 5000

@@ -31,15 +31,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from candlekeep.core.errors import CandlekeepError
+from candlekeep.core.timeutil import fmt_duration
 from candlekeep.jobs.base import JobContext, JobResult, NullProgress, ProgressSink
 from candlekeep.jobs.runner import invoke
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.localproc import instance_dead
-from candlekeep.scheduler.misfire import fmt_duration
 from candlekeep.scheduler.records import Busy, ClaimedRun, Conflict, Finish, TickTaken
 from candlekeep.scheduler.spec import JobSpec, backoff_delay
 from candlekeep.scheduler.store import SchedulerStore
-from candlekeep.state.tables import RunStatus, Trigger
+from candlekeep.state.statuses import RunStatus, Trigger
 
 log = logging.getLogger("candlekeep.scheduler")
 

@@ -51,21 +51,19 @@ from candlekeep.scheduler.records import (
     ClaimState,
     Conflict,
     Finish,
-    JobRow,
-    NodeRow,
     Owner,
-    ScheduleRow,
     TickTaken,
 )
 from candlekeep.scheduler.spec import JobSpec, backoff_delay, document, retries_of
 from candlekeep.state import tables as t
 from candlekeep.state.db import StateDB, make_engine
+from candlekeep.state.rows import JobRow, NodeRow, ScheduleRow
 from candlekeep.state.scheduler_tables import (
     scheduler_jobs,
     scheduler_nodes,
     scheduler_schedules,
 )
-from candlekeep.state.tables import LIVE_STATUSES, RunStatus, Trigger
+from candlekeep.state.statuses import LIVE_STATUSES, RunStatus, Trigger
 
 DEFAULT_HEARTBEAT_S = 5.0
 LEASE_FACTOR = 3

@@ -1,15 +1,6 @@
 """A simulated exchange: deterministic candles with scripted holes, late data, rate limits
-and faults, in-process (SimExchange) and over HTTP in Binance's REST format (server)."""
+and faults, in-process (SimExchange) and over HTTP in Binance's REST format (server).
 
-from candlekeep.sim.exchange import Faults, Hole, HoleSpec, SimExchange, TransientSpec
-from candlekeep.sim.generator import CandleGenerator, generate_candles
-
-__all__ = [
-    "CandleGenerator",
-    "Faults",
-    "Hole",
-    "HoleSpec",
-    "SimExchange",
-    "TransientSpec",
-    "generate_candles",
-]
+Import from the submodules: this package file stays empty so that importing one light
+module (a constant, a type) never drags in pyarrow, SQLAlchemy or DuckDB.
+"""

@@ -1,5 +1,5 @@
-"""Exchange adapters: HTTP details underneath, validated Arrow candle batches out."""
+"""Exchange adapters: HTTP details underneath, validated Arrow candle batches out.
 
-from candlekeep.sources.base import MarketInfo, Source
-
-__all__ = ["MarketInfo", "Source"]
+Import from the submodules: this package file stays empty so that importing one light
+module (a constant, a type) never drags in pyarrow, SQLAlchemy or DuckDB.
+"""

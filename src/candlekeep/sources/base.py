@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from candlekeep.core.errors import BadReplyError
+from candlekeep.sources.metering import current_meter
 from candlekeep.sources.validate import validate_candles
 
 
@@ -34,31 +32,6 @@ class SourceStats:
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass
-class RequestMeter:
-    """Requests made on behalf of one job run, across every task that run spawns.
-
-    Sources are shared by concurrent jobs, so a job cannot read its cost off the source's
-    totals; the meter rides in a context variable that child tasks inherit.
-    """
-
-    requests: int = 0
-    weight: int = 0
-
-
-_METER: ContextVar[RequestMeter | None] = ContextVar("candlekeep_request_meter", default=None)
-
-
-@contextmanager
-def metered() -> Iterator[RequestMeter]:
-    meter = RequestMeter()
-    token = _METER.set(meter)
-    try:
-        yield meter
-    finally:
-        _METER.reset(token)
-
-
 class Source(abc.ABC):
     """An async market-data source.
 
@@ -74,7 +47,7 @@ class Source(abc.ABC):
         """Record one HTTP (or in-process) request in the source totals and the job's meter."""
         self.stats.requests += 1
         self.stats.weight_used += weight
-        meter = _METER.get()
+        meter = current_meter()
         if meter is not None:
             meter.requests += 1
             meter.weight += weight

@@ -1,5 +1,5 @@
-"""Operational state: runs, gaps, checkpoints. SQLite by default, PostgreSQL for several nodes."""
+"""Operational state: runs, gaps, checkpoints. SQLite by default, PostgreSQL for several nodes.
 
-from candlekeep.state.db import GapRow, RunRow, StateDB
-
-__all__ = ["GapRow", "RunRow", "StateDB"]
+Import from the submodules: this package file stays empty so that importing one light
+module (a constant, a type) never drags in pyarrow, SQLAlchemy or DuckDB.
+"""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from candlekeep.core.series import SeriesKey
 from candlekeep.state import tables as t
 from candlekeep.state.migrate import ensure_schema
+from candlekeep.state.rows import GapRow, RunRow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def normalise_url(url: str) -> str:
@@ -64,63 +66,10 @@ def make_engine(url: str, *, pooled: bool = False, lock_timeout_s: float = 10.0,
                             connect_args=connect_args)
 
 
-@dataclass(frozen=True, slots=True)
-class GapRow:
-    id: int
-    series: SeriesKey
-    gap_start: int
-    gap_end: int
-    detected_at: int
-    repaired_at: int | None
-    status: str
-    attempts: int
-    empty_attempts: int
-    last_error: str | None
-
-    def candles(self, tf_ms: int) -> int:
-        return (self.gap_end - self.gap_start) // tf_ms + 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "source": self.series.source, "symbol": self.series.symbol,
-            "timeframe": self.series.timeframe, "gap_start": self.gap_start,
-            "gap_end": self.gap_end, "detected_at": self.detected_at,
-            "repaired_at": self.repaired_at, "status": self.status, "attempts": self.attempts,
-            "last_error": self.last_error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    id: int
-    job: str
-    scheduled_for: int
-    attempt: int
-    node: str
-    trigger: str
-    started_at: int | None
-    finished_at: int | None
-    status: str
-    rows_written: int
-    requests: int
-    error: str | None
-
-    @property
-    def duration_ms(self) -> int | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-
 def _gap_row(r: Any) -> GapRow:
     return GapRow(r.id, SeriesKey(r.source, r.symbol, r.timeframe), r.gap_start, r.gap_end,
                   r.detected_at, r.repaired_at, r.status, r.attempts, r.empty_attempts,
                   r.last_error)
-
-
-def _run_row(r: Any) -> RunRow:
-    return RunRow(r.id, r.job, r.scheduled_for, r.attempt, r.node, r.trigger, r.started_at,
-                  r.finished_at, r.status, r.rows_written, r.requests, r.error)
 
 
 class StateDB:
@@ -291,18 +240,15 @@ class StateDB:
         self, job: str | None = None, since_ms: int | None = None,
         status: str | None = None, limit: int | None = 200,
     ) -> list[RunRow]:
-        c = t.runs.c
-        q = sa.select(t.runs).order_by(c.scheduled_for.desc(), c.attempt.desc())
-        if job is not None:
-            q = q.where(c.job == job)
-        if since_ms is not None:
-            q = q.where(c.scheduled_for >= since_ms)
-        if status is not None:
-            q = q.where(c.status == status)
-        if limit is not None:
-            q = q.limit(limit)
-        with self.engine.connect() as conn:
-            return [_run_row(r) for r in conn.execute(q)]
+        """Run history, newest first (the same query ``candlekeep history`` runs)."""
+        from candlekeep.state.reader import Reader
+
+        conn = self.engine.raw_connection()
+        try:
+            return Reader(conn, pyformat=self.dialect == "postgresql").runs(
+                job, since_ms, status, limit)
+        finally:
+            conn.close()
 
 
 def _ms(value: Any) -> int:

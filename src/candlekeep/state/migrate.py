@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from candlekeep.state import tables as t
+from candlekeep.state.statuses import LIVE_STATUSES
+from candlekeep.state.version import SCHEMA_VERSION
 
 log = logging.getLogger("candlekeep.state")
 
@@ -32,7 +34,7 @@ def _version(conn: Connection) -> int | None:
 
 def ensure_schema(engine: Engine) -> None:
     with engine.connect() as conn:
-        if _version(conn) == t.SCHEMA_VERSION:
+        if _version(conn) == SCHEMA_VERSION:
             return
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
@@ -41,7 +43,7 @@ def ensure_schema(engine: Engine) -> None:
             conn.begin()
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         found = _version(conn)
-        if found != t.SCHEMA_VERSION:
+        if found != SCHEMA_VERSION:
             _upgrade(conn, found)
         conn.commit()
 
@@ -63,10 +65,10 @@ def _upgrade(conn: Connection, found: int | None) -> None:
     # Live runs of the first scheduler carried only a heartbeat: give them its lease.
     runs = t.runs.c
     conn.execute(t.runs.update().where(
-        runs.lease_until.is_(None), runs.status.in_(list(t.LIVE_STATUSES)),
+        runs.lease_until.is_(None), runs.status.in_(list(LIVE_STATUSES)),
         runs.heartbeat_at.is_not(None)).values(lease_until=runs.heartbeat_at + LEGACY_LEASE_MS))
     conn.execute(t.schema_version.delete())
-    conn.execute(t.schema_version.insert().values(version=t.SCHEMA_VERSION))
+    conn.execute(t.schema_version.insert().values(version=SCHEMA_VERSION))
     if found is not None or added:
-        log.info("state DB schema upgraded from=%s to=%s added=%s", found, t.SCHEMA_VERSION,
+        log.info("state DB schema upgraded from=%s to=%s added=%s", found, SCHEMA_VERSION,
                  ",".join(added) or "-")

@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
-SCHEMA_VERSION = 2
-"""Bumped whenever a table gains a column or an index; ``StateDB`` then adds what an older
-state DB lacks (see ``state.migrate``)."""
 
-
-class RunStatus(StrEnum):
-    RUNNING = "running"
-    WAITING = "waiting"
-    """A retry sitting out its backoff (``not_before``); it holds the job's slot, and any
-    node may start it once its creator's lease has lapsed."""
-    SUCCESS = "success"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    ABANDONED = "abandoned"
-
-
-class Trigger(StrEnum):
-    SCHEDULE = "schedule"
-    """Claimed by a daemon for a tick of the job's schedule."""
-    TIMER = "timer"
-    """Started by a system timer (``candlekeep install``) for a tick of the schedule."""
-    MANUAL = "manual"
-    """Started by hand (``candlekeep run``, a data command, the API)."""
-
-
-LIVE_STATUSES = (RunStatus.RUNNING, RunStatus.WAITING)
-"""A run holds one of its job's ``max_concurrent`` slots while in these states."""
-TICK_TRIGGERS = (Trigger.SCHEDULE, Trigger.TIMER)
-"""Runs that stand for a tick of the schedule, as SLOs count them."""
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
@@ -112,6 +80,5 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
 )
 
-GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
 
 from candlekeep.state import scheduler_tables as _scheduler_tables  # noqa: E402,F401

@@ -1,5 +1,5 @@
-"""Candle and account-dataset stores behind one interface."""
+"""Candle and account-dataset stores behind one interface.
 
-from candlekeep.stores.base import SeriesSpan, Store
-
-__all__ = ["SeriesSpan", "Store"]
+Import from the submodules: this package file stays empty so that importing one light
+module (a constant, a type) never drags in pyarrow, SQLAlchemy or DuckDB.
+"""

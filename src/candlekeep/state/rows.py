@@ -1,0 +1,103 @@
+"""Rows of the state DB as typed values (no SQLAlchemy here: job code and listings use them
+without loading the database layer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from candlekeep.core.series import SeriesKey
+
+
+@dataclass(frozen=True, slots=True)
+class GapRow:
+    id: int
+    series: SeriesKey
+    gap_start: int
+    gap_end: int
+    detected_at: int
+    repaired_at: int | None
+    status: str
+    attempts: int
+    empty_attempts: int
+    last_error: str | None
+
+    def candles(self, tf_ms: int) -> int:
+        return (self.gap_end - self.gap_start) // tf_ms + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "source": self.series.source, "symbol": self.series.symbol,
+            "timeframe": self.series.timeframe, "gap_start": self.gap_start,
+            "gap_end": self.gap_end, "detected_at": self.detected_at,
+            "repaired_at": self.repaired_at, "status": self.status, "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    job: str
+    scheduled_for: int
+    attempt: int
+    node: str
+    trigger: str
+    started_at: int | None
+    finished_at: int | None
+    status: str
+    rows_written: int
+    requests: int
+    error: str | None
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    node: str
+    host: str
+    pid: int
+    started_at: int
+    heartbeat_at: int
+    stopped_at: int | None
+    status: str
+    lease_ms: int
+    instance: str | None = None
+    lease_until: int | None = None
+    skew_ms: int | None = None
+    conflicts: tuple[str, ...] = ()
+    version: str | None = None
+
+    def alive(self, now_ms: int) -> bool:
+        until = self.lease_until if self.lease_until is not None else (
+            self.heartbeat_at + self.lease_ms)
+        return self.status == "running" and now_ms <= until
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job: str
+    schedule: str | None
+    timezone: str | None
+    last_tick: int
+    created_at: int
+    spec_hash: str | None = None
+    spec_by: str | None = None
+    spec_at: int | None = None
+    spec: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One period of a job's schedule history, from ``since`` (exclusive) on."""
+
+    job: str
+    since: int
+    schedule: str | None
+    timezone: str | None
+    enabled: bool

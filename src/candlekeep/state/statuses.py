@@ -1,0 +1,37 @@
+"""What a run row says: its status and what started it (no SQLAlchemy here, so the CLI
+can name them without loading the database layer)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    WAITING = "waiting"
+    """A retry sitting out its backoff (``not_before``); it holds the job's slot, and any
+    node may start it once its creator's lease has lapsed."""
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    """Claimed by a daemon for a tick of the job's schedule."""
+    TIMER = "timer"
+    """Started by a system timer (``candlekeep install``) for a tick of the schedule."""
+    MANUAL = "manual"
+    """Started by hand (``candlekeep run``, a data command, the API)."""
+
+
+LIVE_STATUSES = (RunStatus.RUNNING, RunStatus.WAITING)
+"""A run holds one of its job's ``max_concurrent`` slots while in these states."""
+TICK_TRIGGERS = (Trigger.SCHEDULE, Trigger.TIMER)
+"""Runs that stand for a tick of the schedule, as SLOs count them."""
+
+
+GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
