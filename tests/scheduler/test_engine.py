@@ -512,3 +512,46 @@ async def _first_of(*aws: Awaitable[Any]) -> None:
     await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
     for f in futs:
         f.cancel()
+
+
+async def test_timeout_and_started_at_begin_when_the_slot_is_held(tmp_path: Path) -> None:
+    """A run queued behind another for this process's only slot of a source is not timed out
+    by its wait, and its start is when it got the slot."""
+    clock = SettlingClock(T0)
+
+    async def long(ctx: JobContext) -> None:
+        await ctx.clock.sleep(120)
+
+    async def short(ctx: JobContext) -> None:
+        await ctx.clock.sleep(10)
+
+    jobs = [spec("long", "0 * * * *", long, sources={"x"}),
+            spec("short", "0 * * * *", short, sources={"x"}, timeout_s=60)]
+    rt = runtime(tmp_path, clock, sources={"x": {"type": "sim", "max_concurrent_jobs": 1}})
+    eng = engine(rt, jobs)
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T01:05:00"))
+    rows = {r.job: r for r in runs(eng)}
+    assert rows["long"].status == rows["short"].status == "success"
+    assert rows["long"].started_at == ms("2025-01-01T01:00:00")
+    assert rows["short"].started_at == ms("2025-01-01T01:02:00")  # when "long" let go
+    assert rows["short"].finished_at == ms("2025-01-01T01:02:10")
+
+
+async def test_runs_are_claimed_ahead_of_their_tick_and_start_at_it(tmp_path: Path) -> None:
+    clock = SettlingClock(T0)
+    began: list[int] = []
+
+    async def body(ctx: JobContext) -> None:
+        began.append(ctx.clock.now_ms())
+
+    eng = engine(runtime(tmp_path, clock), [spec("j", "0 * * * *", body)],
+                 claim_ahead_s=0.5)
+    async with running(eng):
+        await clock.run_until(ms("2025-01-01T00:59:59.600"))
+        (row,) = runs(eng)  # claimed already: the transaction is behind us at the tick
+        assert (row.scheduled_for, row.status) == (ms("2025-01-01T01:00:00"), "running")
+        assert began == []
+        await clock.run_until(ms("2025-01-01T01:00:01"))
+    assert began == [ms("2025-01-01T01:00:00")]
+    assert runs(eng)[0].started_at == ms("2025-01-01T01:00:00")
