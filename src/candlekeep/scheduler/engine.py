@@ -167,9 +167,6 @@ class Engine:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def next_fire(self, job: str) -> int | None:
-        return self._next.get(job)
-
     @property
     def conflicts(self) -> list[str]:
         """Jobs this node does not claim because the cluster's spec differs from ours."""

@@ -562,6 +562,10 @@ class RunHost:
         if self.fenced:
             log.warning("heartbeats reach the state DB again")
         self.fenced = False
+        if self.node_row_ours and not beat.node_row_ours:
+            log.error("node %s: the node row now names another process: a second daemon runs "
+                      "under this node name (give each daemon its own 'node:')",
+                      self.store.owner.node if self.store.owner else "?")
         self.node_row_ours = beat.node_row_ours
         if beat.db_now_ms is not None:
             self.skew_ms = beat.db_now_ms - (sent + received) // 2
