@@ -53,6 +53,9 @@ T = TypeVar("T")
 DAY_MS = 86_400_000
 LOCKED_RETRY_MS = 250
 """A job whose row another process holds is looked at again this much later."""
+SETTLE_MS = 50
+"""Finished runs are recorded this long after the last launch, unless a claim needs it
+sooner."""
 
 
 class ClockSkewError(CandlekeepError):
@@ -80,12 +83,13 @@ class EngineOptions:
     """Pruned once a day by the daemon; None keeps everything."""
     claim_ahead_s: float | None = None
     """Claim a tick's runs this long before it is due, and start them at the tick, so the
-    claim transaction is not on the critical path. None: three times the recent claim
-    time, between 0.1 and 1 s."""
+    claim transaction is not on the critical path. None: three times the longest recent
+    claim, between 0.25 and 1 s."""
     freeze_gc: bool = False
     """After start-up, move every object so far out of the cyclic GC's reach
-    (``gc.freeze``): full collections then scan only what the loop allocated since, which
-    keeps their pauses (tens of ms over a daemon's imports) out of dispatch lag."""
+    (``gc.freeze``), and run full collections at quiet moments (at housekeeping, when no
+    tick is near) instead of whenever the allocator decides: a full collection still
+    pauses the loop for tens of ms, which landing on a tick would add to its lag."""
     record_lag: bool = False
     """Keep each run's dispatch lag (start - scheduled, ms) in ``Engine.lags`` (benchmarks)."""
 
@@ -133,7 +137,9 @@ class Engine:
         self._tasks: set[asyncio.Task[RunOutcome]] = set()
         self._launches: list[tuple[int, int, JobSpec, ClaimedRun]] = []
         """Runs claimed ahead of their tick, waiting for it (a heap by start time)."""
-        self._claim_ms = 0.0  # recent claim duration (moving average)
+        self._claim_ms = 0.0  # the longest recent claim (decaying)
+        self._gc_threshold: tuple[int, int, int] | None = None
+        self._last_launch = 0
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._stop_timeout_s = self.options.stop_timeout_s
@@ -247,6 +253,9 @@ class Engine:
         if self.options.freeze_gc:
             gc.collect()
             gc.freeze()
+            self._gc_threshold = gc.get_threshold()
+            young, middle, _ = self._gc_threshold
+            gc.set_threshold(young, middle, 1_000_000)  # full collections: _quiet_collect
         for spec in self._scheduled:
             row = rows.get(spec.name)
             if spec.enabled and spec.trigger is not None:
@@ -299,7 +308,7 @@ class Engine:
     def claim_ahead_ms(self) -> int:
         if self.options.claim_ahead_s is not None:
             return int(self.options.claim_ahead_s * 1000)
-        return int(min(1000.0, max(100.0, 3 * self._claim_ms)))
+        return int(min(1000.0, max(250.0, 3 * self._claim_ms)))
 
     async def _loop(self) -> None:
         next_house = self.clock.now_ms()
@@ -317,7 +326,11 @@ class Engine:
                 fire, _, job = heapq.heappop(self._heap)
                 if self._next.get(job) == fire:
                     by_tick.setdefault(max(fire, now), []).append(job)
-            await self._flush(now)  # before claiming: a slot freed just now is free
+            # Before claiming: a slot freed a moment ago is free. With nothing to claim, wait
+            # until a burst of launches has settled: writing a batch competes with starting
+            # the rest of the tick's runs.
+            if by_tick or self._recheck or now - self._last_launch >= SETTLE_MS:
+                await self._flush(now)
             if self._waiting_due is not None and now >= self._waiting_due:
                 await self._adopt(now)
             if (self._recheck or by_tick) and self._may_claim(now):
@@ -339,6 +352,10 @@ class Engine:
                 deadline = min(deadline, self._claim_retry_at)
             if self._waiting_due is not None:
                 deadline = min(deadline, self._waiting_due)
+            if self.host.pending_finishes:
+                flush_at = max(self._last_launch + SETTLE_MS, self.host.flush_retry_at or 0)
+                if flush_at > now:
+                    deadline = min(deadline, flush_at)
             await self._sleep_until(deadline)
 
     def _launch_due(self, now: int) -> None:
@@ -383,7 +400,7 @@ class Engine:
                 return
             self._db_failures = 0
             self._claim_retry_at = None
-            self._claim_ms = 0.8 * self._claim_ms + 0.2 * (self.clock.now_ms() - began)
+            self._claim_ms = max(float(self.clock.now_ms() - began), 0.9 * self._claim_ms)
             for o in outcomes:
                 self._apply(o, now)
 
@@ -426,6 +443,7 @@ class Engine:
 
     def _launch(self, spec: JobSpec, run: ClaimedRun) -> None:
         self.stats.claimed += 1
+        self._last_launch = self.clock.now_ms()
         if self.options.record_lag:
             self.lags.append(self.clock.now_ms() - run.scheduled_for)
         task = asyncio.ensure_future(self.host.run(spec, run))
@@ -479,6 +497,7 @@ class Engine:
                         a.run_id, a.node, more)
         self.stats.abandoned_swept += len(swept)
         await self._adopt(now)
+        self._quiet_collect()
         retention = self.options.retention
         if retention is not None and now >= self._next_prune:
             self._next_prune = now + DAY_MS
@@ -489,6 +508,15 @@ class Engine:
             else:
                 if counts.total:
                     log.info("retention pruned %s", counts)
+
+    def _quiet_collect(self) -> None:
+        """A full GC collection now, if no claim or launch is due within 200 ms."""
+        if not self.options.freeze_gc or self._launches:
+            return
+        now = self.clock.now_ms()
+        if self._heap and self._heap[0][0] - self.claim_ahead_ms - now < 200:
+            return
+        gc.collect(2)
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -527,6 +555,8 @@ class Engine:
             log.error("could not record finished runs count=%s; their lease will mark them "
                       "abandoned", self.host.pending_finishes)
         await self.host.close()
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
         if self.options.register_node and self.started.is_set():
             try:
                 await self._db(self.store.node_stopped, self.clock.now_ms())
