@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from candlekeep.config import parse_config
-from candlekeep.jobs.runner import build_params, execute
+from candlekeep.jobs.runner import build_params
 from candlekeep.jobs.runtime import Runtime
+from candlekeep.scheduler.manual import run_adhoc
 
 KLINES_WEIGHT = 2  # Binance spot, any limit
 DAY = 86_400_000
@@ -64,7 +65,7 @@ async def run_backfill(folder: Path, url: str, args: argparse.Namespace) -> tupl
     try:
         await source.markets()  # load markets before the clock starts: not a klines request
         t0 = time.perf_counter()
-        res = await execute(rt, "backfill", build_params("backfill", {"concurrency": 8}))
+        res = await run_adhoc(rt, "backfill", build_params("backfill", {"concurrency": 8}))
         elapsed = time.perf_counter() - t0
         if not res.ok:
             raise SystemExit(f"backfill failed: {res.errors}")
