@@ -282,10 +282,10 @@ async def test_state_db_failures_are_retried_and_the_loop_survives(
     real_claim, real_finish = eng.store.claim, eng.store.finish_many
     broken = {"claim": True, "finish": True}
 
-    def claim(*a: Any) -> Any:
+    def claim(*a: Any, **kw: Any) -> Any:
         if broken["claim"]:
             raise sa.exc.OperationalError("SELECT", {}, Exception("database is unreachable"))
-        return real_claim(*a)
+        return real_claim(*a, **kw)
 
     def finish(*a: Any) -> Any:
         if broken["finish"]:

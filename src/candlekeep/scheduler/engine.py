@@ -389,7 +389,7 @@ class Engine:
             began = self.clock.now_ms()
             try:
                 outcomes: list[ClaimOutcome] = await self._db(
-                    self.store.claim, [self.specs[j] for j in chunk], now)
+                    self.store.claim, [self.specs[j] for j in chunk], now, clock_ms=began)
             except Exception as exc:
                 wait = self._db_backoff_ms()
                 rest = jobs[i:]

@@ -220,15 +220,22 @@ class SchedulerStore:
 
     # -- claiming ------------------------------------------------------------------------
 
-    def claim(self, specs: Sequence[JobSpec], now_ms: int) -> list[ClaimOutcome]:
-        """Account for every due tick of ``specs`` and claim those to run now."""
+    def claim(self, specs: Sequence[JobSpec], now_ms: int, *,
+              clock_ms: int | None = None) -> list[ClaimOutcome]:
+        """Account for every tick of ``specs`` due by ``now_ms`` and claim those to run.
+
+        ``now_ms`` may be a tick a moment away (the engine claims ahead); ``clock_ms`` is
+        the present, by which leases are judged where the database's clock is not used.
+        """
         out: list[ClaimOutcome] = []
         ordered = sorted(specs, key=lambda s: s.name)  # one lock order: no deadlocks
         for i in range(0, len(ordered), _CHUNK):
-            out += self._claim_chunk(ordered[i:i + _CHUNK], now_ms)
+            out += self._claim_chunk(ordered[i:i + _CHUNK], now_ms,
+                                     now_ms if clock_ms is None else min(clock_ms, now_ms))
         return out
 
-    def _claim_chunk(self, specs: Sequence[JobSpec], now_ms: int) -> list[ClaimOutcome]:
+    def _claim_chunk(self, specs: Sequence[JobSpec], now_ms: int,
+                     clock_ms: int) -> list[ClaimOutcome]:
         me = self._me()
         names = [s.name for s in specs]
         with self._write() as conn:
@@ -255,7 +262,7 @@ class SchedulerStore:
                                                  last_tick=row.last_tick, conflict=row))
                 else:
                     mine.append(s)
-            live = self._live_counts(conn, [s.name for s in mine], now_ms,
+            live = self._live_counts(conn, [s.name for s in mine], clock_ms,
                                      {s.name: s.retries for s in mine})
             to_run: list[tuple[str, int]] = []
             skip_rows: list[dict[str, Any]] = []
