@@ -115,14 +115,21 @@ def test_a_failed_attempt_hands_its_slot_to_a_waiting_retry(db: StateDB) -> None
     assert statuses(db) == [("j", 1, "failed"), ("j", 2, "success"), ("j", 1, "running")]
 
 
-def test_a_retry_whose_creator_died_is_started_by_another_node(db: StateDB) -> None:
-    a, b = node(db, "a", 3_000), node(db, "b", 3_000)
+def failed_once(s: SchedulerStore) -> int:
+    """Job "j" (two attempts) claimed at 00:01 by ``s``, failed at 00:01:01: the id of
+    its second attempt, waiting until 00:01:05."""
     j = spec("j", "* * * * *", attempts=2)
-    a.ensure_jobs([j], T0)
-    run = a.claim([j], T0 + 60_000)[0].runs[0]
-    waiting = a.retry(Finish(run.run_id, S.FAILED, T0 + 61_000), run.scheduled_for, "j", 2,
+    s.ensure_jobs([j], T0)
+    run = s.claim([j], T0 + 60_000)[0].runs[0]
+    waiting = s.retry(Finish(run.run_id, S.FAILED, T0 + 61_000), run.scheduled_for, "j", 2,
                       Trigger.SCHEDULE, T0 + 65_000)
     assert isinstance(waiting, int)
+    return waiting
+
+
+def test_a_retry_whose_creator_died_is_started_by_another_node(db: StateDB) -> None:
+    a, b = node(db, "a", 3_000), node(db, "b", 3_000)
+    waiting = failed_once(a)
     assert b.adopt(["j"], T0 + 63_000) == []  # not due yet (and a still holds it)
     # a's hold on the retry ran to 61 s + its 3 s lease: at 65 s (due) it is anyone's.
     adopted = b.adopt(["j"], T0 + 65_000)
@@ -151,12 +158,7 @@ def test_an_expired_attempt_with_attempts_left_becomes_the_next_waiting_one(
 
 def test_a_stopping_node_hands_its_waiting_retry_to_anyone(db: StateDB) -> None:
     a, b = node(db, "a", 30_000), node(db, "b", 30_000)
-    j = spec("j", "* * * * *", attempts=2)
-    a.ensure_jobs([j], T0)
-    run = a.claim([j], T0 + 60_000)[0].runs[0]
-    waiting = a.retry(Finish(run.run_id, S.FAILED, T0 + 61_000), run.scheduled_for, "j", 2,
-                      Trigger.SCHEDULE, T0 + 65_000)
-    assert isinstance(waiting, int)
+    waiting = failed_once(a)
     assert b.adopt(["j"], T0 + 65_000) == []  # a's lease runs to 91 s
     assert a.release_waiting([waiting]) == 1
     assert [r.run_id for r in b.adopt(["j"], T0 + 65_000)] == [waiting]

@@ -57,7 +57,14 @@ from candlekeep.scheduler.records import (
 from candlekeep.scheduler.spec import JobSpec, backoff_delay, document, retries_of
 from candlekeep.state import tables as t
 from candlekeep.state.db import StateDB, make_engine
-from candlekeep.state.rows import JobRow, NodeRow, ScheduleRow
+from candlekeep.state.rows import (
+    JOB_COLUMNS,
+    NODE_COLUMNS,
+    JobRow,
+    NodeRow,
+    ScheduleRow,
+    node_row,
+)
 from candlekeep.state.scheduler_tables import (
     scheduler_jobs,
     scheduler_nodes,
@@ -170,7 +177,7 @@ class SchedulerStore:
         c = scheduler_jobs.c
         since = since or {}
         with self._write() as conn:
-            rows = {r.job: r for r in conn.execute(sa.select(scheduler_jobs).where(
+            rows = {r.job: JobRow(*r) for r in conn.execute(_select_jobs().where(
                 c.job.in_([s.name for s in specs])))}
             history: list[dict[str, Any]] = []
             for s in specs:
@@ -181,10 +188,7 @@ class SchedulerStore:
                          "timezone": trig.timezone if trig else None}
                 row = rows.get(s.name)
                 if row is None:
-                    conn.execute(self._insert(scheduler_jobs).values(
-                        job=s.name, **sched, last_tick=start, created_at=start,
-                        updated_at=now_ms, updated_by=node, spec=doc, spec_hash=s.digest,
-                        spec_by=node, spec_at=now_ms))
+                    self._add_job(conn, s, start, now_ms)
                     history.append({"job": s.name, "since": start, **sched,
                                     "enabled": s.enabled})
                     continue
@@ -200,13 +204,24 @@ class SchedulerStore:
                 conn.execute(scheduler_jobs.update().where(c.job == s.name).values(**values))
             if history:
                 conn.execute(self._insert(scheduler_schedules), history)
-            found = conn.execute(sa.select(scheduler_jobs).where(
+            found = conn.execute(_select_jobs().where(
                 c.job.in_([s.name for s in specs]))).all()
-        return {r.job: _job_row(r) for r in found}
+        return {r.job: JobRow(*r) for r in found}
+
+    def _add_job(self, conn: Connection, spec: JobSpec, first_tick: int, now_ms: int) -> None:
+        """The job's row, if it has none: ticks count from ``first_tick``, spec ours."""
+        trig = spec.trigger
+        node = self._me().node
+        conn.execute(self._insert(scheduler_jobs).values(
+            job=spec.name, schedule=trig.expr if trig else None,
+            timezone=trig.timezone if trig else None, last_tick=first_tick,
+            created_at=first_tick, updated_at=now_ms, updated_by=node,
+            spec=json.dumps(document(spec), sort_keys=True), spec_hash=spec.digest,
+            spec_by=node, spec_at=now_ms))
 
     def job_rows(self) -> dict[str, JobRow]:
         with self.engine.connect() as conn:
-            return {r.job: _job_row(r) for r in conn.execute(sa.select(scheduler_jobs))}
+            return {r.job: JobRow(*r) for r in conn.execute(_select_jobs())}
 
     def schedules(self) -> dict[str, list[ScheduleRow]]:
         """Each job's schedule history, oldest period first."""
@@ -248,11 +263,7 @@ class SchedulerStore:
                 row = rows.get(s.name)
                 if row is None:
                     if s.name in absent:  # registered nowhere yet: start counting now
-                        conn.execute(self._insert(scheduler_jobs).values(
-                            job=s.name, last_tick=now_ms, created_at=now_ms,
-                            updated_at=now_ms, updated_by=me.node, spec_hash=s.digest,
-                            spec=json.dumps(document(s), sort_keys=True), spec_by=me.node,
-                            spec_at=now_ms))
+                        self._add_job(conn, s, now_ms, now_ms)
                         outcomes.append(ClaimOutcome(s.name, ClaimState.CLAIMED,
                                                      last_tick=now_ms))
                     else:
@@ -293,17 +304,16 @@ class SchedulerStore:
     # instead of a thousand-row VALUES list (which made claims ~5x slower there).
 
     def _lock_jobs(self, conn: Connection, names: list[str], *,
-                   skip_locked: bool) -> dict[str, Any]:
+                   skip_locked: bool) -> dict[str, JobRow]:
         if self.is_pg:
             tail = " SKIP LOCKED" if skip_locked else ""
             rows = conn.execute(sa.text(
-                "SELECT job, last_tick, spec_hash, spec, spec_by, spec_at, schedule, timezone,"
-                " created_at FROM scheduler_jobs WHERE job = ANY(CAST(:jobs AS text[])) "
-                f"ORDER BY job FOR UPDATE{tail}"), {"jobs": names})
+                f"SELECT {', '.join(JOB_COLUMNS)} FROM scheduler_jobs WHERE "
+                f"job = ANY(CAST(:jobs AS text[])) ORDER BY job FOR UPDATE{tail}"),
+                {"jobs": names})
         else:
-            rows = conn.execute(sa.select(scheduler_jobs).where(
-                scheduler_jobs.c.job.in_(names)))
-        return {r.job: r for r in rows}
+            rows = conn.execute(_select_jobs().where(scheduler_jobs.c.job.in_(names)))
+        return {r[0]: JobRow(*r) for r in rows}
 
     def _existing(self, conn: Connection, names: list[str]) -> set[str]:
         c = scheduler_jobs.c
@@ -321,8 +331,7 @@ class SchedulerStore:
         wanted = set(jobs)
         rc = t.runs.c
         rows = [r for r in conn.execute(sa.select(
-            rc.id, rc.job, rc.status, rc.scheduled_for, rc.attempt, rc.trigger, rc.node,
-            rc.instance, rc.process, (rc.lease_until < self._now(now_ms)).label("expired"),
+            *_reapable(), (rc.lease_until < self._now(now_ms)).label("expired"),
         ).where(rc.status.in_(_LIVE))) if r.job in wanted]
         expired = [r for r in rows if r.status == _RUNNING and r.expired]
         reaped = self._reap(conn, expired, now_ms, policies, "lease expired") if expired \
@@ -424,9 +433,7 @@ class SchedulerStore:
         node starts, and mark nodes that stopped heartbeating dead."""
         rc, nc = t.runs.c, scheduler_nodes.c
         with self._write() as conn:
-            expired = conn.execute(sa.select(
-                rc.id, rc.job, rc.status, rc.scheduled_for, rc.attempt, rc.trigger, rc.node,
-                rc.instance, rc.process).where(
+            expired = conn.execute(sa.select(*_reapable()).where(
                 rc.status == _RUNNING, rc.lease_until < self._now(now_ms))).all()
             out: list[Abandoned] = []
             if expired:
@@ -452,9 +459,7 @@ class SchedulerStore:
         anyone. Returns what was abandoned, with the process groups it had recorded."""
         rc = t.runs.c
         with self._write() as conn:
-            rows = conn.execute(sa.select(
-                rc.id, rc.job, rc.status, rc.scheduled_for, rc.attempt, rc.trigger, rc.node,
-                rc.instance, rc.process).where(
+            rows = conn.execute(sa.select(*_reapable()).where(
                 rc.instance == instance, rc.status.in_(_LIVE))).all()
             running = [r for r in rows if r.status == _RUNNING]
             out: list[Abandoned] = []
@@ -490,14 +495,8 @@ class SchedulerStore:
         job nobody registered yet gets its row first, so two manual starts serialise too.
         """
         rc = t.runs.c
-        me = self._me()
         with self._write() as conn:
-            conn.execute(self._insert(scheduler_jobs).values(
-                job=spec.name, schedule=spec.trigger.expr if spec.trigger else None,
-                timezone=spec.trigger.timezone if spec.trigger else None,
-                last_tick=now_ms, created_at=now_ms, updated_at=now_ms, updated_by=me.node,
-                spec=json.dumps(document(spec), sort_keys=True), spec_hash=spec.digest,
-                spec_by=me.node, spec_at=now_ms))
+            self._add_job(conn, spec, now_ms, now_ms)
             self._lock_jobs(conn, [spec.name], skip_locked=False)
             if scheduled_for is not None:
                 taken = conn.execute(sa.select(rc.id, rc.node, rc.status).where(
@@ -529,9 +528,8 @@ class SchedulerStore:
     def _reap_dead(self, conn: Connection, spec: JobSpec, now_ms: int,
                    dead: Callable[[str], bool]) -> None:
         rc = t.runs.c
-        rows = conn.execute(sa.select(
-            rc.id, rc.job, rc.status, rc.scheduled_for, rc.attempt, rc.trigger, rc.node,
-            rc.instance, rc.process).where(rc.job == spec.name, rc.status == _RUNNING)).all()
+        rows = conn.execute(sa.select(*_reapable()).where(
+            rc.job == spec.name, rc.status == _RUNNING)).all()
         gone = [r for r in rows if r.instance and dead(r.instance)]
         if gone:
             self._reap(conn, gone, now_ms, {spec.name: spec.retries},
@@ -765,11 +763,6 @@ class SchedulerStore:
                 scheduler_nodes.c.node == node)).first()
         return None if r is None else _node_row(r)
 
-    def nodes(self) -> list[NodeRow]:
-        with self.engine.connect() as conn:
-            return [_node_row(r) for r in conn.execute(
-                sa.select(scheduler_nodes).order_by(scheduler_nodes.c.node))]
-
     def register_node(self, pid: int, now_ms: int, version: str) -> NodeRow | None:
         """Write our node row (this instance now holds the name); returns the row as it
         was, so the caller can deal with a predecessor that died without saying so."""
@@ -812,7 +805,14 @@ def _own_engine(state: StateDB, timeouts: Timeouts) -> Engine:
                        connect_timeout_s=timeouts.connect_s)
 
 
-def _timing_changed(row: Any, spec: JobSpec) -> bool:
+def _reapable() -> tuple[Any, ...]:
+    """What reaping a run needs to know of it (see ``_reap``)."""
+    rc = t.runs.c
+    return (rc.id, rc.job, rc.status, rc.scheduled_for, rc.attempt, rc.trigger, rc.node,
+            rc.instance, rc.process)
+
+
+def _timing_changed(row: JobRow, spec: JobSpec) -> bool:
     """Whether a stored job fires differently under ``spec`` (schedule, zone, enabled)."""
     trig = spec.trigger
     old = _doc(row)
@@ -822,7 +822,7 @@ def _timing_changed(row: Any, spec: JobSpec) -> bool:
             or old_enabled != spec.enabled)
 
 
-def _doc(row: Any) -> dict[str, Any]:
+def _doc(row: JobRow) -> dict[str, Any]:
     try:
         raw = json.loads(row.spec) if row.spec else {}
     except ValueError:
@@ -837,16 +837,9 @@ def _skip_row(job: str, tick: int, why: str, me: Owner, now_ms: int) -> dict[str
             "rows_written": 0, "requests": 0, "error": why}
 
 
-def _job_row(r: Any) -> JobRow:
-    return JobRow(r.job, r.schedule, r.timezone, r.last_tick, r.created_at, r.spec_hash,
-                  r.spec_by, r.spec_at, r.spec)
+def _select_jobs() -> Any:
+    return sa.select(*(scheduler_jobs.c[n] for n in JOB_COLUMNS))
 
 
 def _node_row(r: Any) -> NodeRow:
-    try:
-        conflicts = tuple(json.loads(r.conflicts)) if r.conflicts else ()
-    except ValueError:
-        conflicts = ()
-    return NodeRow(r.node, r.host, r.pid, r.started_at, r.heartbeat_at, r.stopped_at,
-                   r.status, r.lease_ms, r.instance, r.lease_until, r.skew_ms, conflicts,
-                   r.version)
+    return node_row([getattr(r, n) for n in NODE_COLUMNS])

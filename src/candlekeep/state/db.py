@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +80,6 @@ class StateDB:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
-
-    def ping_ms(self) -> float:
-        """Round-trip latency of a trivial query, for health banners."""
-        start = time.perf_counter()
-        with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        return (time.perf_counter() - start) * 1000
 
     def dispose(self) -> None:
         self.engine.dispose()

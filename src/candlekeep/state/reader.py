@@ -13,7 +13,6 @@ PostgreSQL accept; each answers from an index (see tests/scheduler/test_reports.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from candlekeep.state.rows import JobRow, NodeRow, RunRow
+from candlekeep.state.rows import JOB_COLUMNS, NODE_COLUMNS, JobRow, NodeRow, RunRow, node_row
 
 TERMINAL = ("success", "failed", "timed_out", "cancelled", "abandoned", "skipped")
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
@@ -60,8 +59,7 @@ class Reader:
 
     def job_rows(self) -> dict[str, JobRow]:
         return {r[0]: JobRow(*r) for r in self._rows(
-            "SELECT job, schedule, timezone, last_tick, created_at, spec_hash, spec_by, "
-            "spec_at, spec FROM scheduler_jobs")}
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM scheduler_jobs")}
 
     def last_runs(self, jobs: Sequence[str]) -> dict[str, LastRun]:
         """Each job's latest started run: one probe of ``ix_runs_job_started`` per job,
@@ -91,17 +89,8 @@ class Reader:
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
     def nodes(self) -> list[NodeRow]:
-        out = []
-        for r in self._rows(
-                "SELECT node, host, pid, started_at, heartbeat_at, stopped_at, status, "
-                "lease_ms, instance, lease_until, skew_ms, conflicts, version "
-                "FROM scheduler_nodes ORDER BY node"):
-            conflicts: tuple[str, ...] = ()
-            with contextlib.suppress(ValueError, TypeError):
-                conflicts = tuple(json.loads(r[11])) if r[11] else ()
-            out.append(NodeRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                               r[10], conflicts, r[12]))
-        return out
+        return [node_row(r) for r in self._rows(
+            f"SELECT {', '.join(NODE_COLUMNS)} FROM scheduler_nodes ORDER BY node")]
 
     def runs(self, job: str | None = None, since_ms: int | None = None,
              status: str | None = None, limit: int | None = 200) -> list[RunRow]:

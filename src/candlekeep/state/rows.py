@@ -3,6 +3,8 @@ without loading the database layer)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,3 +103,24 @@ class ScheduleRow:
     schedule: str | None
     timezone: str | None
     enabled: bool
+
+
+JOB_COLUMNS = ("job", "schedule", "timezone", "last_tick", "created_at", "spec_hash", "spec_by",
+               "spec_at", "spec")
+"""``scheduler_jobs`` columns in ``JobRow`` order: every reader selects these."""
+
+NODE_COLUMNS = ("node", "host", "pid", "started_at", "heartbeat_at", "stopped_at", "status",
+                "lease_ms", "instance", "lease_until", "skew_ms", "conflicts", "version")
+"""``scheduler_nodes`` columns in ``NodeRow`` order (``conflicts`` is stored as JSON)."""
+
+
+def node_row(values: Sequence[Any]) -> NodeRow:
+    """A NodeRow from ``NODE_COLUMNS`` values; unreadable conflicts read as none."""
+    raw = values[11]
+    try:
+        conflicts = tuple(json.loads(raw)) if raw else ()
+    except (ValueError, TypeError):
+        conflicts = ()
+    v = values
+    return NodeRow(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
+                   conflicts, v[12])
