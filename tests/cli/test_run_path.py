@@ -47,7 +47,8 @@ def test_a_long_cli_backfill_is_heartbeated_not_abandoned_by_a_daemon(
             backfill.kill()
     assert backfill.returncode == 0, err
     (done,) = [r for r in runs(state) if r.id == row.id]
-    assert done.status == "success" and done.rows_written > 20 * 1440 - 10
+    # 20 days of 1m candles, less the holes the sim scripts on the exchange side
+    assert done.status == "success" and done.rows_written > 0.9 * 20 * 1440
     assert "abandoned" not in daemon.log()
     with state.engine.connect() as conn:
         import sqlalchemy as sa
