@@ -23,6 +23,7 @@ from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS, parse_timeframe
 from candlekeep.stores import duckdb_store
 from candlekeep.stores.duckdb_store import DuckDBStore
+from candlekeep.stores.prepare import prepare_candles
 
 T0 = 1_700_000_000_000 // DAY_MS * DAY_MS  # 2023-11-14 00:00 UTC, a Tuesday
 BTC = SeriesKey("binance", "BTC/USDT", "1m")
@@ -569,7 +570,7 @@ def test_other_process_reading_while_this_one_writes_retries(tmp_path: Path) -> 
         child = _child(_CHILD_READER.format(path=str(path), timeout=60.0))
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "locked"
-        duckdb_store._write(cur, duckdb_store._prepare(candles(BTC, ts[50:])))
+        duckdb_store._write(cur, prepare_candles(candles(BTC, ts[50:])))
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     assert out.splitlines()[-1] == "spans [100]"

@@ -4,11 +4,11 @@ from candlekeep.config.loader import default_config_path, load_config, parse_con
 from candlekeep.config.models import (
     CcxtSourceConfig,
     Config,
-    DuckDBStoreConfig,
     JobConfig,
     SeriesConfig,
     SimSourceConfig,
 )
+from candlekeep.config.store_types import DuckDBStoreConfig
 
 __all__ = [
     "CcxtSourceConfig",

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from candlekeep.config import ccxt_facts
 from candlekeep.config.models import CcxtSourceConfig, Config
+from candlekeep.config.store_types import STORE_TYPES, BufferStoreConfig
 from candlekeep.core.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -60,7 +61,7 @@ def _interpolate(node: Any, path: tuple[str | int, ...], file: str,
 
 def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
     err = exc.errors()[0]
-    tags = ("ccxt", "sim", "duckdb")  # discriminator names pydantic puts into the path
+    tags = ("ccxt", "sim", *STORE_TYPES)  # discriminator names pydantic puts into the path
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in tags))
     key = _key(loc)
     kind = err["type"]
@@ -142,6 +143,21 @@ def _check_references(cfg: Config, file: str) -> None:
     if cfg.series and not cfg.stores:
         raise ConfigError(file, "stores", "series are configured but no store is",
                           "add e.g. stores: {main: {type: duckdb, path: data/candles.duckdb}}")
+    for name, store in cfg.stores.items():
+        if isinstance(store, BufferStoreConfig):
+            for i, target in enumerate(store.targets):
+                other = cfg.stores.get(target)
+                if other is None or isinstance(other, BufferStoreConfig):
+                    raise ConfigError(
+                        file, f"stores.{name}.targets[{i}]",
+                        f"{target!r} is not a database store" if other else
+                        f"unknown store {target!r}",
+                        "targets name duckdb, postgresql or clickhouse stores: "
+                        + (", ".join(n for n, s in cfg.stores.items()
+                                     if not isinstance(s, BufferStoreConfig)) or "none defined"))
+            if len(set(store.targets)) != len(store.targets):
+                raise ConfigError(file, f"stores.{name}.targets", "a target is listed twice",
+                                  "list each store once")
     for name, src in cfg.sources.items():
         if isinstance(src, CcxtSourceConfig):
             _check_ccxt_exchange(file, f"sources.{name}.exchange", src.exchange)

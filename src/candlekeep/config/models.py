@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
+from candlekeep.config.store_types import (
+    STORE_TYPES,
+    BufferStoreConfig,
+    ClickHouseStoreConfig,
+    DuckDBStoreConfig,
+    PostgresStoreConfig,
+)
 from candlekeep.core.timeframes import TIMEFRAMES
 from candlekeep.core.timeutil import parse_duration, to_ms
 
@@ -30,12 +37,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DuckDBStoreConfig(_Model):
-    type: Literal["duckdb"]
-    path: str = "candles.duckdb"
-
-
-StoreConfig = Annotated[DuckDBStoreConfig, Field(discriminator="type")]
+if TYPE_CHECKING:
+    StoreConfig = (DuckDBStoreConfig | PostgresStoreConfig | ClickHouseStoreConfig
+                   | BufferStoreConfig)
+else:  # built from the type table, so a new store type is one row there
+    StoreConfig = Annotated[
+        Union[tuple(t.config for t in STORE_TYPES.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
 
 
 class RateLimitConfig(_Model):

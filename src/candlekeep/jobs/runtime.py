@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from candlekeep.config.models import (
     CcxtSourceConfig,
     Config,
-    DuckDBStoreConfig,
     SeriesConfig,
     SimSourceConfig,
 )
@@ -88,7 +87,7 @@ class Runtime:
         self._state: StateDB | None = None
         self._stores: dict[str, Store] = {}
         self._sources: dict[str, Source] = dict(sources or {})
-        self._making = threading.Lock()
+        self._making = threading.RLock()  # a buffer opens its targets while being made
         self.limits = ConcurrencyLimits(
             config.max_concurrent_runs,
             {n: s.max_concurrent_jobs for n, s in config.sources.items()
@@ -116,7 +115,9 @@ class Runtime:
             if cfg is None:
                 raise ConfigError(self._file, f"stores.{name}", "unknown store",
                                   f"defined: {', '.join(self.config.stores)}")
-            self._stores[name] = _make_store(name, cfg)
+            from candlekeep.stores.registry import make_store
+
+            self._stores[name] = make_store(name, cfg, self)
         return self._stores[name]
 
     def source(self, name: str) -> Source:
@@ -169,12 +170,6 @@ class Runtime:
 
 def _plan(config: Config, s: SeriesConfig, key: SeriesKey) -> SeriesPlan:
     return SeriesPlan(key, config.store_for(s), s.start, s.end)
-
-
-def _make_store(name: str, cfg: DuckDBStoreConfig) -> Store:
-    from candlekeep.stores.duckdb_store import DuckDBStore
-
-    return DuckDBStore(name, cfg.path)
 
 
 def _make_source(name: str, cfg: CcxtSourceConfig | SimSourceConfig, clock: Clock) -> Source:

@@ -1,12 +1,20 @@
-"""The contract every store fulfils. Stores are synchronous; jobs call them off the loop."""
+"""The contract every store fulfils. Stores are synchronous; jobs call them off the loop.
+
+Every behaviour here is pinned by tests/stores/test_contract.py, which runs against every
+store type: a new backend is done when that suite passes on it.
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
+from candlekeep.core.datasets import CANDLES, Dataset
+from candlekeep.core.schema import CANDLE_SCHEMA
 from candlekeep.core.series import SeriesKey
 
 
@@ -18,16 +26,74 @@ class SeriesSpan:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class DatasetStats:
+    """One table a store holds. ``rows`` is the engine's estimate where counting would scan
+    a big table (``exact`` says which); ``newest_ms`` is the newest value of its time column."""
+
+    name: str
+    rows: int
+    exact: bool
+    newest_ms: int | None
+
+
+Filter = Mapping[str, Any]
+"""Column → value equality filters (``{"source": "binance", "symbol": "BTC/USDT"}``)."""
+
+
 class Store(abc.ABC):
-    """Idempotent candle storage: the key is ``(source, symbol, timeframe, ts)``; writing the
-    same candle twice leaves one row holding the later values."""
+    """Idempotent storage of datasets. Writing a key twice leaves one row holding the later
+    values; a batch that does not carry a column leaves that column as stored.
+
+    Time bounds (``lo``/``hi``) on a timestamp column are epoch milliseconds; on other
+    columns, plain Python values of the column's type.
+    """
 
     name: str
 
+    # ---- datasets
+
     @abc.abstractmethod
+    def upsert(self, dataset: Dataset, batch: pa.Table) -> int:
+        """Write ``batch`` (some or all of ``dataset``'s columns, key columns always);
+        returns rows written after de-duplicating the batch on the key (last row wins).
+        Creates the dataset's table on first write."""
+
+    @abc.abstractmethod
+    def read(
+        self,
+        dataset: Dataset,
+        *,
+        where: Filter | None = None,
+        column: str | None = None,
+        lo: Any = None,
+        hi: Any = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """Rows matching ``where`` with ``lo <= column < hi`` (either bound optional), ordered
+        by ``column`` then the key (or by the key), at most ``limit``; in ``dataset``'s schema.
+        Exact: never shows two versions of one key. An absent table reads as empty."""
+
+    @abc.abstractmethod
+    def describe(self, table: str) -> Dataset | None:
+        """The dataset stored under ``table`` as this store knows it (schema, key, version,
+        time), or None when there is no such table. Tables written by others are described
+        from the engine's catalogue (primary key, sorting key)."""
+
+    @abc.abstractmethod
+    def stats(self) -> list[DatasetStats]:
+        """Every table of this store with rows and newest time, ordered by name."""
+
+    def check(self, table: str | None = None, *, write: bool = False) -> None:
+        """Raise StoreError naming what is missing (reachability, a table, a privilege) and
+        the fix, before a job starts copying. The default only checks that reads work."""
+        if table is not None:
+            self.describe(table)
+
+    # ---- candles
+
     def upsert_candles(self, batch: pa.Table) -> int:
-        """Write ``batch`` (CANDLE_SCHEMA); returns rows written. De-duplicates the batch on
-        the key first, keeping the last row."""
+        return self.upsert(CANDLES, batch)
 
     @abc.abstractmethod
     def spans(
@@ -53,11 +119,12 @@ class Store(abc.ABC):
         """Missing ranges (GAP_SCHEMA, inclusive candle open times) inside each series' stored
         span, optionally clipped to ``[start_ms, end_ms)``. Runs in the database."""
 
-    @abc.abstractmethod
     def read_candles(
         self, series: SeriesKey, start_ms: int | None = None, end_ms: int | None = None
     ) -> pa.Table:
         """Candles of one series in ``[start_ms, end_ms)``, ordered by ts (CANDLE_SCHEMA)."""
+        table = self.read(CANDLES, where=series._asdict(), column="ts", lo=start_ms, hi=end_ms)
+        return table.select(CANDLE_SCHEMA.names).cast(CANDLE_SCHEMA)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

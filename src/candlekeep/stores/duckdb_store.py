@@ -30,21 +30,35 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from candlekeep.config.store_types import DuckDBStoreConfig
+from candlekeep.core.datasets import CANDLES, Dataset
 from candlekeep.core.errors import StoreError
-from candlekeep.core.schema import CANDLE_KEY, CANDLE_SCHEMA, GAP_SCHEMA, TS_TYPE, conform
+from candlekeep.core.schema import CANDLE_KEY, CANDLE_SCHEMA, GAP_SCHEMA, TS_TYPE
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
-from candlekeep.stores.base import SeriesSpan, Store
+from candlekeep.stores.base import DatasetStats, Filter, SeriesSpan, Store
+from candlekeep.stores.prepare import PreparedCandles, prepare, prepare_candles
+from candlekeep.stores.sql import (
+    create_table_sql,
+    described,
+    duckdb_type,
+    newest_column,
+    select_sql,
+    upsert_sql,
+)
+
+if TYPE_CHECKING:
+    from candlekeep.stores.registry import StoreEnv
 
 TABLE = "candles"
-SERIES_COLUMNS: tuple[str, ...] = ("source", "symbol", "timeframe")
 
 # TIMESTAMPTZ, not TIMESTAMP_MS: a candle's ts is an instant, so the column says so to anyone
 # querying the file; it is what DuckDB maps a tz-aware Arrow timestamp to (ms -> us is a
@@ -81,8 +95,6 @@ _BUCKET = 1 << _BUCKET_BITS
 # beyond it one semi-join pass per (source, timeframe) is cheaper.
 _MAX_TARGETED_BUCKETS = 32
 
-# Batches with more runs of rows than this (and short runs) go straight to the hashing de-dup.
-_MAX_RUNS_CHECKED = 10_000
 _MAX_RETRY_DELAY_S = 0.1
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "different configuration")
 
@@ -276,10 +288,10 @@ def _lock_error(path: Path, timeout_s: float, exc: duckdb.Error) -> StoreError:
     )
 
 
-def _table_exists(conn: duckdb.DuckDBPyConnection) -> bool:
+def _table_exists(conn: duckdb.DuckDBPyConnection, table: str = TABLE) -> bool:
     rows = conn.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [TABLE],
+        [table],
     ).fetchall()
     return bool(rows[0][0])
 
@@ -322,156 +334,6 @@ def _range_filter(start_ms: int | None, end_ms: int | None) -> list[str]:
     return parts
 
 
-# --------------------------------------------------------------------------- batch preparation
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A batch ready to write: unique keys, on-grid, and each series' ts range."""
-
-    table: pa.Table
-    ranges: pa.Table  # source, symbol, timeframe, lo, hi (timestamps)
-
-
-def _prepare(batch: pa.Table) -> _Prepared:
-    table = conform(batch).combine_chunks()
-    runs = _clean_runs(table)
-    if runs is None:
-        table, runs = _dedup_keep_last(table)
-    _check_grid(table, runs)
-    return _Prepared(table, _ranges(table, runs))
-
-
-@dataclass(frozen=True, slots=True)
-class _Runs:
-    """Runs of rows, each one series in ascending ts, taken in ``order`` (None: table order)
-    at positions [starts[i], ends[i]]."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    order: np.ndarray | None = None
-
-    def rows(self, positions: np.ndarray) -> np.ndarray:
-        return positions if self.order is None else self.order[positions]
-
-
-def _clean_runs(table: pa.Table) -> _Runs | None:
-    """The batch's series runs if it cannot hold a duplicate key, else None.
-
-    A source hands over one series, ascending, and a buffer flush concatenates such pieces:
-    if ts strictly increases inside every run of one series, and runs of the same series do
-    not overlap in time, keys are unique. Proving that is a few vectorised comparisons and a
-    look at the (few) runs, instead of hashing every key.
-    """
-    n = table.num_rows
-    if n == 0:
-        return _Runs(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    same = _same_series_as_previous(table)
-    ts = table.column("ts").cast(pa.int64()).to_numpy()
-    if bool(np.any(same & (ts[1:] <= ts[:-1]))):
-        return None
-    starts = np.concatenate(([0], np.flatnonzero(~same) + 1)).astype(np.int64)
-    ends = np.concatenate((starts[1:] - 1, [n - 1])).astype(np.int64)
-    if len(starts) > _MAX_RUNS_CHECKED and len(starts) * 8 > n:
-        return None  # rows interleave series: hashing every key is the cheaper proof
-    runs = _Runs(starts, ends)
-    return runs if _runs_disjoint(table, runs, ts) else None
-
-
-def _runs_disjoint(table: pa.Table, runs: _Runs, ts: np.ndarray) -> bool:
-    """Whether no two runs of one series overlap in time."""
-    heads = table.select(list(SERIES_COLUMNS)).take(pa.array(runs.starts))
-    if heads.group_by(list(SERIES_COLUMNS)).aggregate([]).num_rows == len(runs.starts):
-        return True  # each series in one run
-    codes = _series_codes(heads)
-    first, last = ts[runs.starts], ts[runs.ends]
-    order = np.lexsort((first, codes))
-    same = codes[order][1:] == codes[order][:-1]
-    return not bool(np.any(same & (first[order][1:] <= last[order][:-1])))
-
-
-def _same_series_as_previous(table: pa.Table) -> np.ndarray:
-    same: pa.Array | None = None
-    for name in SERIES_COLUMNS:
-        col = table.column(name)
-        eq = pc.equal(col[1:], col[:-1])
-        same = eq if same is None else pc.and_(same, eq)
-    assert same is not None
-    return np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _series_codes(table: pa.Table) -> np.ndarray:
-    """One int64 per row identifying its series (dense codes, not comparable across tables)."""
-    codes = np.zeros(table.num_rows, np.int64)
-    for name in SERIES_COLUMNS:
-        enc = pc.dictionary_encode(table.column(name)).combine_chunks()
-        size = len(enc.dictionary)
-        if codes.size and int(codes.max()) >= (1 << 62) // max(size, 1):
-            codes = np.unique(codes, return_inverse=True)[1].astype(np.int64)  # re-densify
-        codes = codes * size + enc.indices.to_numpy().astype(np.int64)
-    return codes
-
-
-def _dedup_keep_last(table: pa.Table) -> tuple[pa.Table, _Runs]:
-    """The batch without duplicate keys (the last row of each key wins), and its runs.
-
-    A stable sort on (series, ts) keeps equal keys in arrival order, so the last of each
-    group is the latest write. Without duplicates the rows stay as they came and only the
-    sort order describes the runs; with them, the kept rows are taken series by series.
-    """
-    codes = _series_codes(table)
-    ts = table.column("ts").cast(pa.int64()).to_numpy()
-    order = np.lexsort((ts, codes))
-    c_sorted, t_sorted = codes[order], ts[order]
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = (c_sorted[1:] != c_sorted[:-1]) | (t_sorted[1:] != t_sorted[:-1])
-    if bool(last.all()):
-        return table, _runs_of(c_sorted, order)
-    keep = order[last]
-    return table.take(pa.array(keep)), _runs_of(c_sorted[last], None)
-
-
-def _runs_of(sorted_codes: np.ndarray, order: np.ndarray | None) -> _Runs:
-    starts = np.flatnonzero(np.concatenate(([True], sorted_codes[1:] != sorted_codes[:-1])))
-    ends = np.concatenate((starts[1:] - 1, [len(sorted_codes) - 1]))
-    return _Runs(starts.astype(np.int64), ends.astype(np.int64), order)
-
-
-def _check_grid(table: pa.Table, runs: _Runs) -> None:
-    """Reject unknown timeframes and off-grid open times: the gap finder's arithmetic relies
-    on every stored ts sitting on its timeframe's grid."""
-    if table.num_rows == 0:
-        return
-    tf_names = table.column("timeframe").take(pa.array(runs.rows(runs.starts))).to_pylist()
-    grids: list[Timeframe] = []
-    for name in tf_names:
-        try:
-            grids.append(parse_timeframe(name))
-        except ValueError as exc:
-            raise StoreError(f"cannot store candles: {exc}") from None
-    lengths = runs.ends - runs.starts + 1
-    steps = np.repeat(np.array([g.ms for g in grids], np.int64), lengths)
-    offsets = np.repeat(np.array([g.offset_ms for g in grids], np.int64), lengths)
-    ts = table.column("ts").cast(pa.int64()).to_numpy()
-    if runs.order is not None:
-        ts = ts[runs.order]
-    bad = np.flatnonzero((ts - offsets) % steps)
-    if len(bad):
-        row = table.slice(int(runs.rows(bad[:1])[0]), 1).to_pylist()[0]
-        raise StoreError(
-            f"cannot store candles: {len(bad)} open time(s) off the {row['timeframe']} grid, "
-            f"first {row['source']}:{row['symbol']} ts={row['ts']}"
-        )
-
-
-def _ranges(table: pa.Table, runs: _Runs) -> pa.Table:
-    heads = table.select(list(SERIES_COLUMNS)).take(pa.array(runs.rows(runs.starts)))
-    ts = table.column("ts")
-    return heads.append_column("lo", ts.take(pa.array(runs.rows(runs.starts)))).append_column(
-        "hi", ts.take(pa.array(runs.rows(runs.ends)))
-    )
-
-
 # --------------------------------------------------------------------------- the store
 
 
@@ -491,6 +353,10 @@ class DuckDBStore(Store):
         self.lock_timeout_s = lock_timeout_s
         self.keep_alive_s = keep_alive_s
         self._db = _database(self.path)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: DuckDBStoreConfig, env: StoreEnv) -> DuckDBStore:
+        return cls(name, cfg.path)
 
     def __repr__(self) -> str:
         return f"DuckDBStore(name={self.name!r}, path={str(self.path)!r})"
@@ -513,14 +379,88 @@ class DuckDBStore(Store):
 
     # ---- writes
 
+    def upsert(self, dataset: Dataset, batch: pa.Table) -> int:
+        if batch.num_rows == 0:
+            dataset.conform(batch)  # a wrong column is an error even in an empty batch
+            return 0
+        if dataset.name == TABLE:
+            return self.upsert_candles(batch)
+        table = prepare(dataset, batch)
+        with self._db.write_lock, self._cursor(write=True) as cur:
+            assert cur is not None
+            _upsert_keyed(cur, dataset, table)
+        return int(table.num_rows)
+
     def upsert_candles(self, batch: pa.Table) -> int:
         if batch.num_rows == 0:
             return 0
-        prepared = _prepare(batch)
+        if CANDLES.is_partial(batch):
+            return self._upsert_partial_candles(prepare(CANDLES, batch))
+        prepared = prepare_candles(batch)
         with self._db.write_lock, self._cursor(write=True) as cur:
             assert cur is not None
             _write(cur, prepared)
         return int(prepared.table.num_rows)
+
+    def _upsert_partial_candles(self, table: pa.Table) -> int:
+        """Columns the batch lacks are taken from the stored rows, then the whole rows go
+        through the normal replace-then-append write."""
+        with self._db.write_lock, self._cursor(write=True) as cur:
+            assert cur is not None
+            cur.register("__ck_partial", table)
+            try:
+                picks = ", ".join(
+                    f"b.{c}" if c in table.column_names else f"s.{c}" for c in CANDLE_SCHEMA.names)
+                on = " AND ".join(f"s.{k} = b.{k}" for k in CANDLE_KEY)
+                full = cur.sql(f"SELECT {picks} FROM __ck_partial b "
+                               f"LEFT JOIN {TABLE} s ON {on}").to_arrow_table()
+            finally:
+                cur.unregister("__ck_partial")
+            prepared = prepare_candles(_to_schema(full, CANDLE_SCHEMA))
+            _write(cur, prepared)
+        return int(prepared.table.num_rows)
+
+    # ---- datasets
+
+    def read(self, dataset: Dataset, *, where: Filter | None = None, column: str | None = None,
+             lo: Any = None, hi: Any = None, limit: int | None = None) -> pa.Table:
+        sql, params = select_sql(dataset, _quote, where=where, column=column, lo=lo, hi=hi,
+                                 limit=limit, ts_param=_ts_param)
+        with self._cursor(write=False) as cur:
+            if cur is None or not _table_exists(cur, dataset.name):
+                return dataset.schema.empty_table()
+            table = cur.execute(sql, params).to_arrow_table()
+        return _to_schema(table, dataset.schema)
+
+    def describe(self, table: str) -> Dataset | None:
+        with self._cursor(write=False) as cur:
+            if cur is None or not _table_exists(cur, table):
+                return None
+            schema = cur.sql(f"SELECT * FROM {_quote(table)} LIMIT 0").to_arrow_table().schema
+            key_rows = cur.execute(
+                "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = "
+                "'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]
+            ).fetchall()
+        key = tuple(key_rows[0][0]) if key_rows else ()
+        return described(table, schema, key)
+
+    def stats(self) -> list[DatasetStats]:
+        out = []
+        with self._cursor(write=False) as cur:
+            if cur is None:
+                return []
+            names = [r[0] for r in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+                "ORDER BY table_name").fetchall()]
+            for name in names:
+                schema = cur.sql(f"SELECT * FROM {_quote(name)} LIMIT 0").to_arrow_table().schema
+                time_col = newest_column(name, schema)
+                newest = f"epoch_ms(max({_quote(time_col)}))" if time_col else "NULL"
+                (rows, last), = cur.execute(
+                    f"SELECT count(*), {newest} FROM {_quote(name)}").fetchall()
+                out.append(DatasetStats(name, int(rows), True,
+                                        None if last is None else int(last)))
+        return out
 
     # ---- reads
 
@@ -541,7 +481,7 @@ class DuckDBStore(Store):
             for src, sym, tf, first, last, count in rows
         ]
 
-    def read_candles(
+    def read_candles(  # the table has no key index: one series, zone-map-pruned, is faster
         self, series: SeriesKey, start_ms: int | None = None, end_ms: int | None = None
     ) -> pa.Table:
         where = [_series_filter(series), *_range_filter(start_ms, end_ms)]
@@ -569,6 +509,26 @@ class DuckDBStore(Store):
         self._db.close_idle()
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ts_param(ms: int) -> Any:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _upsert_keyed(cur: duckdb.DuckDBPyConnection, dataset: Dataset, table: pa.Table) -> None:
+    """Datasets other than candles carry a primary key: ON CONFLICT updates exactly the
+    columns the batch carries."""
+    if not _table_exists(cur, dataset.name):
+        cur.execute(create_table_sql(dataset, _quote, duckdb_type))
+    cur.register("__ck_rows", table)
+    try:
+        cur.execute(upsert_sql(dataset, table.column_names, _quote, "__ck_rows"))
+    finally:
+        cur.unregister("__ck_rows")
+
+
 def _where(parts: Sequence[str]) -> str:
     return "WHERE " + " AND ".join(parts) if parts else ""
 
@@ -582,7 +542,7 @@ def _to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
 # --------------------------------------------------------------------------- upsert
 
 
-def _write(cur: duckdb.DuckDBPyConnection, prepared: _Prepared) -> None:
+def _write(cur: duckdb.DuckDBPyConnection, prepared: PreparedCandles) -> None:
     """Replace-then-append in one transaction: a crash leaves the old or the new state.
 
     Stored rows can only collide with the batch inside each series' [lo, hi]; the cheap

@@ -1,0 +1,138 @@
+"""SQL the SQL-standard stores (DuckDB, PostgreSQL) share: Arrow → column types, keyed
+tables, ON CONFLICT upserts of the columns a batch carries, filtered ordered reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from candlekeep.core.datasets import Dataset, known
+from candlekeep.core.errors import StoreError
+
+Quote = Callable[[str], str]
+
+NEWEST_COLUMNS = ("ts", "date", "updated_at", "ingested_at", "time", "timestamp")
+"""Where no dataset says which column is its time, the first of these that holds times."""
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_type(t: pa.DataType, *, text: str, blob: str, double: str) -> str:
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return text
+    simple = {
+        pa.float64(): double, pa.float32(): "REAL", pa.int64(): "BIGINT",
+        pa.int32(): "INTEGER", pa.int16(): "SMALLINT", pa.int8(): "SMALLINT",
+        pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.binary(): blob,
+        pa.large_binary(): blob,
+    }
+    if t in simple:
+        return simple[t]
+    if pa.types.is_decimal(t):
+        return f"NUMERIC({t.precision}, {t.scale})"
+    raise StoreError(f"no SQL column type for Arrow type {t}")
+
+
+def duckdb_type(field: pa.Field) -> str:
+    return _sql_type(field.type, text="VARCHAR", blob="BLOB", double="DOUBLE")
+
+
+def postgres_type(field: pa.Field) -> str:
+    return _sql_type(field.type, text="TEXT", blob="BYTEA", double="DOUBLE PRECISION")
+
+
+def create_table_sql(dataset: Dataset, quote: Quote, type_of: Callable[[pa.Field], str],
+                     qualified: str | None = None) -> str:
+    cols = [f"{quote(f.name)} {type_of(f)}{'' if f.nullable else ' NOT NULL'}"
+            for f in dataset.schema]
+    cols.append(f"PRIMARY KEY ({', '.join(quote(k) for k in dataset.key)})")
+    name = qualified or quote(dataset.name)
+    return f"CREATE TABLE IF NOT EXISTS {name} (\n    " + ",\n    ".join(cols) + "\n)"
+
+
+def upsert_sql(dataset: Dataset, columns: Sequence[str], quote: Quote, source: str,
+               qualified: str | None = None) -> str:
+    """INSERT … SELECT … ON CONFLICT DO UPDATE of exactly ``columns`` (a partial batch never
+    nulls what it does not carry)."""
+    cols = ", ".join(quote(c) for c in columns)
+    keys = ", ".join(quote(k) for k in dataset.key)
+    updates = [f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in dataset.key]
+    action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
+    name = qualified or quote(dataset.name)
+    return (f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {source} "
+            f"ON CONFLICT ({keys}) {action}")
+
+
+def select_sql(
+    dataset: Dataset,
+    quote: Quote,
+    *,
+    where: Any = None,
+    column: str | None = None,
+    lo: Any = None,
+    hi: Any = None,
+    limit: int | None = None,
+    ts_param: Callable[[int], Any] = lambda ms: ms,
+    placeholder: str = "?",
+    qualified: str | None = None,
+) -> tuple[str, list[Any]]:
+    """The store contract's ``read`` as one parametrised SELECT."""
+    names = set(dataset.schema.names)
+    parts: list[str] = []
+    params: list[Any] = []
+    for col, value in (where or {}).items():
+        _check_column(dataset, col, names)
+        parts.append(f"{quote(col)} = {placeholder}")
+        params.append(value)
+    if column is not None:
+        _check_column(dataset, column, names)
+        is_ts = pa.types.is_timestamp(dataset.schema.field(column).type)
+        for bound, op in ((lo, ">="), (hi, "<")):
+            if bound is not None:
+                parts.append(f"{quote(column)} {op} {placeholder}")
+                params.append(ts_param(int(bound)) if is_ts else bound)
+    order = ([column] if column else []) + [k for k in dataset.key if k != column]
+    sql = f"SELECT {', '.join(quote(c) for c in dataset.schema.names)} FROM " \
+          f"{qualified or quote(dataset.name)}"
+    if parts:
+        sql += " WHERE " + " AND ".join(parts)
+    if order:
+        sql += " ORDER BY " + ", ".join(quote(c) for c in order)
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql, params
+
+
+def _check_column(dataset: Dataset, col: str, names: set[str]) -> None:
+    if col not in names:
+        raise StoreError(f"dataset {dataset.name} has no column {col!r}")
+
+
+def described(table: str, schema: pa.Schema, key: Sequence[str]) -> Dataset:
+    """A table as a Dataset: the registered dataset of that name when the columns match,
+    else one built from the catalogue (key columns made non-null, as the engine keeps them)."""
+    have = known(table)
+    if have is not None and set(have.schema.names) == set(schema.names):
+        return have
+    fields = [f.with_nullable(False) if f.name in key else f for f in schema]
+    schema = pa.schema(fields)
+    time = newest_column(table, schema)
+    return Dataset(table, schema, tuple(key), None, time)
+
+
+def newest_column(table: str, schema: pa.Schema) -> str | None:
+    have = known(table)
+    if have is not None and have.time in schema.names:
+        return have.time
+    for name in NEWEST_COLUMNS:
+        if name in schema.names:
+            t = schema.field(name).type
+            if pa.types.is_timestamp(t) or pa.types.is_date(t):
+                return name
+    return None
