@@ -42,7 +42,8 @@ def main(
 def _register_commands() -> None:
     import importlib
 
-    for module in ("data_cmds", "demo_cmds", "sim_cmds", "scheduler_cmds"):
+    for module in ("data_cmds", "demo_cmds", "sim_cmds", "scheduler_cmds", "store_cmds",
+                   "buffer_cmds"):
         try:
             mod = importlib.import_module(f"candlekeep.cli.{module}")
         except ModuleNotFoundError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
-from candlekeep.jobs.sync import SyncRange, sync_all
+from candlekeep.jobs.series_fetch import SyncRange, sync_all
 
 CHECKPOINT = "backfill"
 

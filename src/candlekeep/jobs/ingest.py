@@ -6,7 +6,7 @@ from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
-from candlekeep.jobs.sync import SyncRange, sync_all
+from candlekeep.jobs.series_fetch import SyncRange, sync_all
 
 CHECKPOINT = "ingest"
 
