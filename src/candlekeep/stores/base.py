@@ -7,7 +7,7 @@ store type: a new backend is done when that suite passes on it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,10 @@ class Store(abc.ABC):
         the fix, before a job starts copying. The default only checks that reads work."""
         if table is not None:
             self.describe(table)
+
+    def flushed(self, datasets: Sequence[Dataset]) -> None:  # noqa: B027 - optional hook
+        """A buffer flush has written its batches of ``datasets`` here: a store that compacts
+        after writes (ClickHouse's ``optimize_after_flush``) does it now."""
 
     # ---- candles
 
