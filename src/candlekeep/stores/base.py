@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from candlekeep.core.datasets import CANDLES, Dataset
+from candlekeep.core.errors import StoreError
 from candlekeep.core.schema import CANDLE_SCHEMA
 from candlekeep.core.series import SeriesKey
 
@@ -86,9 +87,14 @@ class Store(abc.ABC):
 
     def check(self, table: str | None = None, *, write: bool = False) -> None:
         """Raise StoreError naming what is missing (reachability, a table, a privilege) and
-        the fix, before a job starts copying. The default only checks that reads work."""
-        if table is not None:
-            self.describe(table)
+        the fix, before a job starts copying. A table to read must exist; a table to write
+        may not exist yet (it is created on first write). The default checks reachability
+        and existence; stores with privileges check those too."""
+        if table is None:
+            self.stats()
+        elif self.describe(table) is None and not write:
+            raise StoreError(f"store {self.name}: no table {table!r} to read "
+                             "(check the table name, or that something has written it)")
 
     def flushed(self, datasets: Sequence[Dataset]) -> None:  # noqa: B027 - optional hook
         """A buffer flush has written its batches of ``datasets`` here: a store that compacts

@@ -429,7 +429,7 @@ class DuckDBStore(Store):
         with self._cursor(write=False) as cur:
             if cur is None or not _table_exists(cur, dataset.name):
                 return dataset.schema.empty_table()
-            table = cur.execute(sql, params).to_arrow_table()
+            table = cur.sql(sql, params=params).to_arrow_table()
         return _to_schema(table, dataset.schema)
 
     def describe(self, table: str) -> Dataset | None:

@@ -120,10 +120,18 @@ def described(table: str, schema: pa.Schema, key: Sequence[str]) -> Dataset:
     have = known(table)
     if have is not None and set(have.schema.names) == set(schema.names):
         return have
-    fields = [f.with_nullable(False) if f.name in key else f for f in schema]
+    fields = [_ms_times(f.with_nullable(False) if f.name in key else f) for f in schema]
     schema = pa.schema(fields)
     time = newest_column(table, schema)
     return Dataset(table, schema, tuple(key), None, time)
+
+
+def _ms_times(field: pa.Field) -> pa.Field:
+    """candlekeep's times are milliseconds: engines hand back their own unit (us, ns)."""
+    t = field.type
+    if pa.types.is_timestamp(t) and t.unit != "ms":
+        return field.with_type(pa.timestamp("ms", tz=t.tz))
+    return field
 
 
 def newest_column(table: str, schema: pa.Schema) -> str | None:
