@@ -28,7 +28,8 @@ def write_demo_config(folder: Path, base_url: str, start_ms: int) -> Path:
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = {
+    path = folder / "candlekeep.yaml"
+    cfg: dict[str, Any] = {
         "data_dir": "data",
         "stores": {"main": {"type": "duckdb", "path": "data/candles.duckdb"}},
         "sources": {"simbinance": {"type": "ccxt", "exchange": "binance",
@@ -42,11 +43,30 @@ def write_demo_config(folder: Path, base_url: str, start_ms: int) -> Path:
              "params": {"max_gaps": 100}},
         ],
     }
-    path = folder / "candlekeep.yaml"
+    cfg.update(_kept_sections(path))
     header = ("# Written by 'candlekeep demo'; the sim server's port changes every run.\n"
+              "# Edits to 'stores' and 'state' are kept by the next demo run (point the demo\n"
+              "# at PostgreSQL: stores: {main: {type: postgresql, dsn: postgresql://...}}).\n"
               "# Try: candlekeep --config candlekeep-demo/candlekeep.yaml coverage\n")
     path.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def _kept_sections(path: Path) -> dict[str, Any]:
+    """The user's ``stores`` (store ``main`` must stay) and ``state`` from an earlier run's
+    config: one edit points the demo at another store or state DB."""
+    import yaml
+
+    if not path.exists():
+        return {}
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+    kept = {k: old[k] for k in ("stores", "state") if old.get(k)}
+    if "main" not in kept.get("stores", {"main": None}):
+        del kept["stores"]
+    return kept
 
 
 async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
