@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -172,6 +173,27 @@ async def test_one_cursor_value_filling_pages(sync: Sync) -> None:
     sync.src.upsert(TRADES, trades(range(60, 65), end))
     sync.src.upsert(TRADES, trades(range(65, 70), end + S))
     assert (await sync.ok(["sync_trades"], batch_rows=10)).rows_written == 10
+    same_rows(sync, TRADES)
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_clusters_gaps_and_groups_of_cursor_values(sync: Sync, seed: int) -> None:
+    """Windows over an uneven cursor: dense clusters, long empty stretches, groups of one
+    value around page boundaries; every row arrives once, in any page size."""
+    rng = random.Random(seed)
+    at: list[int] = []
+    for _ in range(6):
+        base = T0 + rng.randrange(0, 30 * 86_400) * S
+        at += [base + rng.randrange(0, rng.choice([1, 5, 600])) * S
+               for _ in range(rng.randrange(1, 30))]
+    sync.src.upsert(TRADES, trades(range(len(at)), at))
+    batch = rng.randrange(6, 17)
+    assert (await sync.ok(["sync_trades"], batch_rows=batch)).rows_written == len(at)
+    same_rows(sync, TRADES)
+    top = max(at)
+    later = [top] * 3 + [top + rng.randrange(1, 86_400) * S for _ in range(10)]
+    sync.src.upsert(TRADES, trades(range(len(at), len(at) + len(later)), later))
+    assert (await sync.ok(["sync_trades"], batch_rows=batch)).rows_written == len(later)
     same_rows(sync, TRADES)
 
 
