@@ -15,8 +15,8 @@ page whose rows all share one value cannot be split by the contract's bounds, so
 that value is read at once (memory grows with the largest such group, not with the table) and
 the next page starts past it. After the first page, pages are read as windows
 (``lo <= cursor < hi``) as wide as the previous page's rows were spread: ordering everything
-past ``lo`` to keep its first rows sorts the rest of the table for every page (at 10M rows in
-DuckDB a page took 100 times as long as a window), a window sorts about one page. An empty
+past ``lo`` to keep its first rows sorts the rest of the table for every page (a cost that
+grows with the table: bench/table_sync.py), a window sorts about one page. An empty
 window is followed by a read to the end, which finds the next rows or the end of the table.
 The position is saved after every written page: a run that fails resumes where its last
 durable page ended. Rows whose cursor is NULL are never copied.
@@ -240,7 +240,8 @@ async def sync_tables(ctx: JobContext, p: SyncParams) -> JobResult:
             res.warnings.append(f"cancelled before {c.label}")
             break
         ctx.progress.start(c.label, sizes.get(c.source.name, 0), c.label)
-        rows, position = await _copy(ctx, run, c, p.batch_rows, res)
+        with _named(c.where, c.label):
+            rows, position = await _copy(ctx, run, c, p.batch_rows, res)
         ctx.progress.finish(c.label)
         copied[c.label] = rows
         res.rows_written += rows
@@ -289,8 +290,7 @@ async def _copy(ctx: JobContext, run: Plan, c: TableCopy, batch_rows: int,
         if held is not None and lo == c.start:
             rows = _new_or_changed(rows, held, c.target.key)
         if rows.num_rows:
-            with _named(c.where, c.label):
-                written += await asyncio.to_thread(run.target.upsert, c.target, rows)
+            written += await asyncio.to_thread(run.target.upsert, c.target, rows)
         if top != saved:
             await ctx.db.set_checkpoint(CHECKPOINT_JOB, c.checkpoint, top, ctx.clock.now_ms())
             saved = top
