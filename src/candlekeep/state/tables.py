@@ -74,6 +74,19 @@ checkpoints = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
+buffer_acks = sa.Table(
+    "buffer_acks",
+    metadata,
+    # A buffer file that target has durably stored: a flush never writes it there again,
+    # and deletes the file once every target of the buffer has a row here.
+    sa.Column("buffer", sa.String(200), nullable=False),
+    sa.Column("file", sa.String(200), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("acked_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("buffer", "file", "target", name="uq_buffer_acks_file_target"),
+)
+
 schema_version = sa.Table(
     "candlekeep_schema",
     metadata,
