@@ -26,6 +26,8 @@ from tests.buffer.conftest import OpenRuntime, WriteConfig
 from tests.buffer.data import assert_exactly, expected, overlapping_batches
 from tests.stores.candle_data import BTC, T0, candles, grid
 
+pytestmark = pytest.mark.slow
+
 KILLS = 20
 FIRST = 30
 

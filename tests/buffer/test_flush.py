@@ -187,6 +187,7 @@ def test_two_flushers_never_run_at_once(buf: BufferStore, rt: Runtime) -> None:
     assert flush(buf, wait_s=0).pending == 0
 
 
+@pytest.mark.slow
 def test_two_flushing_processes_write_everything_once(
         write_config: WriteConfig, open_runtime: OpenRuntime) -> None:
     config = write_config()

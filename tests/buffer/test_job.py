@@ -90,6 +90,7 @@ def cli_json(config: Path, *args: str) -> Any:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_status_flush_and_quarantine_from_the_command_line(
         write_config: WriteConfig, open_runtime: OpenRuntime) -> None:
     config = write_config()

@@ -80,6 +80,7 @@ def test_reads_go_to_the_first_target(buf: BufferStore, rt: Runtime) -> None:
     assert buf.find_gaps().num_rows == 0
 
 
+@pytest.mark.slow
 def test_names_sort_in_write_order_across_processes(tmp_path: Path) -> None:
     """Two processes take turns writing; listing the folder gives their files in the order
     they were written."""

@@ -65,7 +65,8 @@ async def _flush(ctx: JobContext, store: Store,
 
     assert isinstance(store, BufferStore)  # the config says so
     key = f"flush:{store.name}"
-    ctx.progress.start(key, len(store.folder.pending()), f"flush {store.name}")
+    pending = await asyncio.to_thread(store.folder.pending)
+    ctx.progress.start(key, len(pending), f"flush {store.name}")
     try:
         return await asyncio.to_thread(
             flush_buffer, store, targets, stop=ctx.cancel.is_set,
