@@ -58,9 +58,9 @@ SELECT current_user, current_database(),
        r.oid IS NOT NULL,
        ARRAY(SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
              WHERE r.oid IS NOT NULL AND has_table_privilege(r.oid, p))
-FROM (SELECT %s::name AS nspname, to_regclass(%s) AS oid) AS x
+FROM (SELECT %s::name AS nspname, %s::name AS relname) AS x
 LEFT JOIN pg_namespace n ON n.nspname = x.nspname
-LEFT JOIN pg_class r ON r.oid = x.oid
+LEFT JOIN pg_class r ON r.relnamespace = n.oid AND r.relname = x.relname
 """
 
 
@@ -171,8 +171,7 @@ class Catalog:
         return None if row is None or row[0] is None else int(row[0])
 
     def privileges(self, conn: Connection, table: str | None) -> Privileges:
-        target = self.qualified(table) if table is not None else None
-        row = conn.execute(_PRIVILEGES, [self.schema, target]).fetchone()
+        row = conn.execute(_PRIVILEGES, [self.schema, table]).fetchone()
         assert row is not None
         user, db, db_create, temp, exists, usage, create, table_exists, privs = row
         return Privileges(user, db, bool(db_create), bool(temp), bool(exists), bool(usage),

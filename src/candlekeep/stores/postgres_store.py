@@ -90,6 +90,7 @@ class PostgresStore(Store):
                 f"store {name}: stores.{name}.dsn is not a valid PostgreSQL URL; use "
                 "postgresql://user@host:5432/dbname") from None
         self._password = str(given.get("password") or "")
+        self._user = str(given.get("user") or "")
         self._server = (f"{given.get('user', '')}@{given.get('host', 'localhost')}:"
                         f"{given.get('port', 5432)}/{given.get('dbname', '')}").lstrip("@")
         options = (f"-c lock_timeout={int(lock_timeout_s * 1000)} "
@@ -145,8 +146,7 @@ class PostgresStore(Store):
         text = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip()
                            else type(exc).__name__)
         if isinstance(exc, pg_errors.InsufficientPrivilege):
-            text += (f" (grant it to the store's user, or run 'candlekeep stores check "
-                     f"{self.name}' to list what is missing)")
+            text += f" (grant it to the store's user {self._user})".replace(" )", ")")
         elif isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
             text += (" (a statement or lock timeout: another session may hold a lock; raise "
                      "the timeout with options=-c statement_timeout=... in the DSN)")
