@@ -44,7 +44,7 @@ def test_demo_runs_on_postgresql_after_one_config_edit(tmp_path: Path, pg_url: s
         (stored, distinct), = conn.execute(
             "SELECT count(*), count(DISTINCT (source, symbol, timeframe, ts)) "
             "FROM demo.candles").fetchall()
-    assert stored == distinct == sum(c["candles"] for c in first["coverage"])
+    assert stored == distinct == sum(c["stored"] for c in first["coverage"])
     assert not (cfg_path.parent / "data" / "candles.duckdb").exists()
 
     listed = cli_json(cfg_path, "datasets")
