@@ -3,8 +3,8 @@
 A flush killed anywhere (in a target's transaction, between an upsert and its
 acknowledgement, between deleting a file and forgetting its acknowledgements) must leave a
 state from which the next flush ends with every written row in every target exactly once,
-the last write of each key winning. The DuckDB target's candles table has no primary key, so a
-file written twice there would show as duplicate rows.
+the last write of each key winning. One target is DuckDB, whose candles table has no primary
+key, so a file written twice there would show as duplicate rows; the other is PostgreSQL.
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ def _next(conn: Connection) -> Any:
 
 
 def test_flush_killed_at_random_moments_loses_and_doubles_nothing(
-        write_config: WriteConfig, open_runtime: OpenRuntime,
-        forkserver: ForkServerContext) -> None:
+        write_config: WriteConfig, open_runtime: OpenRuntime, forkserver: ForkServerContext,
+        pg_url: str) -> None:
     """Jobs keep writing while flushes are killed; the batches overwrite each other's
     keys, so a file applied twice or out of order would leave a wrong price."""
-    config = write_config()
+    config = write_config(b={"type": "postgresql", "dsn": pg_url, "schema": "flushed"})
     rt = open_runtime(config)
     buf = rt.store("buf")
     assert isinstance(buf, BufferStore)
@@ -85,9 +85,9 @@ def test_flush_killed_at_random_moments_loses_and_doubles_nothing(
 
 
 def test_writer_killed_mid_batch_keeps_every_acknowledged_batch(
-        write_config: WriteConfig, open_runtime: OpenRuntime,
-        forkserver: ForkServerContext) -> None:
-    config = write_config()
+        write_config: WriteConfig, open_runtime: OpenRuntime, forkserver: ForkServerContext,
+        pg_url: str) -> None:
+    config = write_config(b={"type": "postgresql", "dsn": pg_url, "schema": "flushed"})
     rt = open_runtime(config)
     buf = rt.store("buf")
     assert isinstance(buf, BufferStore)

@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,6 +33,7 @@ from candlekeep.stores.base import Store
 from candlekeep.stores.duckdb_store import DuckDBStore
 from tests.buffer.conftest import OpenRuntime, WriteConfig
 from tests.buffer.data import assert_exactly, overlapping_batches
+from tests.pg import throwaway_database
 from tests.stores.candle_data import BTC, ETH, T0, candles, grid
 
 ROOT = Path(__file__).parents[2]
@@ -54,11 +58,40 @@ def test_every_target_gets_every_row_once_last_write_winning(
     assert acks.acked(rt.state, "buf") == {}
 
 
+@dataclass
+class Down:
+    """A target store config that cannot be reached yet, what its error names, and how to
+    bring it up."""
+
+    config: dict[str, Any]
+    named: str
+    bring_up: Callable[[], None]
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def down(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Down]:
+    if request.param == "duckdb":
+        blocker = tmp_path / "b-is-down"
+        blocker.write_text("b's folder cannot be created while this file is here")
+        yield Down({"type": "duckdb", "path": str(blocker / "b.duckdb")}, str(blocker),
+                   blocker.unlink)
+        return
+    with throwaway_database() as url:  # a database that does not exist yet
+        later = f"{url}_later"
+        name = later.rsplit("/", 1)[1]
+        with psycopg.connect(url, autocommit=True) as conn:
+            def create() -> None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+            try:
+                yield Down({"type": "postgresql", "dsn": later}, name, create)
+            finally:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_a_target_that_is_down_holds_up_nobody_and_catches_up(
-        write_config: WriteConfig, open_runtime: OpenRuntime, tmp_path: Path) -> None:
-    blocker = tmp_path / "b-is-down"
-    blocker.write_text("b's folder cannot be created while this file is here")
-    rt = open_runtime(write_config(b={"type": "duckdb", "path": str(blocker / "b.duckdb")}))
+        write_config: WriteConfig, open_runtime: OpenRuntime, down: Down) -> None:
+    rt = open_runtime(write_config(b=down.config))
     buf = rt.store("buf")
     assert isinstance(buf, BufferStore)
     batches = overlapping_batches(count=6, rows=40, step=25)
@@ -68,7 +101,7 @@ def test_a_target_that_is_down_holds_up_nobody_and_catches_up(
     assert_exactly(rt.store("a"), batches)
     assert report.targets["a"].files == 6 and report.targets["a"].error is None
     b = report.targets["b"]
-    assert b.files == 0 and b.error is not None and str(blocker) in b.error
+    assert b.files == 0 and b.error is not None and down.named in b.error
     assert (b.waiting_files, b.waiting_rows) == (6, 240)
     status = buffer_status(buf)
     assert status.files == 6
@@ -76,7 +109,7 @@ def test_a_target_that_is_down_holds_up_nobody_and_catches_up(
 
     more = overlapping_batches(count=8, rows=40, step=25)[6:]  # written while b is down
     write_all(buf, more)
-    blocker.unlink()
+    down.bring_up()
     report = flush(buf)
     assert report.targets["b"].files == 8 and report.targets["a"].files == 2
     assert report.pending == 0

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from candlekeep.buffer.store import BufferStore
 from candlekeep.jobs.flush import FlushParams
@@ -58,6 +59,23 @@ async def test_a_target_that_is_down_fails_the_job_naming_it(
     assert error.endswith("(3 file(s), 30 rows wait for it)")
     assert_exactly(rt.store("a"), batches)
     assert [(job, status) for job, status, _ in _runs(rt)] == [("flush", "failed")]
+
+
+async def test_a_broken_buffer_does_not_stop_the_others(
+        write_config: WriteConfig, open_runtime: OpenRuntime, tmp_path: Path) -> None:
+    config = write_config()
+    raw = yaml.safe_load(config.read_text())
+    (tmp_path / "blocker").write_text("")
+    raw["stores"] = {"broken": {"type": "buffer", "path": str(tmp_path / "blocker" / "buf"),
+                                "targets": ["a"]}, **raw["stores"]}
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    rt = open_runtime(config)
+    rt.store("buf").upsert_candles(overlapping_batches(count=1, rows=10, step=10)[0])
+    res = await run_adhoc(rt, "flush", FlushParams())
+    (error,) = res.errors
+    assert error == (f"buffer broken: cannot list {tmp_path / 'blocker' / 'buf'}: "
+                     "Not a directory [ENOTDIR]")
+    assert list(res.details["buffers"]) == ["buf"] and res.rows_written == 20
 
 
 async def test_a_dry_run_says_what_it_would_flush(buf: BufferStore, rt: Runtime) -> None:

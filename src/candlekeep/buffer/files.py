@@ -171,7 +171,10 @@ class BufferFolder:
 
     def pending(self) -> list[BufferFile]:
         """Files waiting to be flushed, oldest first."""
-        return sorted(f for f in map(BufferFile.parse, _names(self.path)) if f is not None)
+        return self._files(self.path)
+
+    def _files(self, folder: Path) -> list[BufferFile]:
+        return sorted(f for f in map(BufferFile.parse, _names(self.buffer, folder)) if f)
 
     def read(self, file: BufferFile) -> tuple[Dataset, pa.Table]:
         """BadFile when the file is damaged or no longer fits; StoreError when the folder
@@ -209,7 +212,7 @@ class BufferFolder:
         older than any write takes); returns how many."""
         removed = 0
         now = time.time()
-        for name in _names(self.path):
+        for name in _names(self.buffer, self.path):
             m = _TEMP.match(name)
             if m is None:
                 continue
@@ -242,7 +245,7 @@ class BufferFolder:
     def quarantined(self) -> list[Quarantined]:
         folder = self.path / QUARANTINE
         out = []
-        for f in sorted(f for f in map(BufferFile.parse, _names(folder)) if f is not None):
+        for f in self._files(folder):
             note = folder / (f.name + REASON_SUFFIX)
             try:
                 reason = note.read_text().split("\n\n", 1)[0]
@@ -279,11 +282,13 @@ class BufferFolder:
         self._names.close()
 
 
-def _names(folder: Path) -> list[str]:
+def _names(buffer: str, folder: Path) -> list[str]:
     try:
         return os.listdir(folder)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise StoreError(f"buffer {buffer}: cannot list {folder}: {_cause(exc)}") from exc
 
 
 def _fsync(path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from candlekeep.config.store_types import BufferStoreConfig
+from candlekeep.core.errors import CandlekeepError
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
 
@@ -42,6 +43,8 @@ async def flush(ctx: JobContext, p: FlushParams) -> JobResult:
             res.errors.append(f"{p.target!r} is not a target of "
                               f"{p.buffer or 'any buffer store'}")
             return res
+    if not names:
+        res.warnings.append("no buffer store is configured: nothing to flush")
     targets = None if p.target is None else [p.target]
     res.details["buffers"] = {}
     for name in names:
@@ -52,7 +55,11 @@ async def flush(ctx: JobContext, p: FlushParams) -> JobResult:
         if ctx.dry_run:
             await asyncio.to_thread(_plan, store, targets, res)
             continue
-        report = await _flush(ctx, store, targets)
+        try:
+            report = await _flush(ctx, store, targets)
+        except CandlekeepError as exc:  # this buffer's folder or the state DB: next buffer
+            res.errors.append(str(exc))
+            continue
         res.details["buffers"][name] = report.as_dict()
         _fold(report, res)
     return res
