@@ -265,13 +265,16 @@ def test_leftovers_of_killed_writers_and_flushers_are_cleared(
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_tmp = buf.folder.path / f".tmp-{int(dead.stdout)}-00ff.parquet"
+    dead_note = buf.folder.path / "quarantine" / f".tmp-{int(dead.stdout)}-00ff.txt"
     live_tmp = buf.folder.path / f".tmp-{os.getpid()}-00ff.parquet"
-    for tmp in (dead_tmp, live_tmp):
+    dead_note.parent.mkdir()
+    for tmp in (dead_tmp, dead_note, live_tmp):
         tmp.write_bytes(b"half a batch")
     gone = BufferFile(f"{1:020d}-1-5.parquet", 1, 5)  # deleted, its acks not yet
     acks.record(rt.state, "buf", "a", [gone], 0)
     assert flush(buf).pending == 0
-    assert not dead_tmp.exists() and live_tmp.exists()  # a write still under way is left be
+    assert not dead_tmp.exists() and not dead_note.exists()
+    assert live_tmp.exists()  # a write still under way is left be
     assert acks.acked(rt.state, "buf") == {}
 
 

@@ -42,7 +42,7 @@ TEMP_PREFIX = ".tmp-"
 _META_KEY = b"candlekeep.dataset"
 _FORMAT = 1
 _NAME = re.compile(r"^(\d{20})-(\d+)-(\d+)\.parquet$")
-_TEMP = re.compile(r"^\.tmp-(\d+)-[0-9a-f]+\.parquet$")
+_TEMP = re.compile(r"^\.tmp-(\d+)-[0-9a-f]+\.(parquet|txt)$")
 TEMP_MAX_AGE_S = 3600.0
 """A temporary file this old is an abandoned write, even if its writer's pid is alive again
 (reused): no single batch takes an hour to write."""
@@ -212,11 +212,12 @@ class BufferFolder:
         older than any write takes); returns how many."""
         removed = 0
         now = time.time()
-        for name in _names(self.buffer, self.path):
+        folders = (self.path, self.path / QUARANTINE)
+        for folder, name in ((f, n) for f in folders for n in _names(self.buffer, f)):
             m = _TEMP.match(name)
             if m is None:
                 continue
-            path = self.path / name
+            path = folder / name
             try:
                 age = now - path.stat().st_mtime
             except FileNotFoundError:
@@ -300,7 +301,7 @@ def _fsync(path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.txt")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
