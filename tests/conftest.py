@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.chdb import chdb_path  # noqa: F401 - the one chdb engine path
 from tests.pg import pg_session_url, pg_url  # noqa: F401 - fixtures for every package
 from tests.scheduler.procs import Daemon
 

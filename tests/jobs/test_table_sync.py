@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -45,11 +47,34 @@ QUOTES = register(Dataset("sync_quotes", pa.schema([
     pa.field("symbol", pa.string(), nullable=False),
     pa.field("ts", TS, nullable=False),
     pa.field("bid", pa.float64()),
-    pa.field("rev", pa.int64(), nullable=False),
-]), ("symbol", "ts"), version="rev", time="ts"))
+    pa.field("revised_at", TS, nullable=False),
+]), ("symbol", "ts"), version="revised_at", time="ts"))
 
-PAIRS = [("duckdb", "duckdb")]
-"""(source, target) store types; every test runs on each pair it is parametrised with."""
+LEDGER = Dataset("sync_ledger", pa.schema([
+    pa.field("id", pa.int64(), nullable=False), pa.field("seq", pa.int64()),
+    pa.field("ingested_at", TS)]), ("id",))
+
+
+def ledger(ids: Sequence[int]) -> pa.Table:
+    return pa.table({"id": list(ids), "seq": list(ids), "ingested_at": [T0] * len(ids)},
+                    schema=LEDGER.schema)
+
+
+ONE_COLUMN_KEY_UNREAD = pytest.mark.xfail(
+    strict=True, reason="ClickHouseStore.describe reads a one-column sorting key (system.tables "
+    "says '(id)') as no key (stores/ch_sql.sorting_key), so such a source table reads as unkeyed")
+PAIRS = [("duckdb", "duckdb"), ("duckdb", "postgresql"), ("postgresql", "duckdb"),
+         ("postgresql", "clickhouse"),
+         pytest.param(("clickhouse", "clickhouse"), marks=ONE_COLUMN_KEY_UNREAD),
+         pytest.param(("clickhouse", "duckdb"), marks=ONE_COLUMN_KEY_UNREAD)]
+"""(source, target) store types; every test of the ``sync`` fixture runs on each. The tables
+of those tests are keyed by one column."""
+ALL_PAIRS = [("duckdb", "duckdb"), ("duckdb", "postgresql"), ("postgresql", "duckdb"),
+             ("postgresql", "clickhouse"), ("clickhouse", "clickhouse"), ("clickhouse", "duckdb")]
+
+
+def pair_id(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}-{pair[1]}"
 
 
 # --------------------------------------------------------------------------- harness
@@ -82,7 +107,7 @@ class Sync:
         return res
 
 
-SyncFactory = Callable[[str, str], Sync]
+SyncFactory = Callable[..., Sync]
 
 
 @pytest.fixture
@@ -90,10 +115,11 @@ async def make_sync(tmp_path: Path, request: pytest.FixtureRequest
                     ) -> AsyncIterator[SyncFactory]:
     made: list[Runtime] = []
 
-    def factory(src_kind: str, dst_kind: str) -> Sync:
+    def factory(src_kind: str, dst_kind: str, dst: dict[str, Any] | None = None) -> Sync:
+        """Two new stores; ``dst``: the target's config instead of a new store's."""
         raw = {"data_dir": str(tmp_path / "data"),
                "stores": {"src": store_config(src_kind, tmp_path, request),
-                          "dst": store_config(dst_kind, tmp_path, request)}}
+                          "dst": dst or store_config(dst_kind, tmp_path, request)}}
         cfg = parse_config(raw, str(tmp_path / "candlekeep.yaml"), tmp_path)
         rt = Runtime(cfg, clock=FakeClock(NOW, autoadvance=True))
         made.append(rt)
@@ -104,7 +130,7 @@ async def make_sync(tmp_path: Path, request: pytest.FixtureRequest
         await rt.aclose()
 
 
-@pytest.fixture(params=PAIRS, ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(params=PAIRS, ids=pair_id)
 def sync(request: pytest.FixtureRequest, make_sync: SyncFactory) -> Sync:
     src_kind, dst_kind = request.param
     return make_sync(src_kind, dst_kind)
@@ -197,7 +223,10 @@ async def test_clusters_gaps_and_groups_of_cursor_values(sync: Sync, seed: int) 
     same_rows(sync, TRADES)
 
 
-async def test_candles_copy_incrementally_by_ingested_at(sync: Sync) -> None:
+@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
+async def test_candles_copy_incrementally_by_ingested_at(make_sync: SyncFactory,
+                                                         pair: tuple[str, str]) -> None:
+    sync = make_sync(*pair)
     ts = grid(BTC, T0, 500)
     sync.src.upsert_candles(candles(BTC, ts, ingested_at_ms=T0 + 10 * S))
     sync.src.upsert_candles(candles(ETH, ts[:200], ingested_at_ms=T0 + 20 * S))
@@ -252,7 +281,46 @@ async def test_missing_source_table_is_named_before_anything_is_copied(sync: Syn
     assert sync.dst.describe("sync_trades") is None
 
 
-async def test_unknown_store_names_the_param(sync: Sync) -> None:
+async def test_missing_privilege_is_named_before_anything_is_copied(
+    make_sync: SyncFactory, pg_url: str
+) -> None:
+    """The target role may write the first table but not create the second: the preflight
+    names the second, and the first stays untouched."""
+    role = f"ck_sync_{secrets.token_hex(4)}"
+    db = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA data")
+        admin.execute("CREATE TABLE data.sync_trades (id BIGINT PRIMARY KEY, price DOUBLE "
+                      "PRECISION, note TEXT, ingested_at TIMESTAMPTZ NOT NULL)")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{db}" TO {role}')
+        admin.execute(f"GRANT USAGE ON SCHEMA data TO {role}")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON data.sync_trades TO {role}")
+    base, _, rest = pg_url.partition("://")
+    url = f"{base}://{role}@{rest.split('@', 1)[1]}"
+    try:
+        sync = make_sync("duckdb", "postgresql",
+                         dst={"type": "postgresql", "dsn": url, "schema": "data"})
+        sync.src.upsert(TRADES, trades(range(5), T0))
+        sync.src.upsert(LEDGER, ledger(range(5)))
+        _, error = await sync.run(["sync_trades", "sync_ledger"])
+        assert error is not None and "jobs[sync_md].params.tables[1]" in error
+        assert "GRANT CREATE ON SCHEMA data" in error
+        assert content(sync.dst, TRADES).num_rows == 0
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"GRANT CREATE ON SCHEMA data TO {role}")
+        assert (await sync.ok(["sync_trades", "sync_ledger"])).rows_written == 10
+        await sync.rt.aclose()
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          f"WHERE usename = '{role}'")
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+async def test_unknown_store_names_the_param(make_sync: SyncFactory) -> None:
+    sync = make_sync("duckdb", "duckdb")
     _, error = await sync.run(["sync_trades"], to="nowhere")
     assert error is not None and "jobs[sync_md].params.to" in error and "nowhere" in error
 
@@ -299,11 +367,8 @@ async def test_inferred_cursor_is_updated_at_before_ts(sync: Sync) -> None:
 
 
 async def test_configured_integer_cursor(sync: Sync) -> None:
-    ds = Dataset("sync_ledger", pa.schema([
-        pa.field("id", pa.int64(), nullable=False), pa.field("seq", pa.int64()),
-        pa.field("ingested_at", TS)]), ("id",))
-    sync.src.upsert(ds, pa.table({"id": list(range(25)), "seq": list(range(25)),
-                                  "ingested_at": [T0] * 25}, schema=ds.schema))
+    ds = LEDGER
+    sync.src.upsert(ds, ledger(range(25)))
     res = await sync.ok([{"name": "sync_ledger", "cursor": "seq"}], batch_rows=10)
     assert res.rows_written == 25
     sync.src.upsert(ds, pa.table({"id": [3], "seq": [99], "ingested_at": [T0]},
@@ -312,7 +377,10 @@ async def test_configured_integer_cursor(sync: Sync) -> None:
     same_rows(sync, ds)
 
 
-async def test_inferred_date_cursor_with_many_rows_a_day(sync: Sync) -> None:
+@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
+async def test_inferred_date_cursor_with_many_rows_a_day(make_sync: SyncFactory,
+                                                         pair: tuple[str, str]) -> None:
+    sync = make_sync(*pair)
     ds = Dataset("sync_daily", pa.schema([
         pa.field("date", pa.date32(), nullable=False),
         pa.field("symbol", pa.string(), nullable=False),
@@ -348,17 +416,21 @@ async def test_cursor_errors_name_the_item_key(sync: Sync) -> None:
 # --------------------------------------------------------------------------- datasets
 
 
-async def test_generic_dataset_keeps_key_version_and_values(sync: Sync) -> None:
+@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
+async def test_generic_dataset_keeps_key_version_and_values(
+    make_sync: SyncFactory, pair: tuple[str, str]
+) -> None:
+    sync = make_sync(*pair)
     sync.src.upsert(QUOTES, pa.table({
         "symbol": ["A", "A", "B"], "ts": [T0, T0 + S, T0], "bid": [1.0, None, 3.0],
-        "rev": [1, 2, 5]}, schema=QUOTES.schema))
+        "revised_at": [T0 + 5 * S, T0 + 6 * S, T0 + 7 * S]}, schema=QUOTES.schema))
     res = await sync.ok([{"name": "sync_quotes", "target": "quotes_copy"}])
     assert res.rows_written == 3
     same_rows(sync, QUOTES, "quotes_copy")
     got = sync.dst.describe("quotes_copy")
     assert got is not None and got.key == QUOTES.key
     if sync.kinds[1] == "clickhouse":  # the one engine that keeps a version column
-        assert got.version == "rev"
+        assert got.version == "revised_at"
 
 
 # --------------------------------------------------------------------------- params

@@ -7,7 +7,6 @@ clickhouse-connect's ``chdb://`` DSN, each in a fresh database.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,18 +37,6 @@ class _Env:
 
     def store(self, name: str) -> Store:
         return self.stores[name]
-
-
-@pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The one chdb engine path this test process may use."""
-    try:
-        import chdb  # noqa: F401
-    except ImportError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"chdb is not installed under CI: {exc}")
-        pytest.skip(f"chdb is not installed: {exc}")
-    return str(tmp_path_factory.mktemp("chdb"))
 
 
 def store_config(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
