@@ -23,7 +23,11 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError
+from clickhouse_connect.driver.exceptions import (
+    ClickHouseError,
+    DatabaseError,
+    OperationalError,
+)
 
 from candlekeep.core.errors import StoreError
 
@@ -87,6 +91,9 @@ class Target:
                 autogenerate_session_id=False, settings=_CLIENT_SETTINGS)
         except ClickHouseError as exc:
             raise self.open_error(exc) from None
+        except ImportError as exc:  # chdb is part of the extra, but may be missing
+            raise StoreError(f"store {self.store} ({self.key}): {exc} (pip install "
+                             "'candlekeep[clickhouse]')") from None
 
     def open_error(self, exc: ClickHouseError) -> StoreError:
         text = self.scrub(str(exc))
@@ -125,18 +132,16 @@ class Target:
         """A driver error met while working, with a fix where the code says which."""
         text = self.scrub(str(exc))
         code = getattr(exc, "code", None)
-        if code is None and not isinstance(exc, DatabaseError):
-            return self.open_error(exc)
         if code in _AUTH_CODES:
             return self.auth_error(text)
+        if code is None and self.chdb_path is None and isinstance(exc, OperationalError):
+            return self.open_error(exc)  # a transport failure: the server went away
         where = f"store {self.store} ({self.redacted}, database {self.database})"
         what = f" {doing}" if doing else ""
         if code == ACCESS_DENIED:
             user = urlsplit(self.url).username or "default"
             return StoreError(f"{where}:{what} user {unquote(user)!r} lacks a privilege: {text}. "
                               "Ask an administrator to GRANT it to that user")
-        if code is None:  # transport failure on an open client: the server went away
-            return self.open_error(exc)
         return StoreError(f"{where}:{what} {text}")
 
 

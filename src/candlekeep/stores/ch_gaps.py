@@ -35,9 +35,10 @@ Run = Callable[[str], pa.Table]
 
 _BITS = 256
 _IN_ORDER = " SETTINGS optimize_aggregation_in_order = 1"
-# Series lists longer than this many bytes of symbol literals are scanned in several queries
-# (ClickHouse parses at most max_query_size, 256 KiB by default, of a query).
-_MAX_LITERALS = 60_000
+# Series lists longer than this many bytes of symbol literals are scanned in several queries:
+# ClickHouse parses at most max_query_size (256 KiB by default) of a query, and a scan names
+# each symbol up to four times (the numbering in three branches, an IN filter).
+_MAX_LITERALS = 40_000
 _GRIDS = [parse_timeframe(name) for name in TIMEFRAMES]
 
 
@@ -193,6 +194,9 @@ class _Runs:
 
 def _decode(numbering: _Numbering, found: pa.Table) -> _Runs:
     """Runs of missing steps inside each bucket and between consecutive buckets of a series."""
+    if found.num_rows == 0:
+        none = np.zeros(0, np.int64)
+        return _Runs(none, none, none)
     codes = numbering.codes()
     order = np.argsort(codes)
     k = found.column("k").to_numpy().astype(np.int64)

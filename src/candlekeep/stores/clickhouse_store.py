@@ -155,8 +155,8 @@ class ClickHouseStore(Store):
         return int(table.num_rows)
 
     def _insert(self, dataset: Dataset, table: pa.Table) -> None:
-        self._ensure_table(dataset)
         with self._client(f"writing {dataset.name}") as client:
+            self._ensure_table(client, dataset)
             try:
                 client.insert_arrow(dataset.name, table, database=self.database,
                                     settings=_INSERT_SETTINGS)
@@ -164,16 +164,16 @@ class ClickHouseStore(Store):
                 if exc.code not in _ABSENT:
                     raise
                 self._ready.discard(dataset.name)  # dropped behind this store's back
-                self._ensure_table(dataset)
+                self._ensure_table(client, dataset)
                 client.insert_arrow(dataset.name, table, database=self.database,
                                     settings=_INSERT_SETTINGS)
 
-    def _ensure_table(self, dataset: Dataset) -> None:
+    def _ensure_table(self, client: Client, dataset: Dataset) -> None:
         """Create the database and the table unless they exist (looked up first: IF NOT
         EXISTS still needs the CREATE privilege, which a writer may lack)."""
         if dataset.name in self._ready:
             return
-        with self._ready_lock, self._client(f"creating table {dataset.name}") as client:
+        with self._ready_lock:
             if dataset.name in self._ready:
                 return
             (has_db, has_table), = client.query(self._exists_sql(dataset.name)).result_rows
