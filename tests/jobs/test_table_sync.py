@@ -60,6 +60,11 @@ def ledger(ids: Sequence[int]) -> pa.Table:
                     schema=LEDGER.schema)
 
 
+TICKS = register(Dataset("sync_ticks", pa.schema([
+    pa.field("venue", pa.string(), nullable=False), pa.field("seq", pa.int64(), nullable=False),
+    pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False)]), ("venue", "seq")))
+"""Microsecond times: a registered dataset keeps them (a described one is read in ms)."""
+
 ONE_COLUMN_KEY_UNREAD = pytest.mark.xfail(
     strict=True, reason="ClickHouseStore.describe reads a one-column sorting key (system.tables "
     "says '(id)') as no key (stores/ch_sql.sorting_key), so such a source table reads as unkeyed")
@@ -338,6 +343,22 @@ async def test_table_without_a_key_needs_one_configured(make_sync: SyncFactory) 
     res = await sync.ok([{"name": "loose", "key": ["id"]}])
     assert res.rows_written == 7
     assert sync.dst.describe("loose").key == ("id",)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
+async def test_microsecond_cursor_pages_by_whole_milliseconds(
+    make_sync: SyncFactory, pair: tuple[str, str]
+) -> None:
+    """Bounds are milliseconds: 1000 rows inside one millisecond, in pages of 300, are one
+    group to the job even though their microseconds differ."""
+    sync = make_sync(*pair)
+    first_us = T0 * 1000
+    sync.src.upsert(TICKS, pa.table({
+        "venue": ["x"] * 3000, "seq": list(range(3000)),
+        "ts": pa.array([first_us + i for i in range(3000)]).cast(TICKS.schema.field("ts").type),
+    }, schema=TICKS.schema))
+    assert (await sync.ok(["sync_ticks"], batch_rows=300)).rows_written == 3000
+    same_rows(sync, TICKS)
 
 
 async def test_dry_run_checks_and_plans_but_copies_nothing(sync: Sync) -> None:
