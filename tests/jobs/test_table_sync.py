@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -163,11 +164,16 @@ def same_rows(sync: Sync, ds: Dataset, target: str | None = None) -> None:
 # --------------------------------------------------------------------------- copies
 
 
-async def test_full_copy_then_only_new_rows(sync: Sync) -> None:
+async def test_full_copy_then_only_new_rows(sync: Sync,
+                                           caplog: pytest.LogCaptureFixture) -> None:
     sync.src.upsert(TRADES, trades(range(250), [T0 + i * S for i in range(250)]))
-    first = await sync.ok(["sync_trades"], batch_rows=100)
+    with caplog.at_level(logging.INFO, "candlekeep.jobs"):
+        first = await sync.ok(["sync_trades"], batch_rows=100)
     assert first.rows_written == 250
     assert first.details["tables"] == {"src.sync_trades → dst.sync_trades": 250}
+    assert [r.getMessage() for r in caplog.records if r.name == "candlekeep.jobs.sync_md"] == [
+        "sync from=src.sync_trades to=dst.sync_trades rows=250 cursor=ingested_at "
+        "position=2023-11-14T00:04:09.000+00:00"]
     same_rows(sync, TRADES)
 
     sync.src.upsert(TRADES, trades(range(250, 280), [T0 + i * S for i in range(250, 280)]))
