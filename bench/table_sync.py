@@ -14,7 +14,7 @@ are read as windows: one page read from the start of the table ordered and limit
 end (``lo`` only) against the same page read as a window (``lo`` and ``hi``).
 
     python bench/table_sync.py                       # DuckDB → DuckDB
-    python bench/table_sync.py --to postgresql --dsn postgresql://postgres@127.0.0.1/bench
+    python bench/table_sync.py --to postgresql --dsn postgresql://postgres@127.0.0.1/test
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from candlekeep.scheduler.manual import run_adhoc
 
 TS = pa.timestamp("ms", tz="UTC")
 T0 = 1_700_000_000_000
+RUN = secrets.token_hex(3)
 DS = Dataset("bench_trades", pa.schema([
     pa.field("id", pa.int64(), nullable=False), pa.field("symbol", pa.string()),
     pa.field("price", pa.float64()), pa.field("qty", pa.float64()),
@@ -66,7 +68,15 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
 def target_config(args: argparse.Namespace, folder: Path, tag: str) -> dict[str, Any]:
     if args.to == "duckdb":
         return {"type": "duckdb", "path": str(folder / f"{tag}.duckdb")}
-    return {"type": "postgresql", "dsn": args.dsn, "schema": f"bench_{tag}"}
+    return {"type": "postgresql", "dsn": args.dsn, "schema": f"bench_sync_{tag}_{RUN}"}
+
+
+def drop_schemas(args: argparse.Namespace) -> None:
+    import psycopg
+
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        for tag in ("base", "dst"):
+            conn.execute(f"DROP SCHEMA IF EXISTS bench_sync_{tag}_{RUN} CASCADE")
 
 
 async def main_async(args: argparse.Namespace, folder: Path) -> None:
@@ -126,7 +136,11 @@ def main() -> None:
     ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(main_async(args, Path(tmp)))
+        try:
+            asyncio.run(main_async(args, Path(tmp)))
+        finally:
+            if args.to == "postgresql":
+                drop_schemas(args)
 
 
 if __name__ == "__main__":
