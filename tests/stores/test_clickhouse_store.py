@@ -210,7 +210,8 @@ def test_layout_monthly_partitions_and_catalogue(ch: ClickHouseStore, raw: Clien
     (row,) = raw.query("SELECT engine_full, partition_key FROM system.tables WHERE "
                        "database = {db:String} AND name = {t:String}",
                        parameters={"db": ch.database, "t": NOTES.name}).result_rows
-    assert row[0].startswith("ReplacingMergeTree ORDER BY (id)") and row[1] == ""
+    assert row[0].startswith("ReplacingMergeTree ORDER BY id") and row[1] == ""
+    assert ch.describe(NOTES.name) == NOTES  # one key column, no version, no time
 
 
 def test_no_partitions_by_a_time_column_outside_the_key(ch: ClickHouseStore, raw: Client) -> None:
@@ -376,6 +377,8 @@ def test_engine_full_and_sorting_key_parsing() -> None:
     assert replacing_version("ReplacingMergeTree ORDER BY a", cols) is None
     assert replacing_version("MergeTree ORDER BY a", cols) is None
     assert sorting_key("a, `ts`", cols) == ("a", "ts")
+    assert sorting_key("(a)", cols) == ("a",)  # ORDER BY (a)
+    assert sorting_key("(a, ts)", cols) == ("a", "ts")  # ORDER BY tuple((a, ts))
     assert sorting_key("a, toDate(ts)", cols) == ()
 
 

@@ -124,10 +124,11 @@ def create_table_sql(database: str, dataset: Dataset) -> str:
     if dataset.time is not None and dataset.time in dataset.key:
         partition = f"\nPARTITION BY toYYYYMM({ident(dataset.time)})"
     order = ", ".join(ident(k) for k in dataset.key)
+    order = f"({order})" if len(dataset.key) > 1 else order
     comment = (f"candlekeep dataset {dataset.name}: one row per key ({', '.join(dataset.key)}) "
                "once parts merge; read with FINAL for exact results before that")
     return (f"CREATE TABLE IF NOT EXISTS {qualified(database, dataset.name)} (\n    {cols}\n)\n"
-            f"ENGINE = {engine}{partition}\nORDER BY ({order})\nCOMMENT {lit(comment)}")
+            f"ENGINE = {engine}{partition}\nORDER BY {order}\nCOMMENT {lit(comment)}")
 
 
 # --------------------------------------------------------------------------- literals
@@ -269,6 +270,9 @@ def to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def sorting_key(expr: str, columns: list[str]) -> tuple[str, ...]:
     """The sorting key as column names; empty when any part is an expression (a table this
     store cannot write idempotently)."""
+    expr = expr.strip()
+    if expr.startswith("(") and expr.endswith(")"):  # ORDER BY (id) reads back as '(id)'
+        expr = expr[1:-1]
     names = tuple(p.strip().strip("`") for p in expr.split(",") if p.strip())
     return names if all(n in columns for n in names) else ()
 
