@@ -518,3 +518,10 @@ def test_check_names_a_missing_table_to_read(store: Store) -> None:
     store.upsert(FILLS, fills([1]))
     store.check(FILLS.name)
     store.flushed([FILLS])  # the buffer's hook: harmless on every store
+
+
+def test_candles_with_an_unknown_column_are_rejected(store: Store) -> None:
+    batch = candles(BTC, grid(BTC, T0, 3))
+    with pytest.raises(StoreError, match="unknown column"):
+        store.upsert_candles(batch.append_column("vwap", pa.array([1.0] * 3)))
+    assert store.spans() == []

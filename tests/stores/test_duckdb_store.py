@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from candlekeep.core.errors import StoreError
 from candlekeep.core.schema import CANDLE_SCHEMA
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import MINUTE_MS
@@ -208,3 +209,10 @@ def test_a_writer_waits_for_readers_of_this_process(tmp_path: Path) -> None:
     assert wrote.is_set()
     span = store.span(BTC)
     assert span is not None and span.count == 10
+
+
+def test_a_folder_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    store = DuckDBStore("test", tmp_path / "file" / "candles.duckdb")
+    with pytest.raises(StoreError, match=r"store test .*File exists"):
+        store.upsert_candles(candles(BTC, grid(BTC, T0, 3)))

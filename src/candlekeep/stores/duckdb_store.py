@@ -368,7 +368,7 @@ class DuckDBStore(Store):
                 write=write, timeout_s=self.lock_timeout_s, keep_alive_s=self.keep_alive_s
             ) as cur:
                 yield cur
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError) as exc:  # OSError: the folder cannot be made
             raise StoreError(f"store {self.name} ({self.path}): {exc}") from exc
 
     @contextmanager

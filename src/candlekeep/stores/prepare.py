@@ -62,6 +62,7 @@ class PreparedCandles:
 
 
 def prepare_candles(batch: pa.Table) -> PreparedCandles:
+    CANDLES.conform(batch.slice(0, 0))  # names an unknown or missing key column
     table = conform(batch).combine_chunks()
     runs = _clean_runs(table)
     if runs is None:
