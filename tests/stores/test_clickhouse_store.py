@@ -524,6 +524,18 @@ def test_check(ch: ClickHouseStore, new_store: NewStore) -> None:
     optimizing.check("candles", write=True)  # chdb has no users: every privilege is held
 
 
+def test_a_readonly_user_still_gets_spans_and_gaps(ch: ClickHouseStore) -> None:
+    ts = grid(BTC, T0, 100)
+    ch.upsert_candles(candles(BTC, without(ts, 5)))
+    with ch._client() as client:  # the pool's one client, from now on in readonly mode
+        client.command("SET readonly = 1")
+    with pytest.raises(StoreError, match="readonly"):
+        ch.upsert_candles(candles(BTC, [ts[5]]))
+    assert [(s.series, s.count) for s in ch.spans()] == [(BTC, 99)]
+    assert gaps(ch.find_gaps()) == [gap(BTC, ts[5], ts[5])]
+    assert ch.read_candles(BTC).num_rows == 99
+
+
 # --------------------------------------------------------------------------- threads
 
 

@@ -4,8 +4,13 @@ errors turned into StoreErrors that name the config key and the fix, never the p
 A clickhouse-connect client must not run two queries at once: over HTTP it refuses concurrent
 queries in one session, and a chdb client serialises its calls on one engine handle. Jobs call
 a store from several worker threads, so each call borrows a client of its own from the pool
-(opened on demand, up to ``size``). HTTP clients are opened without a session id: nothing here
-relies on session state, and a session-less client never meets SESSION_IS_LOCKED.
+(opened on demand, up to ``size``), as clickhouse-connect advises (its issue #295: "use a
+separate client instance per thread"). HTTP clients are opened without a session id: nothing
+here relies on session state, and a session-less client never meets SESSION_IS_LOCKED.
+
+Clients carry no settings of their own: a user in readonly mode may not change any, and
+queries that want one say so in their SQL (a SETTINGS clause costs nothing on either
+transport, where a per-call setting under chdb costs a SET and a restore).
 
 chdb (the embedded engine) runs one engine path per process; every client on that path shares
 it, and when the last client closes the engine shuts down, after which another path may open.
@@ -18,7 +23,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
@@ -31,9 +35,6 @@ from clickhouse_connect.driver.exceptions import (
 
 from candlekeep.core.errors import StoreError
 
-# Session settings every client carries, so no query needs per-call settings (under chdb a
-# per-call setting costs a SET and a restore around the query): Arrow strings as strings.
-_CLIENT_SETTINGS = {"output_format_arrow_string_as_string": 1}
 _DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OTHER_ENGINE = re.compile(r"already initialized with path '([^']*)'")
 _SOCKET_REASON = re.compile(r"\[Errno -?\d+\] [^'\")]+|Failed to resolve '[^']*'")
@@ -43,6 +44,7 @@ UNKNOWN_TABLE = 60
 UNKNOWN_DATABASE = 81
 ILLEGAL_FINAL = 181
 SYNTAX_ERROR = 62
+READONLY = 164
 ACCESS_DENIED = 497
 _AUTH_CODES = {192, 194, 516}  # UNKNOWN_USER, REQUIRED_PASSWORD, AUTHENTICATION_FAILED
 
@@ -81,14 +83,13 @@ class Target:
         try:
             if self.chdb_path is not None:
                 path = None if self.chdb_path == ":memory:" else self.chdb_path
-                return clickhouse_connect.get_client(
-                    interface="chdb", path=path, settings=_CLIENT_SETTINGS)
+                return clickhouse_connect.get_client(interface="chdb", path=path)
             parts = urlsplit(self.url)
             scheme = "https" if parts.scheme == "https" else "http"
             dsn = urlunsplit((scheme, parts.netloc, "", parts.query, ""))
             return clickhouse_connect.get_client(
                 dsn=dsn, interface="https" if scheme == "https" else None,
-                autogenerate_session_id=False, settings=_CLIENT_SETTINGS)
+                autogenerate_session_id=False)
         except ClickHouseError as exc:
             raise self.open_error(exc) from None
         except ImportError as exc:  # chdb is part of the extra, but may be missing
@@ -232,8 +233,3 @@ class Pool:
             with suppress(Exception):
                 client.close()
 
-
-def settings_clause(settings: dict[str, Any]) -> str:
-    """Query settings as a SETTINGS clause: part of the SQL, so they cost nothing extra on
-    either transport."""
-    return " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in settings.items())

@@ -34,7 +34,9 @@ Run = Callable[[str], pa.Table]
 """Runs one query and returns its Arrow result."""
 
 _BITS = 256
-_IN_ORDER = " SETTINGS optimize_aggregation_in_order = 1"
+# The series columns lead the sorting key: grouped in that order, rows stream through the
+# aggregation instead of hashing three strings (listing 10M candles' series: 20 ms, not 500).
+IN_ORDER = " SETTINGS optimize_aggregation_in_order = 1"
 # Series lists longer than this many bytes of symbol literals are scanned in several queries:
 # ClickHouse parses at most max_query_size (256 KiB by default) of a query, and a scan names
 # each symbol up to four times (the numbering in three branches, an IN filter).
@@ -74,7 +76,7 @@ def spans_sql(table: str, series: SeriesKey | None, source: str | None) -> str:
         "SELECT source, symbol, timeframe, toUnixTimestamp64Milli(min(ts)) AS first, "
         f"toUnixTimestamp64Milli(max(ts)) AS last, groupBitmap({grid_index_sql('ts', 'UInt64')}) "
         f"AS count FROM {table}{where(series_filter(series, source))} "
-        f"GROUP BY source, symbol, timeframe ORDER BY source, symbol, timeframe{_IN_ORDER}"
+        f"GROUP BY source, symbol, timeframe ORDER BY source, symbol, timeframe{IN_ORDER}"
     )
 
 
@@ -94,7 +96,7 @@ def find_gaps(
 def _series(run: Run, table: str, series: SeriesKey | None) -> list[SeriesKey]:
     """The stored series on a known grid (off-grid data cannot get in through the store)."""
     rows = run(f"SELECT source, symbol, timeframe FROM {table}{where(series_filter(series))} "
-               f"GROUP BY source, symbol, timeframe{_IN_ORDER}").to_pydict()
+               f"GROUP BY source, symbol, timeframe{IN_ORDER}").to_pydict()
     return sorted(SeriesKey(*r) for r in zip(rows["source"], rows["symbol"], rows["timeframe"],
                                               strict=True) if r[2] in TIMEFRAMES)
 
@@ -179,7 +181,7 @@ def _scan(
                 "GROUP BY source, symbol, timeframe")
     sql = (f"SELECT k, intDiv(i, {_BITS}) AS b, groupBitOr(bitShiftLeft(toUInt256(1), "
            f"i % {_BITS})) AS m FROM ({' UNION ALL '.join(branches)}) GROUP BY k, b "
-           f"ORDER BY k, b{_IN_ORDER}")
+           f"ORDER BY k, b{IN_ORDER}")
     return numbering, run(sql)
 
 
