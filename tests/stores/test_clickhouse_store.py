@@ -346,6 +346,18 @@ def test_partial_batches_with_awkward_keys(ch: ClickHouseStore,
     with pytest.raises(StoreError, match="have no stored row"):
         ch.upsert(TYPED, new_key)
 
+    levels = Dataset("ck_test_levels", pa.schema([
+        pa.field("level", pa.decimal128(18, 6), nullable=False),
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("flag", pa.bool_(), nullable=False),
+        pa.field("size", pa.float64()), pa.field("note", pa.string()),
+    ]), key=("level", "day", "flag"))
+    keys = {"level": pa.array([Decimal("123456789012.123457")], pa.decimal128(18, 6)),
+            "day": pa.array([date(2024, 2, 29)]), "flag": [False]}
+    ch.upsert(levels, pa.table({**keys, "size": [1.0], "note": ["kept"]}, schema=levels.schema))
+    ch.upsert(levels, pa.table({**keys, "size": [2.0]}))
+    assert ch.read(levels).select(["size", "note"]).to_pylist() == [{"size": 2.0, "note": "kept"}]
+
 
 def test_describe_tables_written_by_others(ch: ClickHouseStore, raw: Client) -> None:
     ch.upsert(NOTES, pa.table({"id": ["a"], "text": ["x"]}, schema=NOTES.schema))  # the db

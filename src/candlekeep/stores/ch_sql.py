@@ -169,9 +169,10 @@ def _literals(column: pa.ChunkedArray) -> pa.ChunkedArray:
     t = column.type
     if pa.types.is_timestamp(t):
         text = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
-    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_date(t):
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_date(t) \
+            or pa.types.is_decimal(t):  # a decimal as text converts exactly, not via Float64
         text = column.cast(pa.string())
-    elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t):
         return column.cast(pa.string())
     else:
         raise StoreError(f"cannot look up stored rows by a key column of type {t}")
