@@ -492,6 +492,32 @@ def test_a_second_engine_path_in_one_process_is_a_clear_error(tmp_path: Path) ->
     assert str(tmp_path / "one") in out[1] and str(tmp_path / "two") in out[1]
 
 
+def test_a_path_another_process_holds_is_a_clear_error(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from candlekeep.stores.clickhouse_store import ClickHouseStore
+        store = ClickHouseStore("holder", "chdb://{tmp_path}")
+        print(store.spans(), flush=True)  # the engine is open while the store keeps a client
+        sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert holder.stdout.readline().strip() == "[]"
+        done = _child(f"""
+            from candlekeep.core.errors import StoreError
+            from candlekeep.stores.clickhouse_store import ClickHouseStore
+            try:
+                ClickHouseStore("ck", "chdb://{tmp_path}").spans()
+            except StoreError as exc:
+                print(exc)
+        """)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "another process has it open" in done.stdout and "stores.ck.url" in done.stdout
+
+
 def test_without_the_extra_the_error_says_what_to_install(tmp_path: Path) -> None:
     done = _child(f"""
         import sys

@@ -107,6 +107,12 @@ class Target:
                     f"chdb allows one engine path per process. Point every chdb store of one "
                     f"process at the same path ({self.key}; give each its own 'database:'), "
                     f"or use a ClickHouse server")
+            if "Error initializing EmbeddedServer" in text:
+                return StoreError(
+                    f"store {self.store}: cannot open the embedded ClickHouse engine (chdb) at "
+                    f"{self.chdb_path} ({self.key}): most likely another process has it open "
+                    f"(one process at a time may use a chdb path); stop it, or use a ClickHouse "
+                    f"server for data that several processes share ({text})")
             return StoreError(f"store {self.store}: cannot open the embedded ClickHouse engine "
                               f"(chdb) at {self.chdb_path} ({self.key}): {text}")
         code = getattr(exc, "code", None)
