@@ -12,8 +12,9 @@ Clients carry no settings of their own: a user in readonly mode may not change a
 queries that want one say so in their SQL (a SETTINGS clause costs nothing on either
 transport, where a per-call setting under chdb costs a SET and a restore).
 
-chdb (the embedded engine) runs one engine path per process; every client on that path shares
-it, and when the last client closes the engine shuts down, after which another path may open.
+chdb (the embedded engine) runs one engine path per process, and a path opens in one process
+at a time; every client on that path shares the engine, and when the last client closes the
+engine shuts down, after which another path may open.
 """
 
 from __future__ import annotations
