@@ -26,7 +26,7 @@ from candlekeep.core.timeframes import MINUTE_MS
 from candlekeep.stores import pg_catalog
 from candlekeep.stores.pg_copy import copy_chunks, stage_type
 from candlekeep.stores.postgres_store import PostgresStore
-from tests.stores.candle_data import BTC, ETH, T0, candles, gaps, grid, without
+from tests.stores.candle_data import BTC, ETH, T0, candles, gaps, grid, reference_gaps, without
 
 # --------------------------------------------------------------------------- helpers
 
@@ -347,6 +347,28 @@ def test_gaps_over_several_timeframes_and_a_window(store: PostgresStore) -> None
         ("binance", "BTC/USDT", "1m", m1[300], m1[301]),
         ("okx", "BTC/USDT", "1w", weeks[20], weeks[21]),
     ]
+
+
+@pytest.mark.parametrize("holes", [
+    [255, 256],  # one run across a bucket edge
+    list(range(256, 512)),  # exactly one bucket, so no candle in it
+    [*range(250, 300), 400],  # a crossing run, then a single
+    [3, 9, 10, 300, 302, 304],  # several holes per bucket: re-read
+    list(range(0, 700, 2)),  # every other candle
+], ids=["edge", "whole-bucket", "crossing", "scattered", "alternate"])
+def test_gaps_at_bucket_edges_match_the_reference(store: PostgresStore,
+                                                  holes: list[int]) -> None:
+    start = T0 // (256 * MINUTE_MS) * (256 * MINUTE_MS)  # slot 0 of a bucket
+    ts = grid(BTC, start, 1024)
+    kept = without(ts, *holes)
+    store.upsert_candles(candles(BTC, kept))
+    stored = {BTC: kept}
+    assert gaps(store.find_gaps()) == reference_gaps(stored, None, None)
+    for lo, hi in ((1, 1023), (255, 257), (256, 512), (260, 301), (5, 6), (511, 1000)):
+        assert gaps(store.find_gaps(BTC, ts[lo], ts[hi])) == reference_gaps(
+            stored, ts[lo], ts[hi]), (lo, hi)
+        assert gaps(store.find_gaps(None, ts[lo] + 7, ts[hi] - 7)) == reference_gaps(
+            stored, ts[lo] + 7, ts[hi] - 7), (lo, hi)
 
 
 # --------------------------------------------------------------------------- privileges

@@ -1,10 +1,12 @@
 """A few PostgreSQL connections shared by the threads that call one store.
 
 Jobs call stores from worker threads, and several series are written at once: one connection
-behind a lock would queue them all behind the slowest upsert. A connection is opened when no
-idle one is free (up to ``size``), handed to one thread at a time, and checked with a round
-trip before reuse when it has sat idle long enough for a server restart or a dropped network
-to have killed it. A connection that comes back broken or inside a transaction is closed.
+behind a lock would queue them all behind the slowest upsert (four threads upserting their
+own series, bench/pg_upsert.py: 8.2 s through one connection, 6.9 s through four, on two
+cores). A connection is opened when no idle one is free (up to ``size``), handed to one
+thread at a time, and checked with a round trip before reuse when it has sat idle long enough
+for a server restart or a dropped network to have killed it. A connection that comes back
+broken or inside a transaction is closed.
 """
 
 from __future__ import annotations

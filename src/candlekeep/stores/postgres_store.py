@@ -9,10 +9,11 @@ Writing a batch is one transaction: binary COPY (encoded by ``pg_copy``) into a 
 staging table, then one statement that merges it into the table, touching exactly the
 columns the batch carries and skipping rows whose values did not change. On PostgreSQL 15+
 that statement is a MERGE: a join, where ``INSERT … ON CONFLICT`` pays a speculative insertion
-per row and locks every unchanged row it skips (2.6x and 4.9x a plain COPY of a million new
-and re-written candles, against 1.2x and 1.0x). MERGE raises where a concurrent transaction
-inserts one of the batch's keys first; the batch is then written again with ON CONFLICT,
-which waits such races out. Older servers always use ON CONFLICT.
+per row and locks every unchanged row it skips (bench/pg_upsert.py, a million candles: MERGE
+1.5x a plain COPY for new rows and 1.2x for the same rows again; ON CONFLICT 2.2x and 2.2x).
+MERGE raises where a concurrent transaction inserts one of the batch's keys first; the batch
+is then written again with ON CONFLICT, which waits such races out. Older servers always use
+ON CONFLICT.
 
 Sessions never wait forever: a connect timeout, lock and statement timeouts, TCP keepalives.
 Any of these (and any other libpq option) can be set in the DSN, e.g.
