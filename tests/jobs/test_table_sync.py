@@ -66,17 +66,9 @@ TICKS = register(Dataset("sync_ticks", pa.schema([
     pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False)]), ("venue", "seq")))
 """Microsecond times: a registered dataset keeps them (a described one is read in ms)."""
 
-ONE_COLUMN_KEY_UNREAD = pytest.mark.xfail(
-    strict=True, reason="ClickHouseStore.describe reads a one-column sorting key (system.tables "
-    "says '(id)') as no key (stores/ch_sql.sorting_key), so such a source table reads as unkeyed")
 PAIRS = [("duckdb", "duckdb"), ("duckdb", "postgresql"), ("postgresql", "duckdb"),
-         ("postgresql", "clickhouse"),
-         pytest.param(("clickhouse", "clickhouse"), marks=ONE_COLUMN_KEY_UNREAD),
-         pytest.param(("clickhouse", "duckdb"), marks=ONE_COLUMN_KEY_UNREAD)]
-"""(source, target) store types; every test of the ``sync`` fixture runs on each. The tables
-of those tests are keyed by one column."""
-ALL_PAIRS = [("duckdb", "duckdb"), ("duckdb", "postgresql"), ("postgresql", "duckdb"),
-             ("postgresql", "clickhouse"), ("clickhouse", "clickhouse"), ("clickhouse", "duckdb")]
+         ("postgresql", "clickhouse"), ("clickhouse", "clickhouse"), ("clickhouse", "duckdb")]
+"""(source, target) store types; every test of the ``sync`` fixture runs on each."""
 
 
 def pair_id(pair: tuple[str, str]) -> str:
@@ -234,10 +226,7 @@ async def test_clusters_gaps_and_groups_of_cursor_values(sync: Sync, seed: int) 
     same_rows(sync, TRADES)
 
 
-@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
-async def test_candles_copy_incrementally_by_ingested_at(make_sync: SyncFactory,
-                                                         pair: tuple[str, str]) -> None:
-    sync = make_sync(*pair)
+async def test_candles_copy_incrementally_by_ingested_at(sync: Sync) -> None:
     ts = grid(BTC, T0, 500)
     sync.src.upsert_candles(candles(BTC, ts, ingested_at_ms=T0 + 10 * S))
     sync.src.upsert_candles(candles(ETH, ts[:200], ingested_at_ms=T0 + 20 * S))
@@ -351,13 +340,9 @@ async def test_table_without_a_key_needs_one_configured(make_sync: SyncFactory) 
     assert sync.dst.describe("loose").key == ("id",)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
-async def test_microsecond_cursor_pages_by_whole_milliseconds(
-    make_sync: SyncFactory, pair: tuple[str, str]
-) -> None:
+async def test_microsecond_cursor_pages_by_whole_milliseconds(sync: Sync) -> None:
     """Bounds are milliseconds: 1000 rows inside one millisecond, in pages of 300, are one
     group to the job even though their microseconds differ."""
-    sync = make_sync(*pair)
     first_us = T0 * 1000
     sync.src.upsert(TICKS, pa.table({
         "venue": ["x"] * 3000, "seq": list(range(3000)),
@@ -404,10 +389,7 @@ async def test_configured_integer_cursor(sync: Sync) -> None:
     same_rows(sync, ds)
 
 
-@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
-async def test_inferred_date_cursor_with_many_rows_a_day(make_sync: SyncFactory,
-                                                         pair: tuple[str, str]) -> None:
-    sync = make_sync(*pair)
+async def test_inferred_date_cursor_with_many_rows_a_day(sync: Sync) -> None:
     ds = Dataset("sync_daily", pa.schema([
         pa.field("date", pa.date32(), nullable=False),
         pa.field("symbol", pa.string(), nullable=False),
@@ -443,11 +425,7 @@ async def test_cursor_errors_name_the_item_key(sync: Sync) -> None:
 # --------------------------------------------------------------------------- datasets
 
 
-@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
-async def test_generic_dataset_keeps_key_version_and_values(
-    make_sync: SyncFactory, pair: tuple[str, str]
-) -> None:
-    sync = make_sync(*pair)
+async def test_generic_dataset_keeps_key_version_and_values(sync: Sync) -> None:
     sync.src.upsert(QUOTES, pa.table({
         "symbol": ["A", "A", "B"], "ts": [T0, T0 + S, T0], "bid": [1.0, None, 3.0],
         "revised_at": [T0 + 5 * S, T0 + 6 * S, T0 + 7 * S]}, schema=QUOTES.schema))
