@@ -111,8 +111,9 @@ def report(times: dict[str, list[float]], rows: int, parts: int, twice: bool) ->
         med = statistics.median(values)
         print(f"{name:42s} {med * 1000:7.0f}ms {min(values) * 1000:7.0f}ms {med / base:10.2f}x")
     ratio = statistics.median(times[GAPS]) / base
+    best = min(times[GAPS]) / min(times[BASELINE])
     verdict = "meets" if ratio <= 3.0 else "MISSES"
-    print(f"\nfind_gaps/count = {ratio:.2f}x ({verdict} the 3x target)")
+    print(f"\nfind_gaps/count = {ratio:.2f}x ({verdict} the 3x target; best of each: {best:.2f}x)")
 
 
 def main() -> int:

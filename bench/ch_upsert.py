@@ -84,8 +84,10 @@ def report(times: dict[str, list[float]], rows: int) -> None:
         med = statistics.median(values)
         print(f"{name:42s} {med * 1000:8.0f}ms {min(values) * 1000:8.0f}ms {med / base:10.2f}x")
     ratio = statistics.median(times[UPSERT]) / base
+    best = min(times[UPSERT]) / min(times[BASELINE])
     verdict = "meets" if ratio <= 1.5 else "MISSES"
-    print(f"\n{rows:,} new candles: upsert/plain = {ratio:.2f}x ({verdict} the 1.5x target)")
+    print(f"\n{rows:,} new candles: upsert/plain = {ratio:.2f}x ({verdict} the 1.5x target; "
+          f"best of each: {best:.2f}x)")
 
 
 def main() -> int:
