@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -254,49 +254,66 @@ async def sync_tables(ctx: JobContext, p: SyncParams) -> JobResult:
 
 async def _copy(ctx: JobContext, run: Plan, c: TableCopy, batch_rows: int,
                 res: JobResult) -> tuple[int, int | None]:
-    """Copy one table from its stored position; returns rows written and the new position."""
+    """Copy one table from its stored position; returns rows written and the new position.
+
+    The next page is read while this one is written (its bounds follow from this page
+    alone), so the source's time and the target's overlap."""
     col, cursor = c.cursor.column, c.cursor
+
+    def read(lo: int | None, hi: int | None) -> asyncio.Future[pa.Table]:
+        return asyncio.ensure_future(asyncio.to_thread(
+            run.source.read, c.source, column=col, lo=cursor.bound(lo), hi=cursor.bound(hi),
+            limit=batch_rows))
+
     written, saved = 0, c.start
-    lo, span = c.start, None  # span: the width of the next window; None reads to the end
+    lo, hi, span = c.start, None, None  # span: the next window's width; None reads to the end
     held = None if c.start is None else await asyncio.to_thread(_held_at, run.target, c)
-    while not ctx.cancel.is_set():
-        hi = None if lo is None or span is None else lo + span
-        page = await asyncio.to_thread(run.source.read, c.source, column=col,
-                                       lo=cursor.bound(lo), hi=cursor.bound(hi),
-                                       limit=batch_rows)
-        ctx.progress.advance(c.label, page.num_rows)
-        full = page.num_rows >= batch_rows
-        rows = page.filter(pc.is_valid(page[col])) if page[col].null_count else page
-        if rows.num_rows == 0:
-            if hi is not None:  # an empty window: the next read looks to the end
-                lo, span = hi, None
-                continue
-            if full:
-                res.warnings.append(f"{c.label}: the first {page.num_rows} rows by {col} "
-                                    f"have no {col} (NULL) and were not copied; choose a "
-                                    "cursor column without NULLs")
-            break
-        at = cursor.positions(rows[col])
-        first, top = int(at.min()), int(at.max())
-        after: int | None
-        if not full:  # every row below hi is here (no hi: the end of the table)
-            after, span = hi, None if span is None else _widen(span, rows.num_rows, batch_rows)
-        elif first < top:  # the rows at top may go on in the next page
-            rows, after, span = rows.filter(pa.array(at < top)), top, top - first
-        else:  # one value fills the page: take all of its rows at once
-            rows = await asyncio.to_thread(run.source.read, c.source, column=col,
-                                           lo=cursor.bound(top), hi=cursor.bound(top + 1))
-            after = top + 1
-        if held is not None and lo == c.start:
-            rows = _new_or_changed(rows, held, c.target.key)
-        if rows.num_rows:
-            written += await asyncio.to_thread(run.target.upsert, c.target, rows)
-        if top != saved:
-            await ctx.db.set_checkpoint(CHECKPOINT_JOB, c.checkpoint, top, ctx.clock.now_ms())
-            saved = top
-        if after is None:
-            break
-        lo = after
+    reading = read(lo, hi)
+    try:
+        while not ctx.cancel.is_set():
+            page, page_lo = await reading, lo
+            ctx.progress.advance(c.label, page.num_rows)
+            full = page.num_rows >= batch_rows
+            rows = page.filter(pc.is_valid(page[col])) if page[col].null_count else page
+            if rows.num_rows == 0:
+                if hi is not None:  # an empty window: the next read looks to the end
+                    lo, hi, span = hi, None, None
+                    reading = read(lo, hi)
+                    continue
+                if full:
+                    res.warnings.append(f"{c.label}: the first {page.num_rows} rows by {col} "
+                                        f"have no {col} (NULL) and were not copied; choose a "
+                                        "cursor column without NULLs")
+                break
+            at = cursor.positions(rows[col])
+            first, top = int(at.min()), int(at.max())
+            after: int | None
+            if not full:  # every row below hi is here (no hi: the end of the table)
+                after = hi
+                span = None if span is None else _widen(span, rows.num_rows, batch_rows)
+            elif first < top:  # the rows at top may go on in the next page
+                rows, after, span = rows.filter(pa.array(at < top)), top, top - first
+            else:  # one value fills the page: take all of its rows at once
+                rows = await asyncio.to_thread(run.source.read, c.source, column=col,
+                                               lo=cursor.bound(top), hi=cursor.bound(top + 1))
+                after = top + 1
+            if after is not None:
+                lo, hi = after, None if span is None else after + span
+                reading = read(lo, hi)
+            if held is not None and page_lo == c.start:
+                rows = _new_or_changed(rows, held, c.target.key)
+            if rows.num_rows:
+                written += await asyncio.to_thread(run.target.upsert, c.target, rows)
+            if top != saved:
+                await ctx.db.set_checkpoint(CHECKPOINT_JOB, c.checkpoint, top,
+                                            ctx.clock.now_ms())
+                saved = top
+            if after is None:
+                break
+    finally:  # a read ahead of a failure must not outlive the copy: its store closes next
+        if not reading.done():
+            with suppress(Exception):
+                await reading
     return written, saved
 
 
