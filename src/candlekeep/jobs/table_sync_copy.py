@@ -343,19 +343,17 @@ def _new_or_changed(rows: pa.Table, held: pa.Table, key: tuple[str, ...]) -> pa.
         return rows
     names = rows.column_names
     theirs = {n: f"__ck_held_{n}" for n in names}
+    index = pa.array(np.arange(rows.num_rows, dtype=np.int64))
     try:
         other = pa.table({theirs[n]: held[n].cast(rows.schema.field(n).type) for n in names})
-        index = pa.array(np.arange(rows.num_rows, dtype=np.int64))
         joined = rows.append_column("__ck_row", index).join(
             other, keys=list(key), right_keys=[theirs[k] for k in key], join_type="inner")
+        same = pa.chunked_array([np.ones(joined.num_rows, dtype=bool)])
+        for n in (n for n in names if n not in key):
+            a, b = joined[n], joined[theirs[n]]
+            equal = pc.or_kleene(pc.equal(a, b), pc.and_(pc.is_null(a), pc.is_null(b)))
+            same = pc.and_(same, pc.fill_null(equal, False))
     except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return rows
-    same = pa.chunked_array([np.ones(joined.num_rows, dtype=bool)])
-    for n in names:
-        if n in key:
-            continue
-        a, b = joined[n], joined[theirs[n]]
-        equal = pc.or_kleene(pc.equal(a, b), pc.and_(pc.is_null(a), pc.is_null(b)))
-        same = pc.and_(same, pc.fill_null(equal, False))
     unchanged = joined.filter(same)["__ck_row"]
     return rows.filter(pc.invert(pc.is_in(index, value_set=unchanged.combine_chunks())))
