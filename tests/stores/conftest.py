@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from candlekeep.config.store_types import STORE_TYPES
-from candlekeep.core.clock import SystemClock
+from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.stores.base import Store
 from candlekeep.stores.registry import make_store
 
@@ -28,7 +28,7 @@ class _Env:
     """A StoreEnv for stores that need nothing from outside."""
 
     def __init__(self) -> None:
-        self.clock = SystemClock()
+        self.clock: Clock = SystemClock()
         self.stores: dict[str, Store] = {}
 
     @property

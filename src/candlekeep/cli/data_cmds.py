@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from candlekeep.cli import common
@@ -56,9 +57,9 @@ def report(result: JobResult, started: float, as_json: bool, what: str) -> None:
                     "elapsed_s": round(elapsed, 3)})
     else:
         for w in result.warnings:
-            console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
         for e in result.errors:
-            console.print(f"[red]error:[/] {e}", highlight=False)
+            console.print(f"[red]error:[/] {escape(e)}", highlight=False)
         plan = result.details.get("plan")
         if plan:
             for line in plan if isinstance(plan, list) else [plan]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from candlekeep.cli import common
@@ -370,13 +371,13 @@ def register(app: typer.Typer) -> None:
         else:
             if res is not None:
                 for w in res.warnings:
-                    console.print(w if dry_run else f"[yellow]warning:[/] {w}",
+                    console.print(escape(w) if dry_run else f"[yellow]warning:[/] {escape(w)}",
                                   highlight=False)
                 plan = res.details.get("plan")
                 for line in (plan if isinstance(plan, list) else [plan] if plan else []):
                     console.print(f"would fetch {line}", highlight=False)
             if out.error:
-                console.print(f"[red]error:[/] {out.error}", highlight=False)
+                console.print(f"[red]error:[/] {escape(out.error)}", highlight=False)
             if out.note:
                 console.print(out.note, highlight=False)
             what = "dry run" if dry_run else f"run {out.run_id}"
