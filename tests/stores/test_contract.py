@@ -468,6 +468,8 @@ def test_read_filters_ranges_orders_and_limits(store: Store) -> None:
     assert one.column("seq").to_pylist() == [3, 5, 7, 9]
     assert store.read(FILLS, column="seq", limit=3).column("seq").to_pylist() == [1, 2, 3]
     assert store.read(FILLS, where={"account": "nobody"}).num_rows == 0
+    store.upsert(FILLS, fills([11], note=None))
+    assert store.read(FILLS, where={"note": None}).column("seq").to_pylist() == [11]
     with pytest.raises(StoreError, match="no column"):
         store.read(FILLS, where={"acount": "a1"})
 

@@ -88,6 +88,9 @@ def select_sql(
     params: list[Any] = []
     for col, value in (where or {}).items():
         _check_column(dataset, col, names)
+        if value is None:
+            parts.append(f"{quote(col)} IS NULL")
+            continue
         parts.append(f"{quote(col)} = {placeholder}")
         params.append(value)
     if column is not None:
