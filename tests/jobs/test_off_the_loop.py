@@ -57,3 +57,24 @@ async def test_data_jobs_reach_the_state_db_and_stores_off_the_loop(
     assert ("get_checkpoint" in called) != restart
     on_loop = sorted({name for name, thread in seen if thread == loop_thread})
     assert on_loop == []
+
+
+async def test_dataset_calls_through_the_facade_run_off_the_loop(
+        make_runtime: RuntimeFactory) -> None:
+    import pyarrow as pa
+
+    from candlekeep.core.datasets import Dataset
+    from candlekeep.jobs.facades import open_store
+
+    notes = Dataset("ck_notes", pa.schema([pa.field("k", pa.string(), nullable=False),
+                                           pa.field("v", pa.int64())]), ("k",))
+    rt = make_runtime(SimExchange(7, {"BTC/USDT": "2017-08-17"}), ["BTC/USDT"], ["1m"])
+    seen: list[tuple[str, int]] = []
+    spy(rt.store("main"), ("upsert", "read", "stats"), seen)
+    store = await open_store(rt, "main")
+    assert await store.upsert(notes, pa.table({"k": ["a", "b"], "v": [1, 2]})) == 2
+    got = await store.read(notes, where={"k": "b"})
+    assert got.column("v").to_pylist() == [2]
+    assert "ck_notes" in {s.name for s in await store.stats()}
+    assert [name for name, _ in seen] == ["upsert", "read", "stats"]
+    assert all(thread != threading.get_ident() for _, thread in seen)

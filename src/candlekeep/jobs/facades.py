@@ -10,18 +10,20 @@ file) blocks as well, so that happens in a thread too.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from candlekeep.core.datasets import Dataset
     from candlekeep.core.series import SeriesKey
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.sources.base import Source
     from candlekeep.state.db import StateDB
     from candlekeep.state.rows import GapRow
-    from candlekeep.stores.base import SeriesSpan, Store
+    from candlekeep.stores.base import DatasetStats, SeriesSpan, Store
 
 
 class AsyncState:
@@ -60,6 +62,16 @@ class AsyncStore:
 
     async def upsert_candles(self, batch: pa.Table) -> int:
         return await asyncio.to_thread(self.sync.upsert_candles, batch)
+
+    async def upsert(self, dataset: Dataset, batch: pa.Table) -> int:
+        return await asyncio.to_thread(self.sync.upsert, dataset, batch)
+
+    async def read(self, dataset: Dataset, **query: Any) -> pa.Table:
+        """``Store.read``'s keyword arguments: where, column, lo, hi, limit."""
+        return await asyncio.to_thread(functools.partial(self.sync.read, dataset, **query))
+
+    async def stats(self) -> list[DatasetStats]:
+        return await asyncio.to_thread(self.sync.stats)
 
     async def spans(self, source: str | None = None,
                     series: SeriesKey | None = None) -> list[SeriesSpan]:
