@@ -1,5 +1,6 @@
-"""Reaching ClickHouse: the store URL, a small pool of clickhouse-connect clients, and driver
-errors turned into StoreErrors that name the config key and the fix, never the password.
+"""Reaching ClickHouse: the store URL, opening clients (one per concurrent caller, from
+stores.pool), and driver errors turned into StoreErrors that name the config key and the fix,
+never the password.
 
 A clickhouse-connect client must not run two queries at once: over HTTP it refuses concurrent
 queries in one session, and a chdb client serialises its calls on one engine handle. Jobs call
@@ -20,9 +21,6 @@ engine shuts down, after which another path may open.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -192,51 +190,3 @@ def parse_url(store: str, url: str, database: str | None) -> Target:
         raise StoreError(f"store {store}: database {name!r} (from {key}): use letters, digits "
                          "and _ (or set 'database:')")
     return Target(store, url, name, None)
-
-
-class Pool:
-    """Clients handed to one caller at a time; see the module docstring for why."""
-
-    def __init__(self, open_client: Callable[[], Client], size: int = 8) -> None:
-        self._open_client = open_client
-        self._size = size
-        self._idle: list[Client] = []
-        self._count = 0
-        self._cond = threading.Condition()
-
-    @contextmanager
-    def client(self) -> Iterator[Client]:
-        client = self._get()
-        try:
-            yield client
-        finally:
-            with self._cond:
-                self._idle.append(client)
-                self._cond.notify()
-
-    def _get(self) -> Client:
-        with self._cond:
-            while not self._idle and self._count >= self._size:
-                self._cond.wait()
-            if self._idle:
-                return self._idle.pop()
-            self._count += 1
-        try:
-            return self._open_client()
-        except BaseException:
-            with self._cond:
-                self._count -= 1
-                self._cond.notify()
-            raise
-
-    def close(self) -> None:
-        """Close the idle clients (clients in use are closed when the pool is next closed);
-        the pool stays usable and opens new clients on demand."""
-        with self._cond:
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
-            self._cond.notify_all()
-        for client in idle:
-            with suppress(Exception):
-                client.close()
-

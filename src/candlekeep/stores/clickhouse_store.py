@@ -43,7 +43,6 @@ from candlekeep.stores.ch_conn import (
     SYNTAX_ERROR,
     UNKNOWN_DATABASE,
     UNKNOWN_TABLE,
-    Pool,
     parse_url,
 )
 from candlekeep.stores.ch_sql import (
@@ -58,6 +57,7 @@ from candlekeep.stores.ch_sql import (
     sorting_key,
     to_schema,
 )
+from candlekeep.stores.pool import Pool
 from candlekeep.stores.prepare import prepare
 from candlekeep.stores.sql import described, newest_column
 
@@ -87,7 +87,7 @@ class ClickHouseStore(Store):
         self.name = name
         self.optimize_after_flush = optimize_after_flush
         self._target = parse_url(name, url, database)
-        self._pool = Pool(self._target.open)
+        self._pool: Pool[Client] = Pool(self._target.open, Client.close, size=8)
         self._ready: set[str] = set()  # tables known to exist
         self._ready_lock = threading.Lock()
         # a partial write reads stored rows, then inserts: one at a time in this process
@@ -115,7 +115,7 @@ class ClickHouseStore(Store):
     @contextmanager
     def _client(self, doing: str = "") -> Iterator[Client]:
         try:
-            with self._pool.client() as client:
+            with self._pool.connection() as client:
                 yield client
         except ClickHouseError as exc:
             raise self._target.error(exc, doing) from None

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pyarrow as pa
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from candlekeep.core.datasets import CANDLES, Dataset
@@ -41,8 +42,8 @@ from candlekeep.stores import pg_gaps
 from candlekeep.stores.base import DatasetStats, Filter, SeriesSpan, Store
 from candlekeep.stores.pg_catalog import Catalog, Privileges
 from candlekeep.stores.pg_copy import copy_chunks, stage_type
-from candlekeep.stores.pg_pool import Pool, PoolTimeout
 from candlekeep.stores.pg_read import copy_out
+from candlekeep.stores.pool import Pool, PoolTimeout
 from candlekeep.stores.prepare import prepare
 from candlekeep.stores.sql import create_table_sql, postgres_type, quote_ident, select_sql
 
@@ -105,7 +106,9 @@ class PostgresStore(Store):
             application_name=given.get("application_name", f"candlekeep:{name}"),
             client_encoding="UTF8", keepalives=1, keepalives_idle=10, keepalives_interval=5,
             keepalives_count=3)
-        self._pool = Pool(self._connect, pool_size, wait_s=statement_timeout_s)
+        self._pool: Pool[Connection] = Pool(
+            self._connect, Connection.close, size=pool_size, wait_s=statement_timeout_s,
+            reusable=_reusable, alive=_alive)
         self._catalog = Catalog(schema)
         self._use_merge: bool | None = None  # decided by the server's version
 
@@ -378,3 +381,17 @@ def _problems(found: Privileges, schema: str, table: str | None, write: bool) ->
         out.append(f"user {user} lacks {', '.join(lacking)} on {schema}.{table}: GRANT "
                    f"{', '.join(lacking)} ON {schema}.{table} TO {user}")
     return out
+
+
+def _reusable(conn: Connection) -> bool:
+    """Not broken, and not left inside a transaction."""
+    return not (conn.broken or conn.closed
+                or conn.info.transaction_status != pq.TransactionStatus.IDLE)
+
+
+def _alive(conn: Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
