@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from candlekeep.core.errors import StoreError
@@ -216,3 +217,16 @@ def test_a_folder_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
     store = DuckDBStore("test", tmp_path / "file" / "candles.duckdb")
     with pytest.raises(StoreError, match=r"store test .*File exists"):
         store.upsert_candles(candles(BTC, grid(BTC, T0, 3)))
+
+
+def test_a_foreign_table_with_microsecond_times_reads_as_milliseconds(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE ticks (id BIGINT PRIMARY KEY, seen TIMESTAMPTZ NOT NULL)")
+        con.execute("INSERT INTO ticks VALUES (1, make_timestamptz(1700000000123456::BIGINT))")
+    store = DuckDBStore("test", path)
+    ticks = store.describe("ticks")
+    assert ticks is not None and ticks.key == ("id",)
+    got = store.read(ticks)
+    assert got.column("seen").cast(pa.int64()).to_pylist() == [1_700_000_000_123]
+    store.close()

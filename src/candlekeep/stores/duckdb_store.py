@@ -534,9 +534,17 @@ def _where(parts: Sequence[str]) -> str:
 
 
 def _to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """DuckDB hands back TIMESTAMPTZ as us and every column as nullable; the values are
-    exact, so a cast to the declared schema restores it."""
-    return table.select(schema.names).cast(schema)
+    """DuckDB hands back TIMESTAMPTZ as us and every column as nullable; for what candlekeep
+    wrote the values are exact, so a cast to the declared schema restores it. A table written
+    by others may hold sub-millisecond times: they are truncated to candlekeep's ms, as the
+    other stores do, rather than failing the read."""
+    table = table.select(schema.names)
+    try:
+        return table.cast(schema)
+    except pa.ArrowInvalid:
+        columns = [col.cast(f.type, safe=not pa.types.is_timestamp(f.type))
+                   for col, f in zip(table.columns, schema, strict=True)]
+        return pa.Table.from_arrays(columns, schema=schema)
 
 
 # --------------------------------------------------------------------------- upsert
