@@ -70,3 +70,14 @@ def test_bad_duration_is_caught_by_the_config_loader(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         cfg(tmp_path, [{**CMD, "timeout": "4 minutes"}])
     assert info.value.key == "jobs[0].timeout"
+
+
+def test_param_errors_use_config_spellings_and_item_indices(tmp_path: Path) -> None:
+    sync = {"name": "s", "type": "sync", "schedule": "* * * * *",
+            "params": {"to": "a", "tables": ["x"]}}
+    e = err(tmp_path, [sync], stores={"a": {"type": "duckdb", "path": "a.duckdb"}})
+    assert e.key == "jobs[0].params.from" and "from" in e.fix.split(": ")[1].split(", ")
+    assert "from_" not in e.fix
+    bad = {**sync, "params": {"from": "a", "to": "a", "tables": [{"name": "x", "bogus": 1}]}}
+    e = err(tmp_path, [bad], stores={"a": {"type": "duckdb", "path": "a.duckdb"}})
+    assert e.key == "jobs[0].params.tables[0].bogus"

@@ -86,9 +86,11 @@ def _params(file: str, key: str, jt: JobType, raw: dict[str, Any]) -> Params:
         return jt.params.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        loc = loc.removeprefix(".")
         where = f"{key}.{loc}" if loc else key
-        valid = ", ".join(jt.params.model_fields) or "none"
+        valid = ", ".join(f.alias or name for name, f in jt.params.model_fields.items()) \
+            or "none"
         if err["type"] == "extra_forbidden":
             raise ConfigError(file, where, f"unknown param {loc!r} for job type {jt.name!r}",
                               f"valid params: {valid}") from None
