@@ -72,3 +72,24 @@ def test_datasets_lists_every_store_and_names_an_unknown_one(tmp_path: Path) -> 
     assert out.returncode == 2 and "unknown store 'nope'" in out.stderr
     table = cli(cfg_path, "datasets", "--store", "a", check=True).stdout
     assert "ck_notes" in table and "│ a " in table and "│ b " not in table
+
+
+def test_check_reaches_every_store_and_names_what_is_wrong(tmp_path: Path,
+                                                           pg_url: str) -> None:
+    closed_port = pg_url.replace("127.0.0.1:5432", "127.0.0.1:9").replace(
+        "postgresql://postgres@", "postgresql://postgres:s3cret@")
+    cfg_path = tmp_path / "candlekeep.yaml"
+    cfg_path.write_text(yaml.safe_dump({"stores": {
+        "local": {"type": "duckdb", "path": "a.duckdb"},
+        "pg": {"type": "postgresql", "dsn": pg_url, "schema": "md"},
+        "down": {"type": "postgresql", "dsn": closed_port},
+        "buf": {"type": "buffer", "path": "buffer", "targets": ["local", "pg"]},
+    }}))
+    out = cli(cfg_path, "check", "--json")
+    assert out.returncode == 1, out.stderr
+    got = {r["store"]: r for r in json.loads(out.stdout)}
+    assert {n for n, r in got.items() if r["ok"]} == {"local", "pg", "buf"}
+    assert "stores.down.dsn" in got["down"]["error"]
+    assert "s3cret" not in out.stdout + out.stderr
+    ok = cli(cfg_path, "check", "--store", "local", "--store", "pg")
+    assert ok.returncode == 0 and "pg (postgresql): ok" in ok.stdout
