@@ -500,6 +500,9 @@ def test_bad_batches_are_rejected_and_nothing_is_written(store: Store) -> None:
         store.upsert(FILLS, fills([1]).append_column("extra", pa.array([1])))
     with pytest.raises(StoreError, match="key column"):
         store.upsert(FILLS, fills([1]).drop_columns(["fill_id"]))
+    null_key = fills([1, 2]).set_column(1, "fill_id", pa.array(["f1", None]))
+    with pytest.raises(StoreError, match="ck_test_fills"):
+        store.upsert(FILLS, null_key)
     assert store.read(FILLS).num_rows == 0
 
 

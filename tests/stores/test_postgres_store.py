@@ -315,6 +315,40 @@ def test_foreign_table_is_described_read_and_written(store: PostgresStore, pg_ur
         Decimal("1.50")]
 
 
+def test_a_too_long_value_is_an_error_not_cut_down_to_another_key(
+        store: PostgresStore, pg_url: str) -> None:
+    with admin(pg_url) as conn:
+        conn.execute("CREATE SCHEMA data")
+        conn.execute("CREATE TABLE data.codes (id varchar(5) PRIMARY KEY, name varchar(3))")
+        conn.execute("INSERT INTO data.codes VALUES ('abcde', 'old')")
+    codes = store.describe("codes")
+    assert codes is not None
+    long_key = pa.table({"id": ["abcdeXYZ"], "name": ["new"]}, schema=codes.schema)
+    with pytest.raises(StoreError, match="too long"):
+        store.upsert(codes, long_key)
+    assert store.read(codes).to_pylist() == [{"id": "abcde", "name": "old"}]
+
+
+def test_foreign_tables_candlekeep_cannot_use_are_named_not_fatal(
+        store: PostgresStore, pg_url: str) -> None:
+    store.upsert_candles(candles(BTC, grid(BTC, T0, 3)))
+    with admin(pg_url) as conn:
+        conn.execute('CREATE TABLE data."Orders" ("orderId" int PRIMARY KEY)')
+        conn.execute('INSERT INTO data."Orders" VALUES (1)')
+        conn.execute("CREATE TABLE data.forever (id int PRIMARY KEY, ts timestamptz)")
+        conn.execute("INSERT INTO data.forever VALUES (1, 'infinity')")
+    with pytest.raises(StoreError, match="'Orders' cannot be used as a dataset"):
+        store.describe("Orders")
+    stats = {s.name: s for s in store.stats()}  # one odd table never hides the others
+    assert stats["Orders"].rows == 1 and stats["Orders"].newest_ms is None
+    assert stats["forever"].newest_ms is None
+    assert stats["candles"].newest_ms == T0 + 2 * MINUTE_MS
+    forever = store.describe("forever")
+    assert forever is not None
+    with pytest.raises(StoreError, match="table forever holds a value"):
+        store.read(forever)
+
+
 def test_stats_estimate_big_tables_and_find_the_newest_per_series(
         store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store.upsert_candles(candles(BTC, grid(BTC, T0, 3000)))

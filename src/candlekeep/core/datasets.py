@@ -72,7 +72,7 @@ class Dataset:
             return batch
         try:
             return batch.select(schema.names).cast(schema)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError) as exc:
             raise StoreError(f"dataset {self.name}: batch does not fit its schema: {exc}") from None
 
     def is_partial(self, batch: pa.Table) -> bool:

@@ -44,7 +44,9 @@ Filter = Mapping[str, Any]
 
 class Store(abc.ABC):
     """Idempotent storage of datasets. Writing a key twice leaves one row holding the later
-    values; a batch that does not carry a column leaves that column as stored.
+    values; a batch that does not carry a column leaves that column as stored. (ClickHouse
+    keeps the row with the higher version column instead; writers only ever raise it, e.g.
+    candles' ``ingested_at``, where the two rules agree.)
 
     Time bounds (``lo``/``hi``) on a timestamp column are epoch milliseconds; on other
     columns, plain Python values of the column's type.

@@ -12,6 +12,7 @@ import psycopg
 import pyarrow as pa
 
 from candlekeep.core.datasets import Dataset
+from candlekeep.core.errors import StoreError
 from candlekeep.stores.base import DatasetStats
 from candlekeep.stores.sql import described, newest_column, quote_ident
 
@@ -29,7 +30,7 @@ _ARROW: dict[str, pa.DataType] = {
 }
 
 _COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.atttypmod, a.attnotnull
+SELECT a.attname, format_type(a.atttypid, NULL), t.typname, a.atttypmod, a.attnotnull
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
@@ -94,7 +95,10 @@ class Catalog:
         return row is not None
 
     def column_types(self, conn: Connection, table: str) -> dict[str, str]:
-        """Column → SQL type of ``table``; empty when there is no such table."""
+        """Column → SQL type of ``table`` without its modifier; empty when there is no such
+        table. Staged values are cast to these, so that the assignment to the column applies
+        its length or precision and raises (``varchar(5)``), where a cast to the modified
+        type would silently cut a key down to another key."""
         rows = conn.execute(_COLUMNS, [self.qualified(table)]).fetchall()
         return {name: sql_type for name, sql_type, *_ in rows}
 
@@ -130,11 +134,18 @@ class Catalog:
         names = [r[0] for r in conn.execute(_TABLES, [self.schema]).fetchall()]
         out = []
         for name in names:
-            dataset = self.describe(conn, name)
-            if dataset is None:  # dropped meanwhile
-                continue
+            try:
+                dataset = self.describe(conn, name)
+            except StoreError:  # a name candlekeep cannot use as a dataset: counted only
+                dataset = None
+                if not self.column_types(conn, name):
+                    continue
+            else:
+                if dataset is None:  # dropped meanwhile
+                    continue
             rows, exact = self._rows(conn, name)
-            out.append(DatasetStats(name, rows, exact, self._newest(conn, dataset)))
+            newest = None if dataset is None else self._newest(conn, dataset)
+            out.append(DatasetStats(name, rows, exact, newest))
         return out
 
     def _rows(self, conn: Connection, table: str) -> tuple[int, bool]:
@@ -157,6 +168,7 @@ class Catalog:
             return None
         value = (_ms("max(x)") if pa.types.is_timestamp(dataset.schema.field(col).type)
                  else "(max(x) - DATE '1970-01-01')::bigint * 86400000")
+        value = f"CASE WHEN isfinite(max(x)) THEN {value} END"  # 'infinity' is no time
         table = self.qualified(dataset.name)
         x = quote_ident(col)
         prefix = dataset.key[:dataset.key.index(col)] if col in dataset.key else ()

@@ -236,7 +236,11 @@ class PostgresStore(Store):
         with self._session() as conn:
             if not self._catalog.column_types(conn, dataset.name):
                 return dataset.schema.empty_table()
-            return copy_out(conn, sql, params, dataset.schema)
+            try:
+                return copy_out(conn, sql, params, dataset.schema)
+            except (pa.ArrowInvalid, ValueError) as exc:  # 'infinity', out-of-range values
+                raise StoreError(f"{self._where()}: table {dataset.name} holds a value "
+                                 f"candlekeep cannot read: {exc}") from None
 
     def describe(self, table: str) -> Dataset | None:
         with self._session() as conn:

@@ -126,7 +126,10 @@ def described(table: str, schema: pa.Schema, key: Sequence[str]) -> Dataset:
     fields = [_ms_times(f.with_nullable(False) if f.name in key else f) for f in schema]
     schema = pa.schema(fields)
     time = newest_column(table, schema)
-    return Dataset(table, schema, tuple(key), None, time)
+    try:
+        return Dataset(table, schema, tuple(key), None, time)
+    except ValueError as exc:  # a foreign table named outside candlekeep's rules
+        raise StoreError(f"table {table!r} cannot be used as a dataset: {exc}") from None
 
 
 def _ms_times(field: pa.Field) -> pa.Field:
