@@ -58,6 +58,10 @@ class Target:
     database: str
     chdb_path: str | None
 
+    def __repr__(self) -> str:  # the pool holds our bound ``open``: its repr shows this one
+        return (f"Target(store={self.store!r}, url={self.redacted!r}, "
+                f"database={self.database!r}, chdb_path={self.chdb_path!r})")
+
     @property
     def key(self) -> str:
         return f"stores.{self.store}.url"
@@ -152,16 +156,16 @@ class Target:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (everything after the scheme, for a URL
-    too broken to parse)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:
-        return url.partition("://")[0] + "://***"
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """``url`` with its password replaced by ``***``. The user information ends at the last
+    ``@``: an unencoded ``/``, ``?`` or ``#`` in the password makes urlsplit see no password
+    at all, so it is not asked (a ``@`` later in the URL masks more than needed, never less).
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not (sep and at and colon):
+        return url
+    return f"{scheme}://{user}:***@{host}"
 
 
 def parse_url(store: str, url: str, database: str | None) -> Target:
@@ -169,12 +173,13 @@ def parse_url(store: str, url: str, database: str | None) -> Target:
     naming ``stores.<name>.url`` for a URL that cannot work."""
     key = f"stores.{store}.url"
     usage = "use http(s)://user:password@host:8123/database or chdb:///path"
+    encode = "percent-encode / ? # @ in the user name and password: %2F %3F %23 %40"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         raise StoreError(f"store {store}: {key} = {redact(url)} has an invalid host or port; "
-                         f"{usage}") from None
+                         f"{usage} ({encode})") from None
     if parts.scheme == "chdb":
         location = unquote(parts.netloc + parts.path)
         if not location:
@@ -182,6 +187,9 @@ def parse_url(store: str, url: str, database: str | None) -> Target:
                              "chdb:///absolute/path (or chdb://memory for a throwaway engine)")
         path = ":memory:" if location in ("memory", ":memory:") else location
         return Target(store, url, database or "default", path)
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:  # "bob:12/x@host"
+        raise StoreError(f"store {store}: {key} = {redact(url)}: the host ends at the first "
+                         f"/ ? or #, so a password holding one cuts it short; {encode}")
     if parts.scheme not in ("http", "https", "clickhouse") or not parts.hostname:
         raise StoreError(f"store {store}: {key} = {redact(url)}: {usage}")
     in_url = unquote(parts.path.strip("/").split("/")[0]) or None
