@@ -377,6 +377,27 @@ def test_describe_tables_written_by_others(ch: ClickHouseStore, raw: Client) -> 
         ch.upsert(described, read)
 
 
+def test_a_foreign_table_with_microsecond_times_reads_as_milliseconds(
+    ch: ClickHouseStore, raw: Client
+) -> None:
+    """Truncated to candlekeep's ms, as DuckDB and PostgreSQL read them; a value the dataset's
+    type cannot hold is a StoreError naming the table."""
+    ch.upsert(NOTES, pa.table({"id": ["a"], "text": ["x"]}, schema=NOTES.schema))  # the db
+    raw.command(f"CREATE TABLE `{ch.database}`.ticks (id UInt64, seen DateTime64(6, 'UTC'), "
+                "n Int64) ENGINE = ReplacingMergeTree ORDER BY id")
+    raw.command(f"INSERT INTO `{ch.database}`.ticks VALUES "
+                "(1, fromUnixTimestamp64Micro(toInt64(1700000000123456)), 1099511627776)")
+    ticks = ch.describe("ticks")
+    assert ticks is not None
+    got = ch.read(ticks)
+    assert got.column("seen").cast(pa.int64()).to_pylist() == [1_700_000_000_123]
+    for wrong in (pa.int32(), pa.date32()):  # out of range; no cast at all
+        narrow = Dataset("ticks", ticks.schema.set(2, pa.field("n", wrong)), key=("id",))
+        with pytest.raises(StoreError, match=rf"store test: table {ch.database}\.ticks: "
+                                             "column n: cannot read int64 as"):
+            ch.read(narrow)
+
+
 def test_engine_full_and_sorting_key_parsing() -> None:
     cols = ["a", "ts", "updated_at", "is_deleted"]
     shared = ("SharedReplacingMergeTree('/clickhouse/tables/{uuid}/{shard}', '{replica}', "

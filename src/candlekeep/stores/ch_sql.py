@@ -253,15 +253,25 @@ def _field(dataset: Dataset, col: str) -> pa.Field:
     return dataset.schema.field(col)
 
 
-def to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def to_schema(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
     """A query result in ``schema``. ClickHouse's Arrow output marks nullability per column
-    and gives DateTime (seconds) as uint32; everything else casts as is."""
+    and gives DateTime (seconds) as uint32. A table written by others may hold finer times
+    than the schema's: they are truncated, as the other stores read them (an overflow is still
+    an error). A value the schema cannot hold is a StoreError naming ``source``."""
     columns = []
     for field in schema:
         col = table.column(field.name)
-        if pa.types.is_timestamp(field.type) and pa.types.is_integer(col.type):
-            col = col.cast(pa.int64()).cast(pa.timestamp("s", tz=field.type.tz))
-        columns.append(col.cast(field.type))
+        try:
+            if pa.types.is_timestamp(field.type):
+                if pa.types.is_integer(col.type):
+                    col = col.cast(pa.int64()).cast(pa.timestamp("s", tz=field.type.tz))
+                col = pc.cast(col, options=pc.CastOptions(field.type, allow_time_truncate=True))
+            else:
+                col = col.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StoreError(f"{source}: column {field.name}: cannot read {col.type} as "
+                             f"{field.type}: {exc}") from None
+        columns.append(col)
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -112,6 +112,9 @@ class ClickHouseStore(Store):
     def _table(self, name: str) -> str:
         return qualified(self.database, name)
 
+    def _source(self, name: str) -> str:
+        return f"store {self.name}: table {self.database}.{name}"
+
     @contextmanager
     def _client(self, doing: str = "") -> Iterator[Client]:
         try:
@@ -203,7 +206,8 @@ class ClickHouseStore(Store):
             sql = f"SELECT {cols} FROM {self._table(dataset.name)} FINAL WHERE ({keys}) IN " \
                   f"({tuples})"
             try:
-                stored.append(to_schema(self._arrow(sql, f"reading {dataset.name}"), wanted))
+                stored.append(to_schema(self._arrow(sql, f"reading {dataset.name}"), wanted,
+                                        self._source(dataset.name)))
             except _Absent:
                 break
         found = pa.concat_tables(stored) if stored else wanted.empty_table()
@@ -244,7 +248,7 @@ class ClickHouseStore(Store):
                                 f"reading {dataset.name}", instead={ILLEGAL_FINAL: plain})
         except _Absent:
             return dataset.schema.empty_table()
-        return to_schema(table, dataset.schema)
+        return to_schema(table, dataset.schema, self._source(dataset.name))
 
     def describe(self, table: str) -> Dataset | None:
         db = lit(self.database)
