@@ -7,6 +7,7 @@ at what the store left in ClickHouse (parts, partitions, catalogue)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import sys
@@ -396,6 +397,36 @@ def test_a_foreign_table_with_microsecond_times_reads_as_milliseconds(
         with pytest.raises(StoreError, match=rf"store test: table {ch.database}\.ticks: "
                                              "column n: cannot read int64 as"):
             ch.read(narrow)
+
+
+def test_a_table_that_never_replaces_rows_is_read_but_not_written(
+    ch: ClickHouseStore, raw: Client
+) -> None:
+    """A plain MergeTree keeps every row inserted: an upsert there would leave two rows per
+    key. Its sorting key still serves reading it (a sync source)."""
+    ch.upsert(NOTES, pa.table({"id": ["a"], "text": ["x"]}, schema=NOTES.schema))  # the db
+    raw.command(f"CREATE TABLE `{ch.database}`.plain (id UInt64, ver UInt64, "
+                "v Nullable(Float64)) ENGINE = MergeTree ORDER BY id")
+    raw.command(f"INSERT INTO `{ch.database}`.plain VALUES (1, 1, 1.0)")
+    plain = ch.describe("plain")
+    assert plain is not None and (plain.key, plain.version) == (("id",), None)
+    assert ch.read(plain).to_pylist() == [{"id": 1, "ver": 1, "v": 1.0}]
+    ch.check("plain")
+
+    refused = (rf"store test: table {ch.database}\.plain has engine MergeTree, which keeps "
+               r"every row written: .* Recreate it as ReplacingMergeTree\({}\) ORDER BY id, or "
+               "write to another table")
+    with pytest.raises(StoreError, match=refused.format("<version column>")):
+        ch.check("plain", write=True)
+    full = pa.table({"id": pa.array([1], pa.uint64()), "ver": pa.array([2], pa.uint64()),
+                     "v": [2.0]})
+    for dataset, batch, version in (
+            (plain, full, ""),
+            (plain, full.select(["id", "v"]), ""),  # partial: refused before its look-up
+            (dataclasses.replace(plain, version="ver"), full, "ver")):
+        with pytest.raises(StoreError, match=refused.format(version).replace(r"\(\)", "")):
+            ch.upsert(dataset, batch)
+    assert stored_rows(raw, ch, "plain") == 1
 
 
 def test_engine_full_and_sorting_key_parsing() -> None:

@@ -6,7 +6,8 @@ their grid) and inserted from Arrow. The table (``ch_sql``: ReplacingMergeTree b
 dataset's version, ordered by its key) turns two rows of one key into one when their parts
 merge, so an upsert is a plain insert. A batch that lacks some columns would insert rows with
 those columns empty, and a merge replaces whole rows: the stored rows of its keys are read
-first and their values fill the missing columns.
+first and their values fill the missing columns. A table of another engine (a plain
+MergeTree keeps every row inserted) is read, never written.
 
 Reads are exact before merges. Row reads use ``FINAL``: on 10M candles (bench/ch_gaps.py)
 one series reads 2.5-5x faster than through an argMax GROUP BY, the whole table 1.3x, and
@@ -73,6 +74,7 @@ _INSERT_SETTINGS = {"max_partitions_per_insert_block": 0, "insert_deduplicate": 
 _OPTIMIZE_SETTINGS = {"optimize_skip_merged_partitions": 1}
 _KEY_SQL_BYTES = 100_000  # key literals per lookup of stored rows (max_query_size: 256 KiB)
 _ABSENT = (UNKNOWN_TABLE, UNKNOWN_DATABASE)
+_REPLACING = "ReplacingMergeTree"  # also Replicated… and Shared… (ClickHouse Cloud)
 
 
 class _Absent(Exception):
@@ -153,6 +155,9 @@ class ClickHouseStore(Store):
         table = prepare(dataset, batch)
         if dataset.is_partial(table):
             with self._partial_lock:
+                if dataset.name not in self._ready:  # refuse a table that never replaces
+                    with self._client(f"writing {dataset.name}") as client:  # before looking
+                        self._ensure_table(client, dataset)
                 self._insert(dataset, self._complete(dataset, table))
         else:
             self._insert(dataset, table)
@@ -174,24 +179,42 @@ class ClickHouseStore(Store):
 
     def _ensure_table(self, client: Client, dataset: Dataset) -> None:
         """Create the database and the table unless they exist (looked up first: IF NOT
-        EXISTS still needs the CREATE privilege, which a writer may lack)."""
+        EXISTS still needs the CREATE privilege, which a writer may lack). An existing table
+        must replace rows by key; the answer is kept with the table's name, so the check
+        costs one look-up per table and process."""
         if dataset.name in self._ready:
             return
         with self._ready_lock:
             if dataset.name in self._ready:
                 return
-            (has_db, has_table), = client.query(self._exists_sql(dataset.name)).result_rows
+            (has_db, engine, _), = client.query(self._exists_sql(dataset.name)).result_rows
             if not has_db:
                 client.command(f"CREATE DATABASE IF NOT EXISTS {ident(self.database)}")
-            if not has_table:
+            if not engine:
                 client.command(create_table_sql(self.database, dataset))
+            elif not engine.endswith(_REPLACING):
+                raise self._never_replaces(dataset.name, engine, ", ".join(dataset.key),
+                                           dataset.version)
             self._ready.add(dataset.name)
 
     def _exists_sql(self, table: str) -> str:
+        """Whether the database exists, and the table's engine and sorting key ('' if none)."""
         db = lit(self.database)
+        tables = f"FROM system.tables WHERE database = {db} AND name = {lit(table)}"
         return (f"SELECT (SELECT count() FROM system.databases WHERE name = {db}), "
-                f"(SELECT count() FROM system.tables WHERE database = {db} "
-                f"AND name = {lit(table)})")
+                f"(SELECT any(engine) {tables}), (SELECT any(sorting_key) {tables})")
+
+    def _never_replaces(self, table: str, engine: str, order: str, version: str | None
+                        ) -> StoreError:
+        """Inserting into a table that is no ReplacingMergeTree would keep both rows of a key
+        written twice; reads of it are fine (its sorting key is a key to read by). ``order``:
+        the key as system.tables spells a sorting key (``a, b``)."""
+        order = f"({order})" if "," in order else order or "<key columns>"
+        return StoreError(
+            f"store {self.name}: table {self.database}.{table} has engine {engine}, which "
+            "keeps every row written: writing a key again would add a second row instead of "
+            f"replacing it. Recreate it as ReplacingMergeTree{f'({version})' if version else ''}"
+            f" ORDER BY {order}, or write to another table")
 
     def _complete(self, dataset: Dataset, table: pa.Table) -> pa.Table:
         """Full rows for a partial batch: the columns it lacks come from the stored rows of
@@ -319,7 +342,8 @@ class ClickHouseStore(Store):
         the privileges the work needs. The embedded engine (chdb) has no users: every
         privilege check passes there."""
         with self._client("checking access") as client:
-            (has_db, has_table), = client.query(self._exists_sql(table or "")).result_rows
+            (has_db, engine, order), = client.query(self._exists_sql(table or "")).result_rows
+            has_table = bool(engine)
             if write and not has_db:
                 self._require(client, "CREATE DATABASE", f"{ident(self.database)}.*")
             if table is None:
@@ -330,6 +354,8 @@ class ClickHouseStore(Store):
                                           f"{self._target.key} or 'database:')")
                 raise StoreError(f"store {self.name} ({self._target.redacted}): table "
                                  f"{self.database}.{table} does not exist{also}")
+            if write and has_table and not engine.endswith(_REPLACING):
+                raise self._never_replaces(table, engine, order, "<version column>")
             needed = ["SELECT"] if has_table else []
             if write:
                 needed += ["INSERT"] if has_table else ["CREATE TABLE", "INSERT"]
