@@ -360,6 +360,30 @@ def test_partial_batches_with_awkward_keys(ch: ClickHouseStore,
     assert ch.read(levels).select(["size", "note"]).to_pylist() == [{"size": 2.0, "note": "kept"}]
 
 
+def test_partial_batches_find_time_keys_in_any_timezone(ch: ClickHouseStore, raw: Client) -> None:
+    """Key times are instants: a table written by others may keep them in a local timezone
+    (where one wall-clock hour happens twice a year) or in whole seconds."""
+    ch.upsert(NOTES, pa.table({"id": ["a"], "text": ["x"]}, schema=NOTES.schema))  # the db
+    raw.command(f"CREATE TABLE `{ch.database}`.local (id String, "
+                "ts DateTime64(3, 'Europe/Berlin'), day DateTime('America/New_York'), "
+                "a Nullable(Float64), b Nullable(Float64)) "
+                "ENGINE = ReplacingMergeTree ORDER BY (id, ts, day)")
+    fall_back = 1_698_539_400_000  # 2023-10-29 00:30 UTC, 02:30 in Berlin, as an hour later
+    times = [fall_back, fall_back + HOUR_MS, T0 + 123]
+    raw.command(f"INSERT INTO `{ch.database}`.local SELECT 'k', fromUnixTimestamp64Milli(t), "
+                f"toDateTime(intDiv(t, 1000)), 1.0, 2.0 FROM (SELECT arrayJoin({times}) AS t)")
+    local = ch.describe("local")
+    assert local is not None and local.key == ("id", "ts", "day")
+    ts = pa.array(times, pa.int64()).cast(TS_TYPE)
+    days = pa.array([t // 1000 * 1000 for t in times], pa.int64()).cast(TS_TYPE)
+    assert ch.upsert(local, pa.table({"id": ["k"] * 3, "ts": ts, "day": days,
+                                      "a": [5.0, 6.0, 7.0]})) == 3
+    got = ch.read(local, column="ts")
+    assert got.column("ts").to_pylist() == ts.to_pylist()
+    assert got.column("day").to_pylist() == days.to_pylist()
+    assert got.select(["a", "b"]).to_pylist() == [{"a": a, "b": 2.0} for a in (5.0, 6.0, 7.0)]
+
+
 def test_describe_tables_written_by_others(ch: ClickHouseStore, raw: Client) -> None:
     ch.upsert(NOTES, pa.table({"id": ["a"], "text": ["x"]}, schema=NOTES.schema))  # the db
     raw.command(f"CREATE TABLE `{ch.database}`.foreign (a String, t DateTime('UTC'), "

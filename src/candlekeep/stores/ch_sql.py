@@ -165,10 +165,11 @@ def lit(value: Any) -> str:
 
 def _literals(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """SQL literals for a whole column, built by Arrow (one string per row, no Python loop).
-    Times are written as text, which ClickHouse converts to the column's type in an IN set."""
+    Times are UTC text (``key_sets`` has ClickHouse read them as UTC)."""
     t = column.type
     if pa.types.is_timestamp(t):
-        text = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+        utc = column.cast(pa.timestamp(t.unit, tz="UTC"))
+        text = pc.strftime(utc, format="%Y-%m-%d %H:%M:%S")  # with the unit's fraction
     elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_date(t) \
             or pa.types.is_decimal(t):  # a decimal as text converts exactly, not via Float64
         text = column.cast(pa.string())
@@ -180,7 +181,41 @@ def _literals(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.binary_join_element_wise("'", escaped, "'", "")
 
 
-def key_tuples(table: pa.Table, key: Sequence[str], max_bytes: int) -> list[str]:
+def key_sets(table: pa.Table, key: Sequence[str], types: Sequence[str], max_bytes: int
+             ) -> list[str]:
+    """``table``'s keys as sets for ``(k1, k2) IN <set>``, in pieces of at most about
+    ``max_bytes`` of literals; ``types``: the key columns' ClickHouse types. An IN set reads
+    a time's text in the column's timezone: UTC text is exact for this store's own columns
+    (``DateTime64(<the unit's digits>, 'UTC')``, the common case, kept as plain literals),
+    and for any other time column would name another instant, or none (a local hour happens
+    twice when clocks go back), or not parse (DateTime takes no fraction). Those sets are one
+    CAST of the literals to the key's types in UTC, which the IN set converts to the
+    columns' instants (one conversion for the whole set, where a function call per key would
+    be evaluated key by key)."""
+    pieces = _key_tuples(table, key, max_bytes)
+    units = [table.schema.field(k).type for k in key]
+    if all(not pa.types.is_timestamp(u) or t == f"DateTime64({_UNITS[u.unit]}, 'UTC')"
+           for u, t in zip(units, types, strict=True)):
+        return [f"({piece})" for piece in pieces]
+    element = [_in_utc(t) for t in types]
+    array = element[0] if len(element) == 1 else f"Tuple({', '.join(element)})"
+    return [f"CAST([{piece}] AS Array({array}))" for piece in pieces]
+
+
+def _in_utc(ch_type: str) -> str:
+    """A column type without its wrappers (Nullable, LowCardinality: they cost the CAST
+    time and change no value), and for DateTime and DateTime64 in UTC."""
+    t = ch_type.strip()
+    while m := _WRAPPER.match(t):
+        t = m.group(2).strip()
+    if m := _DATETIME64.match(t):
+        return f"DateTime64({m.group(1)}, 'UTC')"
+    if t == "DateTime" or t.startswith("DateTime("):
+        return "DateTime('UTC')"
+    return t
+
+
+def _key_tuples(table: pa.Table, key: Sequence[str], max_bytes: int) -> list[str]:
     """``table``'s keys as SQL tuples ``(k1, k2), (…)``, in pieces of at most about
     ``max_bytes`` (ClickHouse parses a bounded amount of query text)."""
     parts: list[Any] = ["("]

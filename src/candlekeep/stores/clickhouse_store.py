@@ -48,9 +48,10 @@ from candlekeep.stores.ch_conn import (
 )
 from candlekeep.stores.ch_sql import (
     arrow_field,
+    column_type,
     create_table_sql,
     ident,
-    key_tuples,
+    key_sets,
     lit,
     qualified,
     replacing_version,
@@ -90,7 +91,7 @@ class ClickHouseStore(Store):
         self.optimize_after_flush = optimize_after_flush
         self._target = parse_url(name, url, database)
         self._pool: Pool[Client] = Pool(self._target.open, Client.close, size=8)
-        self._ready: set[str] = set()  # tables known to exist
+        self._ready: dict[str, dict[str, str]] = {}  # tables known to exist: column types
         self._ready_lock = threading.Lock()
         # a partial write reads stored rows, then inserts: one at a time in this process
         self._partial_lock = threading.Lock()
@@ -155,10 +156,9 @@ class ClickHouseStore(Store):
         table = prepare(dataset, batch)
         if dataset.is_partial(table):
             with self._partial_lock:
-                if dataset.name not in self._ready:  # refuse a table that never replaces
-                    with self._client(f"writing {dataset.name}") as client:  # before looking
-                        self._ensure_table(client, dataset)
-                self._insert(dataset, self._complete(dataset, table))
+                with self._client(f"writing {dataset.name}") as client:  # refuse a table that
+                    types = self._ensure_table(client, dataset)  # never replaces, before looking
+                self._insert(dataset, self._complete(dataset, table, types))
         else:
             self._insert(dataset, table)
         return int(table.num_rows)
@@ -172,37 +172,45 @@ class ClickHouseStore(Store):
             except DatabaseError as exc:
                 if exc.code not in _ABSENT:
                     raise
-                self._ready.discard(dataset.name)  # dropped behind this store's back
+                self._ready.pop(dataset.name, None)  # dropped behind this store's back
                 self._ensure_table(client, dataset)
                 client.insert_arrow(dataset.name, table, database=self.database,
                                     settings=_INSERT_SETTINGS)
 
-    def _ensure_table(self, client: Client, dataset: Dataset) -> None:
-        """Create the database and the table unless they exist (looked up first: IF NOT
-        EXISTS still needs the CREATE privilege, which a writer may lack). An existing table
-        must replace rows by key; the answer is kept with the table's name, so the check
-        costs one look-up per table and process."""
-        if dataset.name in self._ready:
-            return
+    def _ensure_table(self, client: Client, dataset: Dataset) -> dict[str, str]:
+        """The table's column types, after creating the database and the table unless they
+        exist (looked up first: IF NOT EXISTS still needs the CREATE privilege, which a
+        writer may lack). An existing table must replace rows by key. The answer is kept
+        with the table's name: one look-up per table and process."""
+        types = self._ready.get(dataset.name)
+        if types is not None:
+            return types
         with self._ready_lock:
-            if dataset.name in self._ready:
-                return
-            (has_db, engine, _), = client.query(self._exists_sql(dataset.name)).result_rows
+            types = self._ready.get(dataset.name)
+            if types is not None:
+                return types
+            (has_db, engine, _, columns), = client.query(
+                self._exists_sql(dataset.name)).result_rows
             if not has_db:
                 client.command(f"CREATE DATABASE IF NOT EXISTS {ident(self.database)}")
             if not engine:
                 client.command(create_table_sql(self.database, dataset))
+                columns = [(f.name, column_type(dataset, f)) for f in dataset.schema]
             elif not engine.endswith(_REPLACING):
                 raise self._never_replaces(dataset.name, engine, ", ".join(dataset.key),
                                            dataset.version)
-            self._ready.add(dataset.name)
+            types = self._ready[dataset.name] = dict(columns)
+            return types
 
     def _exists_sql(self, table: str) -> str:
-        """Whether the database exists, and the table's engine and sorting key ('' if none)."""
+        """Whether the database exists, and the table's engine and sorting key ('' if none)
+        and its columns' (name, type)."""
         db = lit(self.database)
         tables = f"FROM system.tables WHERE database = {db} AND name = {lit(table)}"
         return (f"SELECT (SELECT count() FROM system.databases WHERE name = {db}), "
-                f"(SELECT any(engine) {tables}), (SELECT any(sorting_key) {tables})")
+                f"(SELECT any(engine) {tables}), (SELECT any(sorting_key) {tables}), "
+                f"(SELECT groupArray((name, type)) FROM system.columns WHERE database = {db} "
+                f"AND table = {lit(table)})")
 
     def _never_replaces(self, table: str, engine: str, order: str, version: str | None
                         ) -> StoreError:
@@ -216,18 +224,22 @@ class ClickHouseStore(Store):
             f"replacing it. Recreate it as ReplacingMergeTree{f'({version})' if version else ''}"
             f" ORDER BY {order}, or write to another table")
 
-    def _complete(self, dataset: Dataset, table: pa.Table) -> pa.Table:
+    def _complete(self, dataset: Dataset, table: pa.Table, types: dict[str, str]
+                  ) -> pa.Table:
         """Full rows for a partial batch: the columns it lacks come from the stored rows of
         its keys (new keys get nulls; a non-nullable column without a stored value is an
-        error)."""
+        error). ``types``: the table's column types (a key column it lacks gets the type
+        this store would give it, and the look-up names the column missing)."""
         missing = [c for c in dataset.schema.names if c not in table.column_names]
         wanted = pa.schema([dataset.schema.field(c) for c in (*dataset.key, *missing)])
         cols = ", ".join(ident(c) for c in wanted.names)
         keys = ", ".join(ident(k) for k in dataset.key)
         stored = []
-        for tuples in key_tuples(table, dataset.key, _KEY_SQL_BYTES):
+        key_types = [types.get(k) or column_type(dataset, dataset.schema.field(k))
+                     for k in dataset.key]
+        for key_set in key_sets(table, dataset.key, key_types, _KEY_SQL_BYTES):
             sql = f"SELECT {cols} FROM {self._table(dataset.name)} FINAL WHERE ({keys}) IN " \
-                  f"({tuples})"
+                  f"{key_set}"
             try:
                 stored.append(to_schema(self._arrow(sql, f"reading {dataset.name}"), wanted,
                                         self._source(dataset.name)))
@@ -342,7 +354,8 @@ class ClickHouseStore(Store):
         the privileges the work needs. The embedded engine (chdb) has no users: every
         privilege check passes there."""
         with self._client("checking access") as client:
-            (has_db, engine, order), = client.query(self._exists_sql(table or "")).result_rows
+            (has_db, engine, order, _), = client.query(
+                self._exists_sql(table or "")).result_rows
             has_table = bool(engine)
             if write and not has_db:
                 self._require(client, "CREATE DATABASE", f"{ident(self.database)}.*")
