@@ -592,6 +592,20 @@ def test_a_second_engine_path_in_one_process_is_a_clear_error(tmp_path: Path) ->
     assert str(tmp_path / "one") in out[1] and str(tmp_path / "two") in out[1]
 
 
+def test_a_client_in_use_during_close_ends_with_it(tmp_path: Path) -> None:
+    """close() while another thread is in a call: that call's client is closed when it
+    returns, not pooled, so the engine shuts down and another path may open."""
+    done = _child(f"""
+        from candlekeep.stores.clickhouse_store import ClickHouseStore
+        first = ClickHouseStore("first", "chdb://{tmp_path / 'one'}")
+        with first._client():  # as a call in flight
+            first.close()
+        print(ClickHouseStore("second", "chdb://{tmp_path / 'two'}").spans())
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]"]
+
+
 def test_a_path_another_process_holds_is_a_clear_error(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys

@@ -87,3 +87,21 @@ def test_a_failed_open_frees_its_place() -> None:
         pass
     with pool.connection() as c:
         assert c.no == 2
+
+
+def test_a_connection_busy_during_close_is_closed_when_it_comes_back() -> None:
+    """close() ends what it can reach; one in use then is ended on its return instead of
+    idling on (a chdb client that stayed pooled kept the engine open). The pool stays
+    usable."""
+    opener = Opener()
+    pool: Pool[Conn] = Pool(opener.open, close, size=2)
+    with pool.connection() as busy:
+        with pool.connection():
+            pass  # the second one goes back idle
+        pool.close()
+        assert opener.made[1].closed and not busy.closed
+    assert busy.closed
+    with pool.connection() as c:
+        assert c.no == 2 and not c.closed
+    with pool.connection() as again:
+        assert again is c  # connections opened after close() are pooled as before

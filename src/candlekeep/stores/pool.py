@@ -44,17 +44,18 @@ class Pool(Generic[C]):
         self._check_after_s = check_after_s
         self._idle: list[tuple[C, float]] = []
         self._open = 0
+        self._closes = 0  # close() calls so far: a connection handed out before one is ended
         self._cond = threading.Condition()
 
     @contextmanager
     def connection(self) -> Iterator[C]:
-        conn = self._get()
+        conn, closes = self._get()
         try:
             yield conn
         finally:
-            self._put(conn)
+            self._put(conn, closes)
 
-    def _get(self) -> C:
+    def _get(self) -> tuple[C, int]:
         deadline = None if self._wait_s is None else time.monotonic() + self._wait_s
         while True:
             with self._cond:
@@ -64,28 +65,30 @@ class Pool(Generic[C]):
                         raise PoolTimeout(f"all {self._size} connections stayed busy for "
                                           f"{self._wait_s:g}s")
                     self._cond.wait(remaining)
+                closes = self._closes
                 if not self._idle:
                     self._open += 1
                     break
                 conn, idle_since = self._idle.pop()
             if time.monotonic() - idle_since < self._check_after_s or self._alive(conn):
-                return conn
+                return conn, closes
             self._discard(conn)
         try:
-            return self._open_one()
+            return self._open_one(), closes
         except BaseException:
             with self._cond:
                 self._open -= 1
                 self._cond.notify()
             raise
 
-    def _put(self, conn: C) -> None:
-        if not self._reusable(conn):
-            self._discard(conn)
-            return
-        with self._cond:
-            self._idle.append((conn, time.monotonic()))
-            self._cond.notify()
+    def _put(self, conn: C, closes: int) -> None:
+        if self._reusable(conn):
+            with self._cond:
+                if closes == self._closes:
+                    self._idle.append((conn, time.monotonic()))
+                    self._cond.notify()
+                    return
+        self._discard(conn)
 
     def _discard(self, conn: C) -> None:
         with suppress(Exception):
@@ -95,8 +98,10 @@ class Pool(Generic[C]):
             self._cond.notify()
 
     def close(self) -> None:
-        """Close the idle connections (the pool stays usable: a later call opens new ones)."""
+        """Close the idle connections, and those in use when they come back (the pool stays
+        usable: a later call opens new ones)."""
         with self._cond:
+            self._closes += 1
             idle, self._idle = self._idle, []
             self._open -= len(idle)
             self._cond.notify_all()
