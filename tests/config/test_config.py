@@ -89,3 +89,33 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("stores: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(("second", "why"), [
+    ("data/buf/", "shares its folder with buffer 'one'"),
+    ("data/buf/inner", "shares its folder with buffer 'one'"),
+])
+def test_buffers_may_not_share_a_folder(tmp_path: Path, second: str, why: str) -> None:
+    stores = {"a": {"type": "duckdb", "path": "a.duckdb"},
+              "b": {"type": "duckdb", "path": "b.duckdb"},
+              "one": {"type": "buffer", "path": "data/buf", "targets": ["a"]},
+              "two": {"type": "buffer", "path": second, "targets": ["b"]}}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, {"stores": stores}))
+    assert info.value.key == "stores.two.path" and why in info.value.problem
+    stores["two"]["path"] = "data/buf2"  # a sibling is fine
+    assert set(load_config(write(tmp_path, {"stores": stores})).stores) == set(stores)
+
+
+@pytest.mark.parametrize(("targets", "problem"), [
+    (["nope"], "unknown store 'nope'"),
+    (["a", "a"], "a target is listed twice"),
+    (["other"], "'other' is not a database store"),
+])
+def test_buffer_targets_are_checked(tmp_path: Path, targets: list[str], problem: str) -> None:
+    stores = {"a": {"type": "duckdb", "path": "a.duckdb"},
+              "other": {"type": "buffer", "path": "o", "targets": ["a"]},
+              "buf": {"type": "buffer", "path": "b", "targets": targets}}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, {"stores": stores}))
+    assert problem in info.value.problem and info.value.key.startswith("stores.buf.targets")

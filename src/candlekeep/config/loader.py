@@ -158,6 +158,7 @@ def _check_references(cfg: Config, file: str) -> None:
             if len(set(store.targets)) != len(store.targets):
                 raise ConfigError(file, f"stores.{name}.targets", "a target is listed twice",
                                   "list each store once")
+    _check_buffer_folders(cfg, file)
     for name, src in cfg.sources.items():
         if isinstance(src, CcxtSourceConfig):
             _check_ccxt_exchange(file, f"sources.{name}.exchange", src.exchange)
@@ -185,6 +186,19 @@ def _check_references(cfg: Config, file: str) -> None:
         if names.index(name) != i:
             raise ConfigError(file, f"jobs[{i}].name", f"duplicate job name {name!r}",
                               "job names must be unique")
+
+
+def _check_buffer_folders(cfg: Config, file: str) -> None:
+    """Two buffers in one folder (or one inside the other) would flush and delete each
+    other's files, which the other's targets never received."""
+    folders = [(name, Path(s.path).resolve()) for name, s in cfg.stores.items()
+               if isinstance(s, BufferStoreConfig)]
+    for i, (name, path) in enumerate(folders):
+        for other, other_path in folders[:i]:
+            if path == other_path or other_path in path.parents or path in other_path.parents:
+                raise ConfigError(file, f"stores.{name}.path",
+                                  f"shares its folder with buffer {other!r} ({other_path})",
+                                  "give every buffer a folder of its own, not inside another's")
 
 
 def _tf_order(tf: str) -> tuple[int, str]:
