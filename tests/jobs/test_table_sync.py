@@ -455,3 +455,17 @@ def test_params_take_names_or_mappings_and_forbid_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="written by two items"):
         build_params("sync", {"from": "a", "to": "b",
                               "tables": ["x", {"name": "y", "target": "x"}]})
+
+
+async def test_an_existing_target_with_another_key_is_named_before_anything_is_copied(
+        make_sync: SyncFactory) -> None:
+    sync = make_sync("duckdb", "duckdb")
+    sync.src.upsert(TRADES, trades(range(5), T0))
+    sync.src.upsert(LEDGER, ledger(range(5)))
+    rekeyed = Dataset(LEDGER.name, pa.schema([f.with_nullable(False) for f in LEDGER.schema]),
+                      ("seq",))
+    sync.dst.upsert(rekeyed, ledger([99]))
+    _, error = await sync.run(["sync_trades", LEDGER.name])
+    assert error is not None and "jobs[sync_md].params.tables[1]" in error
+    assert "is keyed by (seq), the source by (id)" in error
+    assert sync.dst.describe("sync_trades") is None  # nothing half copied

@@ -161,8 +161,11 @@ def plan(rt: Runtime, job: str, p: SyncParams) -> Plan:
                       else dataclasses.replace(source, name=item.target_name))
             checkpoint = SeriesKey(f"{p.from_}.{source.name}:{cursor.column}",
                                    f"{p.to}.{target.name}", cursor.kind)
+            existing = dst.describe(target.name)
+            if existing is not None:
+                _fits(existing, target, file, where, p.to)
             start = (rt.state.get_checkpoint(CHECKPOINT_JOB, checkpoint)
-                     if dst.describe(target.name) is not None else None)
+                     if existing is not None else None)
         copies.append(TableCopy(where, label, source, target, cursor, checkpoint, start))
     return Plan(src, dst, copies)
 
@@ -174,6 +177,22 @@ def _named(where: str, label: str) -> Iterator[None]:
         yield
     except StoreError as exc:
         raise StoreError(f"{where} ({label}): {exc}") from exc
+
+
+def _fits(existing: Dataset, target: Dataset, file: str, where: str, store: str) -> None:
+    """A target table that already exists must take the rows as they come: the same key (an
+    upsert's conflict target) and every source column."""
+    if existing.key and tuple(existing.key) != tuple(target.key):
+        raise ConfigError(
+            file, where, f"table {target.name!r} in store {store!r} is keyed by "
+            f"({', '.join(existing.key)}), the source by ({', '.join(target.key)})",
+            "set `target:` to another table name, or give both the same key")
+    missing = [c for c in target.schema.names if c not in existing.schema.names]
+    if missing:
+        raise ConfigError(
+            file, where, f"table {target.name!r} in store {store!r} lacks column(s) "
+            f"{', '.join(missing)} of the source", "add them to the target, or set `target:` "
+            "to a new table name (it is created with the source's columns)")
 
 
 def _columns(ds: Dataset) -> str:
