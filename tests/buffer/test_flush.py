@@ -55,7 +55,7 @@ def test_every_target_gets_every_row_once_last_write_winning(
         assert report.targets[target].files == 14 and report.targets[target].error is None
     assert report.pending == 0 and report.deleted == 14
     assert buf.folder.pending() == []
-    assert acks.acked(rt.state, "buf") == {}
+    assert acks.acked(rt.state, rt.store("buf").ack_key) == {}
 
 
 @dataclass
@@ -135,10 +135,10 @@ def test_a_file_every_target_has_is_deleted_without_writing_it(
     write_all(buf, overlapping_batches(count=2, rows=20, step=10))
     first = buf.folder.pending()[:1]
     for target in ("a", "b"):
-        acks.record(rt.state, "buf", target, first, 0)
+        acks.record(rt.state, rt.store("buf").ack_key, target, first, 0)
     report = flush(buf)
     assert report.deleted == 2 and report.targets["a"].files == 1
-    assert acks.acked(rt.state, "buf") == {}
+    assert acks.acked(rt.state, rt.store("buf").ack_key) == {}
     assert [s.count for s in rt.store("a").spans()] == [20]  # only the second file's rows
 
 
@@ -189,18 +189,20 @@ def test_a_damaged_file_goes_to_quarantine_and_back(buf: BufferStore, rt: Runtim
         retry(buf, ["nope.parquet"])
 
 
-def _plant(buf: BufferStore, seq: int, table: pa.Table) -> BufferFile:
-    """A file in the pending folder that the buffer did not write itself."""
-    file = BufferFile.make(10**19 + seq, table.num_rows)
-    pq.write_table(table, buf.folder.path / file.name)
+def _plant(buf: BufferStore, table: pa.Table) -> BufferFile:
+    """A file in the pending folder that the buffer did not write itself (named under the
+    name lock, as a writer would, so a flush takes it)."""
+    with buf.folder._names.claim() as taken:
+        file = BufferFile.make(taken, table.num_rows)
+        pq.write_table(table, buf.folder.path / file.name)
     return file
 
 
 def test_files_that_no_longer_fit_their_dataset_are_quarantined(buf: BufferStore) -> None:
     buf.upsert_candles(candles(BTC, [T0]))
     rekeyed = Dataset("candles", CANDLES.schema, key=("source", "symbol", "ts"))
-    stray = _plant(buf, 1, candles(BTC, [T0]))
-    other_key = _plant(buf, 2, encode(rekeyed, candles(BTC, [T0])))
+    stray = _plant(buf, candles(BTC, [T0]))
+    other_key = _plant(buf, encode(rekeyed, candles(BTC, [T0])))
     report = flush(buf)
     assert "not written by a buffer" in report.quarantined[stray.name]
     assert "keyed on (source, symbol, timeframe, ts), the file on (source, symbol, ts)" \
@@ -271,11 +273,11 @@ def test_leftovers_of_killed_writers_and_flushers_are_cleared(
     for tmp in (dead_tmp, dead_note, live_tmp):
         tmp.write_bytes(b"half a batch")
     gone = BufferFile(f"{1:020d}-1-5.parquet", 1, 5)  # deleted, its acks not yet
-    acks.record(rt.state, "buf", "a", [gone], 0)
+    acks.record(rt.state, rt.store("buf").ack_key, "a", [gone], 0)
     assert flush(buf).pending == 0
     assert not dead_tmp.exists() and not dead_note.exists()
     assert live_tmp.exists()  # a write still under way is left be
-    assert acks.acked(rt.state, "buf") == {}
+    assert acks.acked(rt.state, rt.store("buf").ack_key) == {}
 
 
 class _Spy(DuckDBStore):

@@ -7,11 +7,27 @@ Layout under the buffer's ``path``::
     .tmp-4711-9f3c….parquet                      being written (never read; swept later)
     quarantine/<file>.parquet                    unreadable or no longer fits its dataset
     quarantine/<file>.parquet.reason.txt         why
+    .buffer-id                                   this folder's identity (see below)
 
 The sequence is a nanosecond time taken under the folder's name lock (``locks.NameClock``),
 so it orders files exactly and also tells how old a file is. Each file carries its dataset
 (name, schema, key, version, time) in the Parquet metadata, so a flush can write any dataset,
 registered in its process or not.
+
+Which files a flush may take (``flushable``): ``os.listdir`` is not atomic against renames
+into the folder, so a listing taken while writers rename files in can hold file n+1 and miss
+file n; flushing n+1 and later n would let the older rows overwrite the newer. So a flush
+first reads the last sequence handed out (``NameClock.mark``), then lists, and keeps only
+files up to that mark. That is complete and gapless because a writer takes its number and
+renames its file under the one name lock, and the mark is read under that lock: every file
+numbered up to the mark was already in place before the listing began, and stays there
+while it runs (only a flush, holding the flush lock, removes or moves pending files; a
+listing returns every entry that is there throughout). Files past the mark may have been
+renamed in mid-listing with a predecessor missed; the next flush takes them.
+
+The folder's identity (``identity``) is a random id written once into ``.buffer-id``: the
+state DB's acknowledgements are keyed by it, so hosts that share one state DB, each with its
+own local folder under the same store name, never read or drop each other's.
 """
 
 from __future__ import annotations
@@ -37,12 +53,14 @@ from candlekeep.core.datasets import Dataset, known
 from candlekeep.core.errors import StoreError
 
 QUARANTINE = "quarantine"
+IDENTITY = ".buffer-id"
 REASON_SUFFIX = ".reason.txt"
 TEMP_PREFIX = ".tmp-"
 _META_KEY = b"candlekeep.dataset"
 _FORMAT = 1
 _NAME = re.compile(r"^(\d{20})-(\d+)-(\d+)\.parquet$")
 _TEMP = re.compile(r"^\.tmp-(\d+)-[0-9a-f]+\.(parquet|txt)$")
+_ID = re.compile(r"^[0-9a-f]{32}$")
 TEMP_MAX_AGE_S = 3600.0
 """A temporary file this old is an abandoned write, even if its writer's pid is alive again
 (reused): no single batch takes an hour to write."""
@@ -126,6 +144,7 @@ class BufferFolder:
         self.buffer = buffer
         self.path = path
         self._names = NameClock(path, self._highest_seq)
+        self._id: str | None = None
 
     # ---- writing
 
@@ -134,7 +153,7 @@ class BufferFolder:
         fsynced, renamed into place, and the rename fsynced too."""
         tmp = self.path / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.parquet"
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_dir(self.path)
             pq.write_table(encode(dataset, table), tmp, compression="lz4",
                            write_statistics=False)
             _fsync(tmp)
@@ -156,12 +175,24 @@ class BufferFolder:
         """Raise StoreError unless a batch could be written now."""
         probe = self.path / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.parquet"
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_dir(self.path)
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
             raise StoreError(f"buffer {self.buffer}: cannot write under {self.path}: "
                              f"{_cause(exc)} (make the folder writable)") from exc
+
+    def identity(self) -> str:
+        """This folder's id, created (durably, once, whichever process comes first) on
+        first use."""
+        if self._id is None:
+            path = self.path / IDENTITY
+            try:
+                self._id = _read_id(path) or _create_id(self.path, path)
+            except OSError as exc:
+                raise StoreError(f"buffer {self.buffer}: cannot read or create {path}: "
+                                 f"{_cause(exc)} (make the folder writable)") from exc
+        return self._id
 
     def _highest_seq(self) -> int:
         files = [*self.pending(), *(q.file for q in self.quarantined())]
@@ -172,6 +203,13 @@ class BufferFolder:
     def pending(self) -> list[BufferFile]:
         """Files waiting to be flushed, oldest first."""
         return self._files(self.path)
+
+    def flushable(self) -> list[BufferFile]:
+        """Pending files a flush may take, oldest first, with none missing between them:
+        only files up to the name mark read before listing (see the module docstring).
+        Call it holding the flush lock."""
+        mark = self._names.mark()
+        return [f for f in self.pending() if f.seq <= mark]
 
     def _files(self, folder: Path) -> list[BufferFile]:
         return sorted(f for f in map(BufferFile.parse, _names(self.buffer, folder)) if f)
@@ -263,20 +301,28 @@ class BufferFolder:
         """Move quarantined files (all, or those named) back to pending. Call it holding
         the flush lock, so a flush never sees a half-moved set."""
         held = {q.file.name: q.file for q in self.quarantined()}
-        wanted = list(held) if names is None else [Path(n).name for n in names]
+        wanted = list(held) if names is None else list(dict.fromkeys(Path(n).name
+                                                                     for n in names))
         unknown = [n for n in wanted if n not in held]
         if unknown:
             raise StoreError(f"buffer {self.buffer}: not in quarantine: {', '.join(unknown)} "
                              f"(quarantined: {', '.join(held) or 'none'})")
         folder = self.path / QUARANTINE
         moved = []
-        for name in wanted:
-            os.rename(folder / name, self.path / name)
-            (folder / (name + REASON_SUFFIX)).unlink(missing_ok=True)
-            moved.append(held[name])
-        if moved:
-            _fsync(self.path)
-            _fsync(folder)
+        try:
+            for name in wanted:
+                os.rename(folder / name, self.path / name)
+                (folder / (name + REASON_SUFFIX)).unlink(missing_ok=True)
+                moved.append(held[name])
+        except OSError as exc:
+            raise StoreError(
+                f"buffer {self.buffer}: cannot move {exc.filename} back to pending: "
+                f"{_cause(exc)}; moved before it: {', '.join(f.name for f in moved) or 'none'}"
+                " (see candlekeep buffer quarantine list, then retry)") from exc
+        finally:
+            if moved:
+                _fsync(self.path)
+                _fsync(folder)
         return moved
 
     def close(self) -> None:
@@ -290,6 +336,53 @@ def _names(buffer: str, folder: Path) -> list[str]:
         return []
     except OSError as exc:
         raise StoreError(f"buffer {buffer}: cannot list {folder}: {_cause(exc)}") from exc
+
+
+def make_dir(path: Path) -> None:
+    """``mkdir -p`` whose new folders survive a power cut: each one's entry in its parent
+    is fsynced, so a file later made durable in it is not lost with its folder."""
+    missing = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        if at.parent == at:
+            break
+        at = at.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        _fsync(made.parent)
+
+
+def _read_id(path: Path) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not _ID.match(text):
+        raise StoreError(f"{path} holds no buffer id ({text[:40]!r}); it is written once "
+                         "when a buffer folder is first used: restore it from a backup, or "
+                         "delete it if no acknowledgement in the state DB needs keeping")
+    return text
+
+
+def _create_id(folder: Path, path: Path) -> str:
+    """Link a fully written, fsynced file into place: never a half-written id, and the
+    first of two racing processes wins (the other reads its id)."""
+    make_dir(folder)
+    new = secrets.token_hex(16)
+    tmp = folder / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}.txt"
+    with open(tmp, "w") as f:
+        f.write(new + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return _read_id(path) or _create_id(folder, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(folder)
+    return new
 
 
 def _fsync(path: Path) -> None:

@@ -7,7 +7,9 @@ idempotent. Files go to a target strictly in name order and a target stops at it
 failure, so a later write of a key never lands before an earlier one; the same holds across
 flushes, because what a target lacks is always the files after what it has. A file is deleted
 before its acknowledgements, never after: a leftover row only names a missing file, while a
-file without rows would be written to every target again, after newer files.
+file without rows would be written to every target again, after newer files. A flush takes
+only the files its listing is sure to hold without a gap (``BufferFolder.flushable``): a
+listing racing writers can miss an older file while it holds a newer one.
 
 Consecutive files of one dataset (and one column set) are concatenated into one upsert per
 target, up to ``max_rows``: one transaction instead of dozens. The upsert de-duplicates the
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from candlekeep.buffer import acks
-from candlekeep.buffer.files import BadFile, BufferFile
+from candlekeep.buffer.files import BadFile, BufferFile, make_dir
 from candlekeep.buffer.locks import exclusive
 from candlekeep.buffer.store import BufferStore
 from candlekeep.core.datasets import Dataset
@@ -100,7 +102,7 @@ def flush(buffer: BufferStore, targets: Sequence[str] | None = None, *,
     report = FlushReport(buffer.name, {t: TargetFlush() for t in chosen})
     folder = buffer.folder
     try:
-        folder.path.mkdir(parents=True, exist_ok=True)
+        make_dir(folder.path)
         with exclusive(folder.path, wait_s) as holder:
             if holder is not None:
                 report.busy_pid = holder
@@ -116,7 +118,7 @@ def retry(buffer: BufferStore, names: Sequence[str] | None = None, *,
           wait_s: float = WAIT_S) -> list[BufferFile]:
     """Move quarantined files (all, or those named) back to pending, under the flush lock
     so that no flush sees half of them."""
-    buffer.folder.path.mkdir(parents=True, exist_ok=True)
+    make_dir(buffer.folder.path)
     with exclusive(buffer.folder.path, wait_s) as holder:
         if holder is not None:
             raise StoreError(f"buffer {buffer.name} is being flushed by "
@@ -138,11 +140,12 @@ class _Flush:
         self.all_targets = set(buffer.target_names)
         self.acks: acks.Acks = {}
         self.written: dict[str, dict[str, Dataset]] = {t: {} for t in chosen}
+        self.key = buffer.ack_key
 
     def run(self) -> None:
         b, state = self.buffer, self.buffer.state
-        files = b.folder.pending()
-        self.acks = acks.acked(state, b.name)
+        files = b.folder.flushable()
+        self.acks = acks.acked(state, self.key)
         self._forget_stale(files)
         done = [f for f in files if self._complete(f)]  # killed after the last ack
         todo = [f for f in files if not self._complete(f) and self._lacking(f)]
@@ -171,7 +174,7 @@ class _Flush:
                                              self.buffer.folder.quarantined()}
         stale = [name for name in self.acks if name not in present]
         if stale:
-            acks.forget(self.buffer.state, self.buffer.name, stale)
+            acks.forget(self.buffer.state, self.key, stale)
             for name in stale:
                 del self.acks[name]
 
@@ -223,7 +226,7 @@ class _Flush:
                       tally.error)
             return
         files = [i.file for i in part]
-        acks.record(self.buffer.state, self.buffer.name, target, files, self.buffer.now_ms())
+        acks.record(self.buffer.state, self.key, target, files, self.buffer.now_ms())
         for f in files:
             self.acks.setdefault(f.name, set()).add(target)
         tally.rows += rows
@@ -234,7 +237,7 @@ class _Flush:
         if not files:
             return
         self.buffer.folder.delete(files)
-        acks.forget(self.buffer.state, self.buffer.name, [f.name for f in files])
+        acks.forget(self.buffer.state, self.key, [f.name for f in files])
         for f in files:
             self.acks.pop(f.name, None)
         self.report.deleted += len(files)

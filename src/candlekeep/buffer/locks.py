@@ -48,17 +48,31 @@ class NameClock:
     @contextmanager
     def claim(self) -> Iterator[int]:
         """The next number, held until the block ends: do the rename inside it."""
+        with self._locked() as fd:
+            seq = max(time.time_ns(), self._last(fd) + 1)
+            os.pwrite(fd, seq.to_bytes(8, "big"), 0)
+            yield seq
+
+    def mark(self) -> int:
+        """The last number handed out. Every file named with a number up to it is already
+        in the folder (or its writer died before the rename): numbers are taken and files
+        renamed under one lock, and this reads under that lock."""
+        with self._locked() as fd:
+            return self._last(fd)
+
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
         with self._thread_lock:
             fd = self._file()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                raw = os.pread(fd, 8, 0)
-                last = int.from_bytes(raw, "big") if len(raw) == 8 else self._seed()
-                seq = max(time.time_ns(), last + 1)
-                os.pwrite(fd, seq.to_bytes(8, "big"), 0)
-                yield seq
+                yield fd
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _last(self, fd: int) -> int:
+        raw = os.pread(fd, 8, 0)
+        return int.from_bytes(raw, "big") if len(raw) == 8 else self._seed()
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():

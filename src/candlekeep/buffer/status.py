@@ -41,7 +41,7 @@ class BufferStatus:
 def buffer_status(buffer: BufferStore) -> BufferStatus:
     folder = buffer.folder
     files = folder.pending()
-    have = acks.acked(buffer.state, buffer.name)
+    have = acks.acked(buffer.state, buffer.ack_key) if files else {}
     lags = []
     for target in buffer.target_names:
         lacking = [f for f in files if target not in have.get(f.name, set())]

@@ -48,6 +48,12 @@ class BufferStore(Store):
         return self._env.store(name)
 
     @property
+    def ack_key(self) -> str:
+        """Whose acknowledgements in the state DB are this folder's: the store name and the
+        folder's identity, since other hosts may share the state DB and the name."""
+        return f"{self.name}@{self.folder.identity()}"
+
+    @property
     def state(self) -> StateDB:
         return self._env.state
 

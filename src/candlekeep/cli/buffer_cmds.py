@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
 
 def _by_buffer(stores: list[BufferStore], files: list[str]) -> dict[str, list[str]]:
     """The named files grouped by the buffer whose quarantine holds them."""
-    names = [Path(f).name for f in files]
+    names = list(dict.fromkeys(Path(f).name for f in files))  # a name given twice moves once
     out: dict[str, list[str]] = {}
     for store in stores:
         held = {q.file.name for q in store.folder.quarantined()}
