@@ -32,13 +32,13 @@ from candlekeep.jobs.runtime import Runtime
 from candlekeep.stores.base import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from upsert import make_batch
+from common import candle_batch
 
 
 def batches(rows: int, batch: int, series: int) -> list[pa.Table]:
     """Each series in consecutive chunks of ``batch`` candles, series taking turns."""
     per_series = rows // series
-    whole = make_batch(series, per_series)
+    whole = candle_batch(series, per_series)
     out = []
     for start in range(0, per_series, batch):
         for s in range(series):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -29,18 +28,13 @@ import clickhouse_connect
 from candlekeep.core.datasets import CANDLES
 from candlekeep.core.series import SeriesKey
 from candlekeep.stores.clickhouse_store import ClickHouseStore
+from common import timed
 from gaps import as_tuples, make_table
 
 BASELINE = "GROUP BY count (baseline)"
 GAPS = "store.find_gaps()"
 VALUES = [c for c in CANDLES.schema.names if c not in (*CANDLES.key, "ingested_at")]
 ARGMAX = ", ".join(f"argMax(c.{v}, c.ingested_at) AS {v}" for v in VALUES)
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def run(args: argparse.Namespace, path: str) -> tuple[dict[str, list[float]], int, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -26,16 +25,11 @@ from clickhouse_connect.driver.client import Client
 from candlekeep.core.datasets import CANDLES
 from candlekeep.stores.ch_sql import create_table_sql, ident
 from candlekeep.stores.clickhouse_store import ClickHouseStore
-from upsert import make_batch, tail
+from common import candle_batch, timed
+from upsert import tail
 
 BASELINE = "plain insert_arrow (baseline)"
 UPSERT = "store upsert, new candles"
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def fresh_plain(client: Client, database: str) -> None:
@@ -45,7 +39,7 @@ def fresh_plain(client: Client, database: str) -> None:
 
 def run(args: argparse.Namespace, path: str) -> dict[str, list[float]]:
     per_series = args.rows // args.series
-    batch = make_batch(args.series, per_series)
+    batch = candle_batch(args.series, per_series)
     last100 = tail(batch, args.series, per_series, min(100, per_series))
     partial_batch = last100.select(["source", "symbol", "timeframe", "ts", "close"])
     client = clickhouse_connect.get_client(interface="chdb", path=path)

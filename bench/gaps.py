@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,6 +26,7 @@ from candlekeep.core.schema import CANDLE_SCHEMA, TS_TYPE
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.stores import duckdb_store
 from candlekeep.stores.duckdb_store import DuckDBStore
+from common import timed
 
 T0 = 1_600_000_000_000 // 604_800_000 * 604_800_000  # on every grid, the weekly one included
 COUNT_SQL = "SELECT source, symbol, timeframe, count(*) FROM candles GROUP BY ALL"
@@ -126,12 +126,6 @@ def as_tuples(table: pa.Table) -> list[Gap]:
     start = table.column("gap_start").cast(pa.int64()).to_pylist()
     end = table.column("gap_end").cast(pa.int64()).to_pylist()
     return list(zip(d["source"], d["symbol"], d["timeframe"], start, end, strict=True))
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def cold_count(path: Path) -> None:

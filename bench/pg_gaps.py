@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import psycopg
 import pyarrow as pa
 
 from candlekeep.core.schema import CANDLE_SCHEMA
+from candlekeep.core.timeframes import MINUTE_MS
 from candlekeep.stores.pg_copy import copy_chunks
 from candlekeep.stores.postgres_store import PostgresStore
-from pg_common import MINUTE_MS, T0, candle_batch, throwaway_database
+from common import T0, candle_batch, timed
+from pg_common import throwaway_database
 
 COUNT_SQL = "SELECT source, symbol, timeframe, count(*) FROM candles GROUP BY 1, 2, 3"
 LAG_SQL = """
@@ -76,12 +76,6 @@ def as_tuples(table: pa.Table) -> list[Gap]:
     return list(zip(d["source"], d["symbol"], d["timeframe"], start, end, strict=True))
 
 
-def clock(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def run(args: argparse.Namespace, url: str) -> tuple[dict[str, list[float]], int, int]:
     per_series = args.rows // args.series
     rng = np.random.default_rng(args.seed)
@@ -104,9 +98,9 @@ def run(args: argparse.Namespace, url: str) -> tuple[dict[str, list[float]], int
         for rep in range(args.repeat):
             cases = [("GROUP BY count (baseline)", count), ("store.find_gaps()", store.find_gaps)]
             for name, fn in cases if rep % 2 == 0 else reversed(cases):
-                times.setdefault(name, []).append(clock(fn))
+                times.setdefault(name, []).append(timed(fn))
         times["lag() window (reference)"] = [
-            clock(lambda: conn.execute(LAG_SQL).fetchall()) for _ in range(args.lag_repeat)]
+            timed(lambda: conn.execute(LAG_SQL).fetchall()) for _ in range(args.lag_repeat)]
     store.close()
     return times, rows, len(expected)
 

@@ -29,7 +29,8 @@ from candlekeep.core.schema import CANDLE_SCHEMA, TS_TYPE
 from candlekeep.stores.pg_copy import copy_chunks
 from candlekeep.stores.postgres_store import PostgresStore
 from candlekeep.stores.sql import create_table_sql, postgres_type, quote_ident
-from pg_common import candle_batch, throwaway_database
+from common import candle_batch, timed
+from pg_common import throwaway_database
 
 BASELINE = "plain binary COPY, same key (baseline)"
 NEW = "store upsert, new candles"
@@ -47,12 +48,6 @@ def plain_copy(url: str, table: str, batch: pa.Table) -> float:
             for piece in copy_chunks(batch):
                 copy.write(piece)
         return time.perf_counter() - start
-
-
-def clock(fn: Callable[..., object], *args: object) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 def changed(batch: pa.Table) -> pa.Table:
@@ -76,19 +71,19 @@ def run(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
         store = PostgresStore("bench", url, f"s{rep}")
         cases: list[tuple[str, Callable[[], float]]] = [
             (BASELINE, partial(plain_copy, url, f"plain{rep}", batch)),
-            (NEW, partial(clock, store.upsert_candles, batch)),
+            (NEW, partial(timed, store.upsert_candles, batch)),
         ]
         for name, fn in cases if rep % 2 == 0 else reversed(cases):  # neither always first
             add(name, fn())
-        add(SAME, clock(store.upsert_candles, batch))
-        add("store upsert again, every row changed", clock(store.upsert_candles, changed(batch)))
+        add(SAME, timed(store.upsert_candles, batch))
+        add("store upsert again, every row changed", timed(store.upsert_candles, changed(batch)))
         assert sum(s.count for s in store.spans()) == batch.num_rows, "lost or doubled rows"
         store.close()
 
         conflict = PostgresStore("bench", url, f"c{rep}")
         conflict._use_merge = False  # the fallback path, for reference
-        add("ON CONFLICT path, new candles (reference)", clock(conflict.upsert_candles, batch))
-        add("ON CONFLICT path, same rows (reference)", clock(conflict.upsert_candles, batch))
+        add("ON CONFLICT path, new candles (reference)", timed(conflict.upsert_candles, batch))
+        add("ON CONFLICT path, same rows (reference)", timed(conflict.upsert_candles, batch))
         conflict.close()
 
     threads = 4
@@ -100,7 +95,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
             store.upsert_candles(pieces[0].slice(0, 1))  # creates the table, untimed
             with ThreadPoolExecutor(threads) as pool:
                 add(f"{threads} threads, pool of {pool_size}",
-                    clock(lambda p=pool, s=store: list(p.map(s.upsert_candles, pieces))))
+                    timed(lambda p=pool, s=store: list(p.map(s.upsert_candles, pieces))))
             store.close()
     return times
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -25,40 +24,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from candlekeep.core.schema import CANDLE_SCHEMA, TS_TYPE
-from candlekeep.core.timeframes import MINUTE_MS
+from candlekeep.core.schema import CANDLE_SCHEMA
 from candlekeep.stores import duckdb_store
 from candlekeep.stores.duckdb_store import DuckDBStore
+from common import candle_batch, timed
 
-T0 = 1_600_000_000_000 // MINUTE_MS * MINUTE_MS
 KEY = "source, symbol, timeframe, ts"
-
-
-def make_batch(series: int, per_series: int, first_index: int = 0, seed: int = 0) -> pa.Table:
-    """Series-major, ascending candles (what a source hands over), built column-wise."""
-    rng = np.random.default_rng(seed)
-    n = series * per_series
-    names = pa.array([f"SYM{i}/USDT" for i in range(series)])
-    symbol = names.take(pa.array(np.repeat(np.arange(series), per_series)))
-    ts = T0 + (first_index + np.tile(np.arange(per_series, dtype=np.int64), series)) * MINUTE_MS
-    close = 100 + np.cumsum(rng.standard_normal(n)) * 0.01
-    return pa.table(
-        {
-            "source": pa.array(["binance"]).take(pa.array(np.zeros(n, np.int64))),
-            "symbol": symbol,
-            "timeframe": pa.array(["1m"]).take(pa.array(np.zeros(n, np.int64))),
-            "ts": pa.array(ts).cast(TS_TYPE),
-            "open": close - 0.05,
-            "high": close + 0.5,
-            "low": close - 0.5,
-            "close": close,
-            "volume": rng.random(n) * 10,
-            "quote_volume": rng.random(n) * 1000,
-            "trades": rng.integers(0, 1000, n),
-            "ingested_at": pa.array(np.full(n, T0, np.int64)).cast(TS_TYPE),
-        },
-        schema=CANDLE_SCHEMA,
-    )
 
 
 def tail(batch: pa.Table, series: int, per_series: int, count: int) -> pa.Table:
@@ -102,18 +73,12 @@ def pk_upsert(path: Path, batch: pa.Table) -> None:
     con.close()
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
-    batch = make_batch(args.series, args.per_series)
-    following = make_batch(args.series, args.per_series, first_index=args.per_series, seed=1)
+    batch = candle_batch(args.series, args.per_series)
+    following = candle_batch(args.series, args.per_series, first_index=args.per_series, seed=1)
     last100 = tail(batch, args.series, args.per_series, min(100, args.per_series))
-    tick = make_batch(args.series, 1, first_index=2 * args.per_series, seed=2)
-    next_tick = make_batch(args.series, 1, first_index=2 * args.per_series + 1, seed=3)
+    tick = candle_batch(args.series, 1, first_index=2 * args.per_series, seed=2)
+    next_tick = candle_batch(args.series, 1, first_index=2 * args.per_series + 1, seed=3)
     # the same candles ordered by time across series: not provably duplicate-free without
     # hashing the keys, so this takes the de-duplicating path
     ts = batch.column("ts").cast(pa.int64()).to_numpy()
