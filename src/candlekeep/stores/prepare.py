@@ -29,8 +29,10 @@ def prepare(dataset: Dataset, batch: pa.Table) -> pa.Table:
     if dataset == CANDLES and not dataset.is_partial(batch):
         return prepare_candles(batch).table
     table = dataset.conform(batch).combine_chunks()
-    if dataset.name == CANDLES.name:
-        _check_grid_rows(table)
+    if dataset.name == CANDLES.name:  # a partial candle batch: it still carries the key
+        table, runs = _dedup_keep_last(table)
+        _check_grid(table, runs)
+        return table
     return dedup_keep_last(table, dataset.key)
 
 
@@ -47,11 +49,6 @@ def dedup_keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     return table.take(last.column("__ck_row_max").take(keep))
 
 
-def _check_grid_rows(table: pa.Table) -> None:
-    if table.num_rows:
-        runs = _Runs(np.arange(table.num_rows, dtype=np.int64),
-                     np.arange(table.num_rows, dtype=np.int64))
-        _check_grid(table, runs)
 
 @dataclass(frozen=True, slots=True)
 class PreparedCandles:
