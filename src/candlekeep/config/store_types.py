@@ -9,7 +9,7 @@ a database driver.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -82,5 +82,3 @@ STORE_TYPES: dict[str, StoreType] = {
                             "candlekeep.stores.clickhouse_store:ClickHouseStore"),
     "buffer": StoreType(BufferStoreConfig, "candlekeep.buffer.store:BufferStore"),
 }
-
-AnyStoreConfig = Any  # one of the config models above; see models.StoreConfig

@@ -96,6 +96,3 @@ def register(dataset: Dataset) -> Dataset:
 def known(name: str) -> Dataset | None:
     return _KNOWN.get(name)
 
-
-def known_datasets() -> list[Dataset]:
-    return list(_KNOWN.values())

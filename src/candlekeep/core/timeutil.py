@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -48,8 +48,12 @@ def to_ms(value: str | date | datetime | int) -> int:
     return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ms_to_datetime(ts_ms: int) -> datetime:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC)
+    """Exact (integer arithmetic, no float seconds): database parameters compare equal."""
+    return _EPOCH + timedelta(milliseconds=int(ts_ms))
 
 
 def fmt_ms(ts_ms: int | None) -> str:

@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,7 @@ from candlekeep.core.errors import StoreError
 from candlekeep.core.schema import CANDLE_KEY, CANDLE_SCHEMA, GAP_SCHEMA, TS_TYPE
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from candlekeep.core.timeutil import ms_to_datetime
 from candlekeep.stores.base import DatasetStats, Filter, SeriesSpan, Store
 from candlekeep.stores.prepare import PreparedCandles, prepare, prepare_candles
 from candlekeep.stores.sql import (
@@ -51,6 +51,7 @@ from candlekeep.stores.sql import (
     described,
     duckdb_type,
     newest_column,
+    quote_ident,
     select_sql,
     upsert_sql,
 )
@@ -424,8 +425,8 @@ class DuckDBStore(Store):
 
     def read(self, dataset: Dataset, *, where: Filter | None = None, column: str | None = None,
              lo: Any = None, hi: Any = None, limit: int | None = None) -> pa.Table:
-        sql, params = select_sql(dataset, _quote, where=where, column=column, lo=lo, hi=hi,
-                                 limit=limit, ts_param=_ts_param)
+        sql, params = select_sql(dataset, quote_ident, where=where, column=column, lo=lo, hi=hi,
+                                 limit=limit, ts_param=ms_to_datetime)
         with self._cursor(write=False) as cur:
             if cur is None or not _table_exists(cur, dataset.name):
                 return dataset.schema.empty_table()
@@ -436,7 +437,7 @@ class DuckDBStore(Store):
         with self._cursor(write=False) as cur:
             if cur is None or not _table_exists(cur, table):
                 return None
-            schema = cur.sql(f"SELECT * FROM {_quote(table)} LIMIT 0").to_arrow_table().schema
+            schema = _schema_of(cur, table)
             key_rows = cur.execute(
                 "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = "
                 "'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]
@@ -453,11 +454,11 @@ class DuckDBStore(Store):
                 "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
                 "ORDER BY table_name").fetchall()]
             for name in names:
-                schema = cur.sql(f"SELECT * FROM {_quote(name)} LIMIT 0").to_arrow_table().schema
+                schema = _schema_of(cur, name)
                 time_col = newest_column(name, schema)
-                newest = f"epoch_ms(max({_quote(time_col)}))" if time_col else "NULL"
+                newest = f"epoch_ms(max({quote_ident(time_col)}))" if time_col else "NULL"
                 (rows, last), = cur.execute(
-                    f"SELECT count(*), {newest} FROM {_quote(name)}").fetchall()
+                    f"SELECT count(*), {newest} FROM {quote_ident(name)}").fetchall()
                 out.append(DatasetStats(name, int(rows), True,
                                         None if last is None else int(last)))
         return out
@@ -509,22 +510,18 @@ class DuckDBStore(Store):
         self._db.close_idle()
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _ts_param(ms: int) -> Any:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def _schema_of(cur: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
+    return cur.sql(f"SELECT * FROM {quote_ident(table)} LIMIT 0").to_arrow_table().schema
 
 
 def _upsert_keyed(cur: duckdb.DuckDBPyConnection, dataset: Dataset, table: pa.Table) -> None:
     """Datasets other than candles carry a primary key: ON CONFLICT updates exactly the
     columns the batch carries."""
     if not _table_exists(cur, dataset.name):
-        cur.execute(create_table_sql(dataset, _quote, duckdb_type))
+        cur.execute(create_table_sql(dataset, quote_ident, duckdb_type))
     cur.register("__ck_rows", table)
     try:
-        cur.execute(upsert_sql(dataset, table.column_names, _quote, "__ck_rows"))
+        cur.execute(upsert_sql(dataset, table.column_names, quote_ident, "__ck_rows"))
     finally:
         cur.unregister("__ck_rows")
 

@@ -78,7 +78,8 @@ class Privileges:
     table_privileges: tuple[str, ...]
 
 
-def _ms(expr: str) -> str:
+def epoch_ms(expr: str) -> str:
+    """SQL: a timestamp expression as epoch milliseconds (bigint)."""
     return f"(date_part('epoch', {expr}) * 1000)::bigint"
 
 
@@ -166,7 +167,7 @@ class Catalog:
         col = newest_column(dataset.name, dataset.schema)
         if col is None:
             return None
-        value = (_ms("max(x)") if pa.types.is_timestamp(dataset.schema.field(col).type)
+        value = (epoch_ms("max(x)") if pa.types.is_timestamp(dataset.schema.field(col).type)
                  else "(max(x) - DATE '1970-01-01')::bigint * 86400000")
         value = f"CASE WHEN isfinite(max(x)) THEN {value} END"  # 'infinity' is no time
         table = self.qualified(dataset.name)

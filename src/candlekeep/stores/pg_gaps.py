@@ -21,7 +21,6 @@ span and the window, and turned into open times here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,6 +29,8 @@ import pyarrow as pa
 from candlekeep.core.schema import GAP_SCHEMA
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from candlekeep.core.timeutil import ms_to_datetime
+from candlekeep.stores.pg_catalog import epoch_ms
 
 _BITS = 8
 _SIZE = 1 << _BITS
@@ -141,7 +142,7 @@ def find_gaps(conn: psycopg.Connection[Any], table: str, series: Sequence[Series
     for bound, op in ((start_ms, ">="), (end_ms, "<")):
         if bound is not None:
             where.append(f"ts {op} %s")
-            params.append(_dt(bound))
+            params.append(ms_to_datetime(bound))
     keys = list(clips)
     params += [[k.source for k in keys], [k.symbol for k in keys], [k.timeframe for k in keys],
                [(clips[k][1] >> _BITS) - 1 for k in keys],
@@ -167,7 +168,7 @@ def _clips(conn: psycopg.Connection[Any], table: str, series: Sequence[SeriesKey
            start_ms: int | None, end_ms: int | None) -> dict[SeriesKey, Clip]:
     if not series:
         return {}
-    sql = _SPANS.format(first=_ms("m.lo"), last=_ms("m.hi"), table=table)
+    sql = _SPANS.format(first=epoch_ms("m.lo"), last=epoch_ms("m.hi"), table=table)
     rows = conn.execute(sql, [[s.source for s in series], [s.symbol for s in series],
                               [s.timeframe for s in series]]).fetchall()
     out: dict[SeriesKey, Clip] = {}
@@ -183,15 +184,8 @@ def _clips(conn: psycopg.Connection[Any], table: str, series: Sequence[SeriesKey
     return out
 
 
-def _ms(expr: str) -> str:
-    return f"(date_part('epoch', {expr}) * 1000)::bigint"
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _dt(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=int(ms))
 
 
 def _gap_table(pieces: list[tuple[Any, ...]], clips: dict[SeriesKey, Clip]) -> pa.Table:

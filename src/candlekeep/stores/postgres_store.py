@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -38,9 +37,10 @@ from candlekeep.core.datasets import CANDLES, Dataset
 from candlekeep.core.errors import StoreError
 from candlekeep.core.schema import GAP_SCHEMA
 from candlekeep.core.series import SeriesKey
+from candlekeep.core.timeutil import ms_to_datetime
 from candlekeep.stores import pg_gaps
 from candlekeep.stores.base import DatasetStats, Filter, SeriesSpan, Store
-from candlekeep.stores.pg_catalog import Catalog, Privileges
+from candlekeep.stores.pg_catalog import Catalog, Privileges, epoch_ms
 from candlekeep.stores.pg_copy import copy_chunks, stage_type
 from candlekeep.stores.pg_read import copy_out
 from candlekeep.stores.pool import Pool, PoolTimeout
@@ -54,19 +54,12 @@ if TYPE_CHECKING:
 Connection = psycopg.Connection[Any]
 
 _STAGE = "ck_stage"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOGIN_FAILURES = ("password authentication failed", "authentication failed",
                    "no password supplied", "role \"", "pg_hba.conf",
                    "permission denied for database")
 _MERGE_RACES = (pg_errors.UniqueViolation, pg_errors.SerializationFailure)
 
 
-def _ms(expr: str) -> str:
-    return f"(date_part('epoch', {expr}) * 1000)::bigint"
-
-
-def _dt(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=int(ms))
 
 
 class PostgresStore(Store):
@@ -231,7 +224,7 @@ class PostgresStore(Store):
     def read(self, dataset: Dataset, *, where: Filter | None = None, column: str | None = None,
              lo: Any = None, hi: Any = None, limit: int | None = None) -> pa.Table:
         sql, params = select_sql(dataset, quote_ident, where=where, column=column, lo=lo,
-                                 hi=hi, limit=limit, ts_param=_dt, placeholder="%s",
+                                 hi=hi, limit=limit, ts_param=ms_to_datetime, placeholder="%s",
                                  qualified=self._q(dataset.name))
         with self._session() as conn:
             if not self._catalog.column_types(conn, dataset.name):
@@ -262,7 +255,8 @@ class PostgresStore(Store):
     def spans(self, source: str | None = None,
               series: SeriesKey | None = None) -> list[SeriesSpan]:
         where, params = _series_where(source, series)
-        sql = (f"SELECT source, symbol, timeframe, {_ms('min(ts)')}, {_ms('max(ts)')}, "
+        sql = (f"SELECT source, symbol, timeframe, {epoch_ms('min(ts)')}, "
+               f"{epoch_ms('max(ts)')}, "
                f"count(*) FROM {self._q(CANDLES.name)}{where} GROUP BY 1, 2, 3")
         with self._session() as conn:
             if not self._catalog.column_types(conn, CANDLES.name):
