@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from candlekeep.core.datasets import Dataset
 from candlekeep.core.errors import StoreError
+from candlekeep.stores import sql
 from candlekeep.stores.prepare import SERIES_COLUMNS
 
 _UNITS = {"s": 0, "ms": 3, "us": 6, "ns": 9}
@@ -248,44 +249,12 @@ def value_sql(field: pa.Field, value: Any) -> str:
 # --------------------------------------------------------------------------- reads
 
 
-def select_sql(
-    database: str,
-    dataset: Dataset,
-    *,
-    where: Any = None,
-    column: str | None = None,
-    lo: Any = None,
-    hi: Any = None,
-    limit: int | None = None,
-    final: bool = True,
-) -> str:
-    """The store contract's ``read`` as one SELECT (``FINAL`` unless the engine has none)."""
-    parts: list[str] = []
-    for col, value in (where or {}).items():
-        field = _field(dataset, col)
-        parts.append(f"{ident(col)} IS NULL" if value is None else
-                     f"{ident(col)} = {value_sql(field, value)}")
-    if column is not None:
-        field = _field(dataset, column)
-        for bound, op in ((lo, ">="), (hi, "<")):
-            if bound is not None:
-                parts.append(f"{ident(column)} {op} {value_sql(field, bound)}")
-    order = ([column] if column else []) + [k for k in dataset.key if k != column]
-    sql = (f"SELECT {', '.join(ident(c) for c in dataset.schema.names)} FROM "
-           f"{qualified(database, dataset.name)}{' FINAL' if final else ''}")
-    if parts:
-        sql += " WHERE " + " AND ".join(parts)
-    if order:
-        sql += " ORDER BY " + ", ".join(ident(c) for c in order)
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return sql
-
-
-def _field(dataset: Dataset, col: str) -> pa.Field:
-    if col not in dataset.schema.names:
-        raise StoreError(f"dataset {dataset.name} has no column {col!r}")
-    return dataset.schema.field(col)
+def select_sql(database: str, dataset: Dataset, *, final: bool = True,
+               **query: Any) -> str:
+    """The store contract's ``read`` as one SELECT (``FINAL`` unless the engine has none);
+    values inlined as literals."""
+    source = f"{qualified(database, dataset.name)}{' FINAL' if final else ''}"
+    return sql.select_sql(dataset, ident, value_sql, source, **query)
 
 
 def to_schema(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:

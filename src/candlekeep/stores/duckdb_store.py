@@ -47,6 +47,7 @@ from candlekeep.core.timeutil import ms_to_datetime
 from candlekeep.stores.base import DatasetStats, Filter, SeriesSpan, Store
 from candlekeep.stores.prepare import PreparedCandles, prepare, prepare_candles
 from candlekeep.stores.sql import (
+    Bound,
     create_table_sql,
     described,
     duckdb_type,
@@ -425,8 +426,10 @@ class DuckDBStore(Store):
 
     def read(self, dataset: Dataset, *, where: Filter | None = None, column: str | None = None,
              lo: Any = None, hi: Any = None, limit: int | None = None) -> pa.Table:
-        sql, params = select_sql(dataset, quote_ident, where=where, column=column, lo=lo, hi=hi,
-                                 limit=limit, ts_param=ms_to_datetime)
+        bound = Bound("?", ms_to_datetime)
+        sql = select_sql(dataset, quote_ident, bound, quote_ident(dataset.name), where=where,
+                         column=column, lo=lo, hi=hi, limit=limit)
+        params = bound.params
         with self._cursor(write=False) as cur:
             if cur is None or not _table_exists(cur, dataset.name):
                 return dataset.schema.empty_table()

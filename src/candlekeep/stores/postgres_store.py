@@ -45,7 +45,13 @@ from candlekeep.stores.pg_copy import copy_chunks, stage_type
 from candlekeep.stores.pg_read import copy_out
 from candlekeep.stores.pool import Pool, PoolTimeout
 from candlekeep.stores.prepare import prepare
-from candlekeep.stores.sql import create_table_sql, postgres_type, quote_ident, select_sql
+from candlekeep.stores.sql import (
+    Bound,
+    create_table_sql,
+    postgres_type,
+    quote_ident,
+    select_sql,
+)
 
 if TYPE_CHECKING:
     from candlekeep.config.store_types import PostgresStoreConfig
@@ -223,9 +229,10 @@ class PostgresStore(Store):
 
     def read(self, dataset: Dataset, *, where: Filter | None = None, column: str | None = None,
              lo: Any = None, hi: Any = None, limit: int | None = None) -> pa.Table:
-        sql, params = select_sql(dataset, quote_ident, where=where, column=column, lo=lo,
-                                 hi=hi, limit=limit, ts_param=ms_to_datetime, placeholder="%s",
-                                 qualified=self._q(dataset.name))
+        bound = Bound("%s", ms_to_datetime)
+        sql = select_sql(dataset, quote_ident, bound, self._q(dataset.name), where=where,
+                         column=column, lo=lo, hi=hi, limit=limit)
+        params = bound.params
         with self._session() as conn:
             if not self._catalog.column_types(conn, dataset.name):
                 return dataset.schema.empty_table()

@@ -69,52 +69,65 @@ def upsert_sql(dataset: Dataset, columns: Sequence[str], quote: Quote, source: s
             f"ON CONFLICT ({keys}) {action}")
 
 
+Render = Callable[[pa.Field, Any], str]
+"""A value as SQL text for a column: a placeholder (see ``Bound``) or a literal."""
+
+
+class Bound:
+    """Renders values as placeholders and collects them as parameters, in order; an int on a
+    timestamp column is epoch milliseconds and becomes ``ts_param(ms)``."""
+
+    def __init__(self, placeholder: str, ts_param: Callable[[int], Any]) -> None:
+        self.placeholder = placeholder
+        self.ts_param = ts_param
+        self.params: list[Any] = []
+
+    def __call__(self, field: pa.Field, value: Any) -> str:
+        is_ms = (pa.types.is_timestamp(field.type) and isinstance(value, int)
+                 and not isinstance(value, bool))
+        self.params.append(self.ts_param(value) if is_ms else value)
+        return self.placeholder
+
+
 def select_sql(
     dataset: Dataset,
     quote: Quote,
+    render: Render,
+    source: str,
     *,
     where: Any = None,
     column: str | None = None,
     lo: Any = None,
     hi: Any = None,
     limit: int | None = None,
-    ts_param: Callable[[int], Any] = lambda ms: ms,
-    placeholder: str = "?",
-    qualified: str | None = None,
-) -> tuple[str, list[Any]]:
-    """The store contract's ``read`` as one parametrised SELECT."""
-    names = set(dataset.schema.names)
+) -> str:
+    """The store contract's ``read`` as one SELECT from ``source`` (the table, as the
+    dialect names it), values through ``render``."""
     parts: list[str] = []
-    params: list[Any] = []
     for col, value in (where or {}).items():
-        _check_column(dataset, col, names)
-        if value is None:
-            parts.append(f"{quote(col)} IS NULL")
-            continue
-        parts.append(f"{quote(col)} = {placeholder}")
-        params.append(value)
+        field = _field(dataset, col)
+        parts.append(f"{quote(col)} IS NULL" if value is None else
+                     f"{quote(col)} = {render(field, value)}")
     if column is not None:
-        _check_column(dataset, column, names)
-        is_ts = pa.types.is_timestamp(dataset.schema.field(column).type)
+        field = _field(dataset, column)
         for bound, op in ((lo, ">="), (hi, "<")):
             if bound is not None:
-                parts.append(f"{quote(column)} {op} {placeholder}")
-                params.append(ts_param(int(bound)) if is_ts else bound)
+                parts.append(f"{quote(column)} {op} {render(field, bound)}")
     order = ([column] if column else []) + [k for k in dataset.key if k != column]
-    sql = f"SELECT {', '.join(quote(c) for c in dataset.schema.names)} FROM " \
-          f"{qualified or quote(dataset.name)}"
+    sql = f"SELECT {', '.join(quote(c) for c in dataset.schema.names)} FROM {source}"
     if parts:
         sql += " WHERE " + " AND ".join(parts)
     if order:
         sql += " ORDER BY " + ", ".join(quote(c) for c in order)
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return sql, params
+    return sql
 
 
-def _check_column(dataset: Dataset, col: str, names: set[str]) -> None:
-    if col not in names:
+def _field(dataset: Dataset, col: str) -> pa.Field:
+    if col not in dataset.schema.names:
         raise StoreError(f"dataset {dataset.name} has no column {col!r}")
+    return dataset.schema.field(col)
 
 
 def described(table: str, schema: pa.Schema, key: Sequence[str]) -> Dataset:
