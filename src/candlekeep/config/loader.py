@@ -61,7 +61,8 @@ def _interpolate(node: Any, path: tuple[str | int, ...], file: str,
 
 def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
     err = exc.errors()[0]
-    tags = ("ccxt", "sim", *STORE_TYPES)  # discriminator names pydantic puts into the path
+    # discriminator names pydantic puts into the path
+    tags = ("ccxt", "sim", "email", "webhook", "heartbeat", *STORE_TYPES)
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in tags))
     key = _key(loc)
     kind = err["type"]
@@ -186,6 +187,44 @@ def _check_references(cfg: Config, file: str) -> None:
         if names.index(name) != i:
             raise ConfigError(file, f"jobs[{i}].name", f"duplicate job name {name!r}",
                               "job names must be unique")
+    _check_operations(cfg, file, names)
+
+
+def _check_operations(cfg: Config, file: str, jobs: list[str]) -> None:
+    """Freshness rules, alert channels and rules, and reports name things that exist."""
+    for i, d in enumerate(cfg.freshness.datasets):
+        if d.store not in cfg.stores:
+            raise ConfigError(file, f"freshness.datasets[{i}].store", f"unknown store {d.store!r}",
+                              f"defined stores: {', '.join(cfg.stores) or 'none'}")
+    channels = cfg.alerts.channels
+    for name, ch in channels.items():
+        if ch.type == "email" and cfg.smtp is None:
+            raise ConfigError(file, f"alerts.channels.{name}", "an email channel needs a mail "
+                              "server", "add smtp: {host: …, from: …} at the top level")
+        if ch.type == "heartbeat":
+            for j, job in enumerate(ch.jobs):
+                if job not in jobs:
+                    raise ConfigError(file, f"alerts.channels.{name}.jobs[{j}]",
+                                      f"unknown job {job!r}",
+                                      f"defined jobs: {', '.join(jobs) or 'none'}")
+    for i, rule in enumerate(cfg.alerts.rules):
+        for j, ch_name in enumerate(rule.channels):
+            if ch_name not in channels:
+                raise ConfigError(file, f"alerts.rules[{i}].channels[{j}]",
+                                  f"unknown channel {ch_name!r}",
+                                  f"defined channels: {', '.join(channels) or 'none'}")
+            if channels[ch_name].type == "heartbeat":
+                raise ConfigError(file, f"alerts.rules[{i}].channels[{j}]",
+                                  f"{ch_name!r} is a heartbeat channel",
+                                  "heartbeats are pinged by their own jobs list, not by rules")
+        for j, job in enumerate(rule.jobs or []):
+            if job not in jobs:
+                raise ConfigError(file, f"alerts.rules[{i}].jobs[{j}]", f"unknown job {job!r}",
+                                  f"defined jobs: {', '.join(jobs) or 'none'}")
+    if cfg.reports and cfg.smtp is None:
+        name = next(iter(cfg.reports))
+        raise ConfigError(file, f"reports.{name}", "reports are mailed but no mail server is "
+                          "configured", "add smtp: {host: …, from: …} at the top level")
 
 
 def _check_buffer_folders(cfg: Config, file: str) -> None:

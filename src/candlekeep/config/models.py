@@ -8,6 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
+from candlekeep.config.ops import (
+    AlertsConfig,
+    ApiConfig,
+    FreshnessConfig,
+    ReportConfig,
+    SmtpConfig,
+)
 from candlekeep.config.store_types import (
     STORE_TYPES,
     BufferStoreConfig,
@@ -142,6 +149,11 @@ class Config(_Model):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     series: list[SeriesConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
+    api: ApiConfig | None = None
+    freshness: FreshnessConfig = FreshnessConfig()
+    smtp: SmtpConfig | None = None
+    alerts: AlertsConfig = AlertsConfig()
+    reports: dict[str, ReportConfig] = Field(default_factory=dict)
 
     @property
     def state_url(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.sources.base import Source
     from candlekeep.state.db import StateDB
+    from candlekeep.state.ops_state import SeriesMark
     from candlekeep.state.rows import GapRow
     from candlekeep.stores.base import DatasetStats, SeriesSpan, Store
 
@@ -54,14 +55,28 @@ class AsyncState:
 
 
 class AsyncStore:
-    """One store's calls, off the loop."""
+    """One store's calls, off the loop. With ``state``, every candle upsert also records
+    each written series' newest candle there (``series_state``), which the API and
+    freshness read instead of scanning candle tables."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, state: StateDB | None = None,
+                 now_ms: Callable[[], int] | None = None) -> None:
         self.sync = store
         self.name = store.name
+        self.state = state
+        self.now_ms = now_ms
 
     async def upsert_candles(self, batch: pa.Table) -> int:
-        return await asyncio.to_thread(self.sync.upsert_candles, batch)
+        return await asyncio.to_thread(self._upsert_candles, batch)
+
+    def _upsert_candles(self, batch: pa.Table) -> int:
+        rows = self.sync.upsert_candles(batch)
+        if self.state is not None and batch.num_rows:
+            from candlekeep.state.ops_state import note_written
+
+            now = self.now_ms() if self.now_ms else 0
+            note_written(self.state.engine, self.name, series_marks(batch), now)
+        return rows
 
     async def upsert(self, dataset: Dataset, batch: pa.Table) -> int:
         return await asyncio.to_thread(self.sync.upsert, dataset, batch)
@@ -87,7 +102,25 @@ class AsyncStore:
 
 
 async def open_store(runtime: Runtime, name: str) -> AsyncStore:
-    return AsyncStore(await asyncio.to_thread(runtime.store, name))
+    store = await asyncio.to_thread(runtime.store, name)
+    state = await asyncio.to_thread(lambda: runtime.state)
+    return AsyncStore(store, state, runtime.clock.now_ms)
+
+
+def series_marks(batch: pa.Table) -> list[SeriesMark]:
+    """Per series in a candle batch: first and last open time, and rows."""
+    import pyarrow.compute as pc
+
+    from candlekeep.core.series import SeriesKey
+    from candlekeep.state.ops_state import SeriesMark
+
+    ts = pc.cast(batch.column("ts"), "int64")
+    keyed = batch.select(["source", "symbol", "timeframe"]).append_column("t", ts)
+    agg = keyed.group_by(["source", "symbol", "timeframe"], use_threads=False).aggregate(
+        [("t", "min"), ("t", "max"), ("t", "count")]).to_pydict()
+    return [SeriesMark(SeriesKey(src, sym, tf), lo, hi, n) for src, sym, tf, lo, hi, n in zip(
+        agg["source"], agg["symbol"], agg["timeframe"], agg["t_min"], agg["t_max"],
+        agg["t_count"], strict=True)]
 
 
 async def open_source(runtime: Runtime, name: str) -> Source:

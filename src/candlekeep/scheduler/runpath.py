@@ -48,6 +48,19 @@ RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT)
 DB = Callable[..., Awaitable[Any]]
 """Runs a blocking store call (in the engine's database thread, or inline in tests)."""
 
+RunObserver = Callable[["RunOutcome", JobSpec], Awaitable[None]]
+"""Told how each run ended (alerts, heartbeats); its failure never changes the run."""
+
+
+def default_observers(runtime: Runtime) -> list[RunObserver]:
+    """What every run path tells about each ended run: the alert engine, when the config
+    has alert channels (imported only then)."""
+    if not runtime.config.alerts.channels:
+        return []
+    from candlekeep.alerts.engine import AlertEngine
+
+    return [AlertEngine.for_runtime(runtime).after_run]
+
 
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
@@ -229,7 +242,8 @@ class RunHost:
     def __init__(self, runtime: Runtime, store: SchedulerStore, *, heartbeat_s: float,
                  db: DB = in_thread, rng: random.Random | None = None,
                  node_row: bool = False, autoflush: bool = True,
-                 notify: Callable[[], None] | None = None) -> None:
+                 notify: Callable[[], None] | None = None,
+                 observers: list[RunObserver] | None = None) -> None:
         """``node_row``: heartbeat a daemon's node row too. ``autoflush``: record each
         finish at once (the CLI); a daemon batches them (``flush``) and is told through
         ``notify`` when there is something to record or a slot came free."""
@@ -257,6 +271,8 @@ class RunHost:
         self.flush_retry_at: int | None = None
         self._process_lock = asyncio.Lock()
         self._process_writes: set[asyncio.Task[None]] = set()
+        self.observers = default_observers(runtime) if observers is None else observers
+        self._observing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -266,6 +282,8 @@ class RunHost:
 
     async def close(self) -> None:
         self._closed.set()
+        if self._observing:  # alerts of runs that just ended still go out
+            await asyncio.gather(*self._observing, return_exceptions=True)
         if self._process_writes:
             await asyncio.gather(*self._process_writes, return_exceptions=True)
         if self._beater is not None:
@@ -304,18 +322,35 @@ class RunHost:
         self.runs[local.run_id] = local
         started = self.clock.now_ms()
         try:
-            return await self._attempts(local, started, progress)
+            outcome = await self._attempts(local, started, progress)
         except Exception as exc:  # a bug, or the state DB failing between attempts
             log.exception("run failed outside the job job=%s", spec.name)
             attempt = Attempt(RunStatus.FAILED, None, f"scheduler error: {exc!r}")
             if not local.waiting:
-                return await self._end(local, attempt, started)
-            with contextlib.suppress(Exception):  # let any node start the retry
-                await self.db(self.store.release_waiting, [local.run_id])
-            return self._outcome(local, attempt, started, recorded=False)
+                outcome = await self._end(local, attempt, started)
+            else:
+                with contextlib.suppress(Exception):  # let any node start the retry
+                    await self.db(self.store.release_waiting, [local.run_id])
+                outcome = self._outcome(local, attempt, started, recorded=False)
         finally:
             self.runs.pop(local.run_id, None)
             self.notify()
+        self._observe(outcome, spec)
+        return outcome
+
+    def _observe(self, outcome: RunOutcome, spec: JobSpec) -> None:
+        """Tell the observers in the background: a slow webhook never holds the run's
+        slot, and ``close`` waits for what is still on its way."""
+        for observer in self.observers:
+            async def tell(fn: RunObserver = observer) -> None:
+                try:
+                    await fn(outcome, spec)
+                except Exception:
+                    log.exception("run observer failed job=%s", spec.name)
+
+            task = asyncio.ensure_future(tell())
+            self._observing.add(task)
+            task.add_done_callback(self._observing.discard)
 
     async def _attempts(self, local: LocalRun, started: int,
                         progress: ProgressSink | None) -> RunOutcome:

@@ -35,3 +35,19 @@ TICK_TRIGGERS = (Trigger.SCHEDULE, Trigger.TIMER)
 
 
 GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
+
+
+class FreshnessStatus(StrEnum):
+    """How current a series or dataset is, as the freshness check judged it."""
+
+    OK = "ok"
+    STALE = "stale"
+    """The newest row is older than its threshold allows."""
+    MISSING = "missing"
+    """Nothing stored at all (a configured series never written, a dataset's table absent)."""
+    ERROR = "error"
+    """The store could not be read."""
+
+
+FRESHNESS_ALERTING = (FreshnessStatus.STALE, FreshnessStatus.MISSING)
+"""Statuses that raise a freshness alert; back to OK is its recovery."""

@@ -94,4 +94,5 @@ schema_version = sa.Table(
 )
 
 
+from candlekeep.state import ops_tables as _ops_tables  # noqa: E402,F401
 from candlekeep.state import scheduler_tables as _scheduler_tables  # noqa: E402,F401
