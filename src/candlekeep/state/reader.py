@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from candlekeep.state.rows import JOB_COLUMNS, NODE_COLUMNS, JobRow, NodeRow, RunRow, node_row
+from candlekeep.state.rows import (
+    JOB_COLUMNS,
+    NODE_COLUMNS,
+    FreshnessRow,
+    JobRow,
+    NodeRow,
+    RunRow,
+    SeriesStateRow,
+    node_row,
+)
 
 TERMINAL = ("success", "failed", "timed_out", "cancelled", "abandoned", "skipped")
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
@@ -116,6 +125,20 @@ class Reader:
 
     def open_gaps(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM gaps WHERE status = 'open'")[0][0])
+
+    def series_state(self, store: str | None = None) -> list[SeriesStateRow]:
+        """The newest candle per store and series as the write path last recorded it: one
+        row per series, whatever the size of the candle tables behind it."""
+        where, params = ("WHERE store = :store", {"store": store}) if store else ("", {})
+        return [SeriesStateRow(*r) for r in self._rows(
+            "SELECT store, source, symbol, timeframe, first_ms, last_ms, rows, updated_at, "
+            f"scanned_at FROM series_state {where}", params)]
+
+    def freshness(self) -> list[FreshnessRow]:
+        """The last freshness verdict of every subject."""
+        return [FreshnessRow(*r) for r in self._rows(
+            "SELECT kind, store, subject, newest_ms, age_ms, threshold_ms, rows, status, "
+            "detail, checked_at, status_since FROM freshness ORDER BY kind, store, subject")]
 
 
 def _in_list(values: Sequence[str], prefix: str = "j") -> tuple[str, dict[str, str]]:

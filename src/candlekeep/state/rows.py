@@ -105,6 +105,43 @@ class ScheduleRow:
     enabled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesStateRow:
+    """``series_state``: a series' stored range in one store (``rows`` an upper bound
+    between reconciliations)."""
+
+    store: str
+    source: str
+    symbol: str
+    timeframe: str
+    first_ms: int | None
+    last_ms: int | None
+    rows: int
+    updated_at: int
+    scanned_at: int | None
+
+    @property
+    def series(self) -> SeriesKey:
+        return SeriesKey(self.source, self.symbol, self.timeframe)
+
+
+@dataclass(frozen=True, slots=True)
+class FreshnessRow:
+    """``freshness``: the last verdict on a series or dataset."""
+
+    kind: str
+    store: str
+    subject: str
+    newest_ms: int | None
+    age_ms: int | None
+    threshold_ms: int
+    rows: int | None
+    status: str
+    detail: str | None
+    checked_at: int
+    status_since: int
+
+
 JOB_COLUMNS = ("job", "schedule", "timezone", "last_tick", "created_at", "spec_hash", "spec_by",
                "spec_at", "spec")
 """``scheduler_jobs`` columns in ``JobRow`` order: every reader selects these."""
