@@ -1,3 +1,11 @@
 """Importing this module registers every built-in job type."""
 
-from candlekeep.jobs import backfill, command, flush, gaps, ingest, table_sync  # noqa: F401
+from candlekeep.jobs import (  # noqa: F401
+    backfill,
+    command,
+    flush,
+    freshness,
+    gaps,
+    ingest,
+    table_sync,
+)
