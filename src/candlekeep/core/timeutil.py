@@ -63,6 +63,13 @@ def fmt_ms(ts_ms: int | None) -> str:
     return ms_to_datetime(ts_ms).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def iso_ms(ts_ms: int | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds (``2026-12-02T03:00:00.000Z``), for JSON."""
+    if ts_ms is None:
+        return None
+    return ms_to_datetime(ts_ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts_ms) % 1000:03d}Z"
+
+
 def fmt_duration(ms: int) -> str:
     """A duration for people: 4.2s, 12s, 3m05s, 2h10m, 1d04h."""
     s = ms // 1000

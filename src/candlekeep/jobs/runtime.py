@@ -144,18 +144,7 @@ class Runtime:
         symbol: str | None = None,
         timeframe: str | None = None,
     ) -> list[SeriesPlan]:
-        """The configured series, filtered; the same series listed twice appears once."""
-        seen: dict[SeriesKey, SeriesPlan] = {}
-        for s in self.config.series:
-            for sym in s.symbols:
-                for tf in s.timeframes:
-                    key = SeriesKey(s.source, sym, tf)
-                    if (source and key.source != source) or (symbol and sym != symbol) or (
-                        timeframe and tf != timeframe
-                    ):
-                        continue
-                    seen.setdefault(key, _plan(self.config, s, key))
-        return list(seen.values())
+        return series_plans(self.config, source, symbol, timeframe)
 
     async def aclose(self) -> None:
         for src in self._sources.values():
@@ -166,6 +155,22 @@ class Runtime:
         self._stores.clear()
         if self._state is not None:
             self._state.dispose()
+
+
+def series_plans(config: Config, source: str | None = None, symbol: str | None = None,
+                 timeframe: str | None = None) -> list[SeriesPlan]:
+    """The configured series, filtered; the same series listed twice appears once."""
+    seen: dict[SeriesKey, SeriesPlan] = {}
+    for s in config.series:
+        for sym in s.symbols:
+            for tf in s.timeframes:
+                key = SeriesKey(s.source, sym, tf)
+                if (source and key.source != source) or (symbol and sym != symbol) or (
+                    timeframe and tf != timeframe
+                ):
+                    continue
+                seen.setdefault(key, _plan(config, s, key))
+    return list(seen.values())
 
 
 def _plan(config: Config, s: SeriesConfig, key: SeriesKey) -> SeriesPlan:
