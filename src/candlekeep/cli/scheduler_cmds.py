@@ -42,22 +42,10 @@ def _runtime(cfg: Config) -> Runtime:
 
 @contextlib.contextmanager
 def _reader(cfg: Config) -> Iterator[Reader]:
-    """The read model straight on the state DB's driver; the first time (no DB yet, or an
-    older schema), StateDB creates or upgrades it first."""
-    from candlekeep.state.reader import open_reader
-    from candlekeep.state.version import SCHEMA_VERSION
+    """The read model straight on the state DB's driver (see ``state.reader.reading``)."""
+    from candlekeep.state.reader import reading
 
-    with open_reader(cfg.state_url, SCHEMA_VERSION) as reader:
-        if reader is not None:
-            yield reader
-            return
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    from candlekeep.state.db import StateDB
-
-    StateDB(cfg.state_url).dispose()
-    with open_reader(cfg.state_url, SCHEMA_VERSION) as reader:
-        if reader is None:
-            raise CandlekeepError(f"cannot read the state DB at {d.redact_url(cfg.state_url)}")
+    with reading(cfg.state_url, cfg.data_dir) as reader:
         yield reader
 
 

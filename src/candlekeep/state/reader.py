@@ -177,3 +177,25 @@ def open_reader(url: str, schema_version: int) -> Iterator[Reader | None]:
         yield reader if found == schema_version else None
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def reading(url: str, data_dir: Path) -> Iterator[Reader]:
+    """A reader on the state DB at ``url``; the first time (no DB yet, or an older
+    schema) StateDB creates or upgrades it first. What every listing opens."""
+    from candlekeep.state.version import SCHEMA_VERSION
+
+    with open_reader(url, SCHEMA_VERSION) as reader:
+        if reader is not None:
+            yield reader
+            return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    from candlekeep.state.db import StateDB
+
+    StateDB(url).dispose()
+    with open_reader(url, SCHEMA_VERSION) as reader:
+        if reader is None:
+            from candlekeep.core.errors import CandlekeepError
+
+            raise CandlekeepError("cannot read the state DB (its schema is not current)")
+        yield reader
