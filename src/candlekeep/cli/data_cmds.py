@@ -5,6 +5,7 @@ Each command imports the job machinery it needs when it runs (see scheduler_cmds
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -142,23 +143,22 @@ def register(app: typer.Typer) -> None:
         if status is not None and status not in GAP_STATUSES:
             raise typer.BadParameter(f"use one of {', '.join(GAP_STATUSES)}",
                                      param_hint="--status")
-        from candlekeep.jobs.runtime import Runtime
+        from candlekeep.queries.encode import plain
+        from candlekeep.queries.gaps import gaps
+        from candlekeep.state.reader import reading
 
-        rt = Runtime(common.state(ctx).config())
-        rows = rt.state.list_gaps(status=status)
+        cfg = common.state(ctx).config()
+        with reading(cfg.state_url, cfg.data_dir) as reader:
+            rows = gaps(reader, status=status).items
         if as_json:
-            print_json([r.as_dict() | {"gap_start_iso": fmt_ms(r.gap_start),
-                                       "gap_end_iso": fmt_ms(r.gap_end)} for r in rows])
+            print_json(plain(rows))
             return
         table = Table(title=f"gaps ({len(rows)})")
         for col in ("series", "from", "to", "candles", "status", "attempts", "last error"):
             table.add_column(col)
-        from candlekeep.core.timeframes import parse_timeframe
-
         for r in rows:
-            table.add_row(str(r.series), fmt_ms(r.gap_start), fmt_ms(r.gap_end),
-                          str(r.candles(parse_timeframe(r.series.timeframe).ms)), r.status,
-                          str(r.attempts), (r.last_error or "")[:60])
+            table.add_row(r.series, fmt_ms(r.gap_start), fmt_ms(r.gap_end), str(r.candles),
+                          r.status, str(r.attempts), (r.last_error or "")[:60])
         console.print(table)
 
     @gaps_app.command("repair")
@@ -189,22 +189,35 @@ def register(app: typer.Typer) -> None:
     @app.command("coverage")
     @friendly_errors
     def coverage_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-        """Per series: first, last, stored, expected, missing, confirmed empty, coverage %."""
-        from candlekeep.jobs.coverage import coverage as compute_coverage
-        from candlekeep.jobs.runtime import Runtime
+        """Per series: first, last, stored, expected, missing, confirmed empty, coverage %.
 
-        rt = Runtime(common.state(ctx).config())
+        Reads each store once to bring the state DB's series state up to date, then shows
+        what ``/coverage`` shows."""
+        from candlekeep.freshness.check import refresh_series_state
+        from candlekeep.jobs.runtime import Runtime
+        from candlekeep.queries.coverage import coverage
+        from candlekeep.queries.encode import plain
+        from candlekeep.state.reader import reading
+
+        cfg = common.state(ctx).config()
+        rt = Runtime(cfg)
         try:
-            rows = compute_coverage(rt)
+            errors = refresh_series_state(rt, int(time.time() * 1000))
+            with reading(cfg.state_url, cfg.data_dir) as reader:
+                rows = coverage(reader, rt.plans())
         finally:
             common.run(rt.aclose())
+        for store, error in errors.items():
+            console.print(f"[yellow]warning:[/] store {escape(store)} could not be read "
+                          f"({escape(error)}); its rows are as last recorded", highlight=False)
         if as_json:
-            print_json([r.as_dict() for r in rows])
+            print_json(plain(rows))
             return
         console.print(coverage_table(rows))
 
 
-def coverage_table(rows: list[Any]) -> Table:
+def coverage_table(rows: Sequence[Any]) -> Table:
+    """Coverage rows (``queries.coverage.CoverageView`` or the demo's) as a table."""
     table = Table(title="coverage")
     for col, just in (("series", "left"), ("first", "left"), ("last", "left"),
                       ("stored", "right"), ("expected", "right"), ("missing", "right"),

@@ -186,7 +186,10 @@ def register(app: typer.Typer) -> None:
         cfg, specs = _load(ctx)
         now = _now()
         st = d.PidFile(cfg.data_dir).status()
-        from candlekeep.scheduler import report
+        from candlekeep.queries import jobs as q
+        from candlekeep.queries.encode import plain
+        from candlekeep.queries.freshness import ingestion_status
+        from candlekeep.state.statuses import FreshnessStatus
 
         rt = _runtime(cfg)
         try:
@@ -197,10 +200,11 @@ def register(app: typer.Typer) -> None:
                         "not_before": r.not_before, "run_id": r.id}
                        for r in store.live_runs()]
             with _reader(cfg) as reader:
-                nodes = report.live_nodes(reader, now)
-                differs = [o["name"] for o in report.job_overview(specs, reader, now)
-                           if o["spec_matches"] is False]
-            stale = report.stale_series(rt, now)
+                nodes = q.nodes(reader, now)
+                differs = [j.name for j in q.job_overview(specs, reader, now)
+                           if j.spec_matches is False]
+                stale = sum(1 for v in ingestion_status(reader, cfg, now)
+                            if v.status != FreshnessStatus.OK)
             store.dispose()
         finally:
             common.run(rt.aclose())
@@ -212,7 +216,7 @@ def register(app: typer.Typer) -> None:
             "node": st.info.node if st.running and st.info else d.default_node(cfg),
             "started_at": st.info.started_at if st.running and st.info else None,
             "uptime_s": (now - st.info.started_at) / 1000 if st.running and st.info else None,
-            "log": str(d.log_path(cfg)), "nodes": nodes, "running_jobs": running,
+            "log": str(d.log_path(cfg)), "nodes": plain(nodes), "running_jobs": running,
             "config_differs": differs, "stale_series": stale,
             "next_ticks": [{"at": tick, "at_utc": fmt_ms(tick), "job": job}
                            for tick, job in ticks],
@@ -228,15 +232,16 @@ def register(app: typer.Typer) -> None:
             console.print(f"daemon: [red]not running[/]{note}", highlight=False)
         console.print(f"log: {data['log']}", highlight=False)
         if stale:
-            console.print(f"[yellow]stale series: {stale}[/] (more than two candles behind; "
-                          "see 'candlekeep coverage')", highlight=False)
-        for n in nodes:
-            skew = "" if n["skew_ms"] is None else f", clock {-n['skew_ms'] / 1000:+.1f}s"
-            console.print(f"node {n['node']}: {'alive' if n['alive'] else n['status']}, "
-                          f"heartbeat {report.relative(n['heartbeat_at'], now)}{skew}",
+            console.print(f"[yellow]stale series: {stale}[/] (older than the freshness "
+                          "threshold, or nothing stored; see 'candlekeep freshness')",
                           highlight=False)
-            if n["conflicts"]:
-                console.print(f"  [yellow]does not claim {', '.join(n['conflicts'])}: its "
+        for n in nodes:
+            skew = "" if n.skew_ms is None else f", clock {-n.skew_ms / 1000:+.1f}s"
+            console.print(f"node {n.node}: {'alive' if n.alive else n.status}, "
+                          f"heartbeat {q.relative(n.heartbeat_at, now)}{skew}",
+                          highlight=False)
+            if n.conflicts:
+                console.print(f"  [yellow]does not claim {', '.join(n.conflicts)}: its "
                               "config differs from the cluster's[/]", highlight=False)
         if differs:
             console.print(f"[yellow]this config differs from the cluster's for: "
@@ -244,7 +249,7 @@ def register(app: typer.Typer) -> None:
         if running:
             console.print("running now:")
             for r in running:
-                what = (f"retry due {report.relative(r['not_before'], now)}"
+                what = (f"retry due {q.relative(r['not_before'], now)}"
                         if r["status"] == "waiting" else r["status"])
                 console.print(f"  {r['job']}  tick {fmt_ms(r['scheduled_for'])}  "
                               f"node {r['node']}  attempt {r['attempt']}  {what}",
@@ -253,49 +258,48 @@ def register(app: typer.Typer) -> None:
             console.print("running now: none")
         console.print("next ticks:")
         for tick, job in ticks:
-            console.print(f"  {fmt_ms(tick)} UTC  ({report.relative(tick, now)})  {job}",
+            console.print(f"  {fmt_ms(tick)} UTC  ({q.relative(tick, now)})  {job}",
                           highlight=False)
 
     def _list(ctx: typer.Context, as_json: bool) -> None:
-        from candlekeep.scheduler import report
+        from candlekeep.queries import jobs as q
+        from candlekeep.queries.encode import plain
 
         cfg, specs = _load(ctx)
         now = _now()
         with _reader(cfg) as reader:
-            overview = report.job_overview(specs, reader, now)
-            banner = report.health(reader, overview,
-                                   d.PidFile(cfg.data_dir).status().running, now)
+            overview = q.job_overview(specs, reader, now)
+            banner = q.banner(reader, overview, d.PidFile(cfg.data_dir).status().running, now)
         if as_json:
-            print_json({"health": banner, "jobs": overview})
+            print_json({"health": plain(banner), "jobs": plain(overview)})
             return
-        up = ("[green]up[/]" + (f" ({', '.join(banner['live_nodes'])})"
-                                if banner["live_nodes"] else "")
-              if banner["daemon_up"] else "[red]down[/]")
-        failing = banner["failing_jobs"]
-        parts = [f"daemon {up}", f"state DB {banner['state_db_ms']:.1f} ms",
+        up = ("[green]up[/]" + (f" ({', '.join(banner.live_nodes)})"
+                                if banner.live_nodes else "")
+              if banner.daemon_up else "[red]down[/]")
+        failing = banner.failing_jobs
+        parts = [f"daemon {up}", f"state DB {banner.state_db_ms:.1f} ms",
                  ("[red]failing: " + ", ".join(failing) + "[/]") if failing
                  else "[green]no failing jobs[/]",
-                 f"open gaps {banner['open_gaps'] if banner['open_gaps'] is not None else '?'}"]
+                 f"open gaps {banner.open_gaps if banner.open_gaps is not None else '?'}"]
         console.print(" | ".join(parts), highlight=False)
-        for dis in banner["disagreements"]:
-            console.print(f"[yellow]node {dis['node']} does not claim {', '.join(dis['jobs'])}"
+        for dis in banner.disagreements:
+            console.print(f"[yellow]node {dis.node} does not claim {', '.join(dis.jobs)}"
                           ": its config differs from the cluster's[/]", highlight=False)
         table = Table(show_lines=False)
         for col in ("job", "schedule", "enabled", "next run (UTC)", "last run", "took",
                     "7d success"):
             table.add_column(col)
         for o in overview:
-            sched = (f"{o['schedule']}\n[dim]{o['schedule_words']}[/]" if o["schedule"]
+            sched = (f"{o.schedule}\n[dim]{o.schedule_words}[/]" if o.schedule
                      else "[dim]manual only[/]")
-            nxt = (f"{o['next_run_utc']}\n[dim]{o['next_run_relative']}[/]"
-                   if o["next_run"] else "-")
-            rate = (f"{o['success_rate_7d']:.0%} of {o['runs_7d']}"
-                    if o["success_rate_7d"] is not None else "-")
-            name = o["name"]
-            if o["spec_matches"] is False:
-                name += f"\n[yellow]config differs (cluster's set by {o['spec_set_by']})[/]"
-            table.add_row(name, sched, "yes" if o["enabled"] else "[yellow]no[/]", nxt,
-                          _styled(o["last_status"]), _ms(o["last_duration_ms"]), rate)
+            nxt = f"{o.next_run_utc}\n[dim]{o.next_run_relative}[/]" if o.next_run else "-"
+            rate = (f"{o.success_rate_7d:.0%} of {o.runs_7d}"
+                    if o.success_rate_7d is not None else "-")
+            name = o.name
+            if o.spec_matches is False:
+                name += f"\n[yellow]config differs (cluster's set by {o.spec_set_by})[/]"
+            table.add_row(name, sched, "yes" if o.enabled else "[yellow]no[/]", nxt,
+                          _styled(o.last_status), _ms(o.last_duration_ms), rate)
         console.print(table)
 
     @app.command("list")
@@ -386,17 +390,21 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Past runs: scheduled time, start, duration, node, attempt, status, rows, error."""
+        from candlekeep.queries import jobs as q
+        from candlekeep.queries.encode import plain
+
+        if status_ is not None and status_ not in set(RunStatus):
+            raise typer.BadParameter(f"use one of {', '.join(RunStatus)}",
+                                     param_hint="--status")
+        if limit < 1:
+            raise typer.BadParameter("must be at least 1", param_hint="--limit")
         cfg = common.state(ctx).config()
         since_ms = _now() - int(_seconds(since, "--since") * 1000)
         with _reader(cfg) as reader:
-            runs = reader.runs(job=job, since_ms=since_ms, status=status_, limit=limit)
+            runs = q.runs(reader, job=job, since_ms=since_ms, limit=limit,
+                          status=RunStatus(status_) if status_ else None).items
         if as_json:
-            print_json([{"id": r.id, "job": r.job, "scheduled_for": r.scheduled_for,
-                         "scheduled_utc": fmt_ms(r.scheduled_for), "started_at": r.started_at,
-                         "finished_at": r.finished_at, "duration_ms": r.duration_ms,
-                         "node": r.node, "attempt": r.attempt, "trigger": r.trigger,
-                         "status": r.status, "rows_written": r.rows_written,
-                         "requests": r.requests, "error": r.error} for r in runs])
+            print_json(plain(runs))
             return
         table = Table()
         for col in ("job", "scheduled (UTC)", "started", "took", "node", "att", "status",

@@ -7,7 +7,7 @@ of it. A daemon (or the HTTP API) that has an engine already passes its raw conn
 so every reader runs the very same statements.
 
 Every statement is written once, with ``:name`` parameters, in SQL both SQLite and
-PostgreSQL accept; each answers from an index (see tests/scheduler/test_reports.py).
+PostgreSQL accept; each answers from an index (see tests/queries/test_indexes.py).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from candlekeep.core.series import SeriesKey
 from candlekeep.state.rows import (
     JOB_COLUMNS,
     NODE_COLUMNS,
     FreshnessRow,
+    GapRow,
     JobRow,
     NodeRow,
     RunRow,
@@ -102,9 +104,11 @@ class Reader:
             f"SELECT {', '.join(NODE_COLUMNS)} FROM scheduler_nodes ORDER BY node")]
 
     def runs(self, job: str | None = None, since_ms: int | None = None,
-             status: str | None = None, limit: int | None = 200) -> list[RunRow]:
+             status: str | None = None, limit: int | None = 200,
+             offset: int = 0) -> list[RunRow]:
         """Newest first; ``ix_runs_scheduled`` (or the per-job unique index) is read from
-        its end, so a page costs the same whatever the history behind it."""
+        its end, so a page costs the same whatever the history behind it (plus
+        ``offset`` rows, which callers bound)."""
         where: list[str] = ["1 = 1"]
         params: dict[str, Any] = {}
         if job is not None:
@@ -116,15 +120,80 @@ class Reader:
         if status is not None:
             where.append("status = :status")
             params["status"] = status
-        tail = "" if limit is None else f" LIMIT {int(limit)}"
+        tail = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
         rows = self._rows(
             'SELECT id, job, scheduled_for, attempt, node, "trigger", started_at, '
             "finished_at, status, rows_written, requests, error FROM runs WHERE "
             f"{' AND '.join(where)} ORDER BY scheduled_for DESC, attempt DESC{tail}", params)
         return [RunRow(*r) for r in rows]
 
+    def run_counts(self, since_ms: int) -> dict[tuple[str, str], int]:
+        """Runs per (job, status) scheduled since ``since_ms``: a range of
+        ``ix_runs_scheduled``, bounded by the window."""
+        rows = self._rows("SELECT job, status, COUNT(*) FROM runs WHERE scheduled_for >= "
+                          ":since GROUP BY job, status", {"since": since_ms})
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def last_successes(self, jobs: Sequence[str]) -> dict[str, int]:
+        """Each job's latest successful run's end: ``ix_runs_job_started`` read from its
+        end until the first success (so a job failing for long reads its failures)."""
+        if not jobs:
+            return {}
+        names, params = _in_list(jobs)
+        rows = self._rows(
+            "SELECT j.job, (SELECT x.finished_at FROM runs x WHERE x.job = j.job AND "
+            "x.started_at IS NOT NULL AND x.status = 'success' ORDER BY x.started_at DESC "
+            f"LIMIT 1) FROM scheduler_jobs j WHERE j.job IN ({names})", params)
+        return {r[0]: int(r[1]) for r in rows if r[1] is not None}
+
     def open_gaps(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM gaps WHERE status = 'open'")[0][0])
+
+    def gaps(self, status: str | None = None, source: str | None = None,
+             symbol: str | None = None, timeframe: str | None = None,
+             limit: int | None = None, offset: int = 0) -> list[GapRow]:
+        """Gaps in series order (``uq_gaps_series_start``; with a status, ``ix_gaps_status``
+        narrows the read to that status first)."""
+        where: list[str] = ["1 = 1"]
+        params: dict[str, Any] = {}
+        for column, value in (("status", status), ("source", source), ("symbol", symbol),
+                              ("timeframe", timeframe)):
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value
+        tail = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        rows = self._rows(
+            f"SELECT {_GAP_COLUMNS} FROM gaps WHERE {' AND '.join(where)} "
+            f"ORDER BY source, symbol, timeframe, gap_start{tail}", params)
+        return [_gap_row(r) for r in rows]
+
+    def gap_totals(self, statuses: Sequence[str]) -> list[GapTotal]:
+        """Per series and status: how many gaps, and the sum of their lengths (``gap_end -
+        gap_start``), read through ``ix_gaps_status`` for those statuses only."""
+        names, params = _in_list(statuses, "s")
+        rows = self._rows(
+            "SELECT source, symbol, timeframe, status, COUNT(*), SUM(gap_end - gap_start) "
+            f"FROM gaps WHERE status IN ({names}) GROUP BY source, symbol, timeframe, status",
+            params)
+        return [GapTotal(SeriesKey(r[0], r[1], r[2]), r[3], int(r[4]), int(r[5] or 0))
+                for r in rows]
+
+    def gap_status_counts(self) -> dict[str, int]:
+        """Gaps per status (an index-only pass over ``ix_gaps_status``)."""
+        return {r[0]: int(r[1]) for r in self._rows(
+            "SELECT status, COUNT(*) FROM gaps GROUP BY status")}
+
+    def repaired_since(self, since_ms: int) -> int:
+        """Gaps repaired since ``since_ms`` (``ix_gaps_status``, then their repair time)."""
+        return int(self._rows(
+            "SELECT COUNT(*) FROM gaps WHERE status = 'repaired' AND repaired_at >= :since",
+            {"since": since_ms})[0][0])
+
+    def oldest_open_gap(self) -> GapRow | None:
+        """The open gap detected first (``ix_gaps_status``: open gaps only)."""
+        rows = self._rows(f"SELECT {_GAP_COLUMNS} FROM gaps WHERE status = 'open' "
+                          "ORDER BY detected_at, id LIMIT 1")
+        return _gap_row(rows[0]) if rows else None
 
     def series_state(self, store: str | None = None) -> list[SeriesStateRow]:
         """The newest candle per store and series as the write path last recorded it: one
@@ -139,6 +208,28 @@ class Reader:
         return [FreshnessRow(*r) for r in self._rows(
             "SELECT kind, store, subject, newest_ms, age_ms, threshold_ms, rows, status, "
             "detail, checked_at, status_since FROM freshness ORDER BY kind, store, subject")]
+
+
+@dataclass(frozen=True, slots=True)
+class GapTotal:
+    """Gaps of one series in one status: their number and summed ``gap_end - gap_start``
+    (a gap holds ``(gap_end - gap_start) / step + 1`` candles)."""
+
+    series: SeriesKey
+    status: str
+    count: int
+    span_ms: int
+
+    def candles(self, step_ms: int) -> int:
+        return self.span_ms // step_ms + self.count
+
+
+_GAP_COLUMNS = ("id, source, symbol, timeframe, gap_start, gap_end, detected_at, repaired_at, "
+                "status, attempts, empty_attempts, last_error")
+
+
+def _gap_row(r: Sequence[Any]) -> GapRow:
+    return GapRow(r[0], SeriesKey(r[1], r[2], r[3]), *r[4:])
 
 
 def _in_list(values: Sequence[str], prefix: str = "j") -> tuple[str, dict[str, str]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from candlekeep.scheduler import report
+from candlekeep.queries.jobs import job_overview
 from candlekeep.scheduler.records import Owner
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.state import tables as t
@@ -55,7 +55,7 @@ def work(db: StateDB, what: str) -> int:
         conn = sqlite3.connect(db.url.split(":///", 1)[1])
         conn.set_progress_handler(count, 100)
         try:
-            report.job_overview(JOBS, Reader(conn, pyformat=False), NOW)
+            job_overview(JOBS, Reader(conn, pyformat=False), NOW)
         finally:
             conn.close()
         return steps[0]
@@ -78,10 +78,10 @@ def test_list_and_history_do_not_read_whole_histories(tmp_path: Path) -> None:
         w_small, w_big = work(small, what), work(big, what)
         assert w_big <= 1.2 * w_small + 10, (what, w_small, w_big)
     with sqlite3.connect(big.url.split(":///", 1)[1]) as conn:
-        (latest,) = [o for o in report.job_overview(JOBS, Reader(conn, pyformat=False), NOW)
-                     if o["name"] == "j2"]
-    assert latest["last_scheduled_for"] == NOW - 300_000  # newest started run, not skipped
-    assert latest["runs_7d"] == 300
+        (latest,) = [o for o in job_overview(JOBS, Reader(conn, pyformat=False), NOW)
+                     if o.name == "j2"]
+    assert latest.last_scheduled_for == NOW - 300_000  # newest started run, not skipped
+    assert latest.runs_7d == 300
 
 
 def test_slo_counts_each_period_with_the_schedule_it_had(tmp_path: Path) -> None:

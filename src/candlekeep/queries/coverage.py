@@ -1,0 +1,78 @@
+"""Per-series coverage without reading a candle table: each series' stored range and row
+count from ``series_state``, its confirmed-empty and open gaps from the gaps table.
+
+``series_state`` rows are exact after a reconciliation (the freshness check,
+``candlekeep coverage``) and an upper bound in between (every upsert adds what it wrote,
+re-written candles included): ``stored_exact`` says which.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from candlekeep.core.series import SeriesKey
+from candlekeep.core.timeframes import parse_timeframe
+from candlekeep.core.timeutil import iso_ms
+from candlekeep.jobs.runtime import SeriesPlan
+from candlekeep.state.reader import Reader
+
+LIVE_GAPS = ("open", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageView:
+    series: str
+    source: str
+    symbol: str
+    timeframe: str
+    store: str
+    first_ms: int | None
+    last_ms: int | None
+    first_iso: str | None
+    last_iso: str | None
+    stored: int
+    stored_exact: bool
+    """Whether ``stored`` is a count (the last reconciliation is the last change) rather
+    than an upper bound."""
+    expected: int
+    """Candles the grid holds from the first to the last stored one."""
+    missing: int
+    confirmed_empty: int
+    """Candles inside confirmed-empty gaps: the exchange has none there; they count as
+    covered."""
+    open_gaps: int
+    """Open and failed gaps of the series."""
+    coverage_pct: float
+
+
+def coverage(reader: Reader, plans: Sequence[SeriesPlan]) -> list[CoverageView]:
+    """One row per configured series (``plans``), in their order."""
+    state = {(r.store, r.series): r for r in reader.series_state()}
+    empty: dict[SeriesKey, int] = defaultdict(int)
+    live: dict[SeriesKey, int] = defaultdict(int)
+    for total in reader.gap_totals(("confirmed_empty", *LIVE_GAPS)):
+        if total.status == "confirmed_empty":
+            empty[total.series] += total.candles(parse_timeframe(total.series.timeframe).ms)
+        else:
+            live[total.series] += total.count
+    out = []
+    for p in plans:
+        k = p.key
+        row = state.get((p.store, k))
+        first = row.first_ms if row is not None else None
+        last = row.last_ms if row is not None else None
+        if row is None or first is None or last is None:
+            out.append(CoverageView(str(k), k.source, k.symbol, k.timeframe, p.store, None,
+                                    None, None, None, 0, True, 0, 0, 0, live[k], 0.0))
+            continue
+        expected = (last - first) // parse_timeframe(k.timeframe).ms + 1
+        stored = min(row.rows, expected)
+        exact = row.scanned_at is not None and row.scanned_at >= row.updated_at
+        covered = min(expected, stored + empty[k])
+        out.append(CoverageView(
+            str(k), k.source, k.symbol, k.timeframe, p.store, first, last, iso_ms(first),
+            iso_ms(last), stored, exact, expected, expected - stored, empty[k], live[k],
+            round(100.0 * covered / expected, 4)))
+    return out
