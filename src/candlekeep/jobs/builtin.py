@@ -7,5 +7,6 @@ from candlekeep.jobs import (  # noqa: F401
     freshness,
     gaps,
     ingest,
+    report,
     table_sync,
 )

@@ -1,0 +1,165 @@
+"""What a report is made of: sections, each a title, a query and how to show its rows.
+
+A section is data, registered by name; the mailer and the templates know only this shape,
+so a new dataset (positions, trades, tracking error) adds one ``Section`` with
+``register_section`` and nothing else changes. Rows are tuples in column order: a SQL
+section selects its columns in that order, a read-model section converts its dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from candlekeep.core.errors import CandlekeepError, ConfigError
+
+if TYPE_CHECKING:
+    from candlekeep.config.models import Config
+    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.reports.chart import Chart
+    from candlekeep.state.reader import Reader
+
+Cell = str | int | float | None
+Row = tuple[Cell, ...]
+
+
+class Format(StrEnum):
+    """How a cell reads in the e-mail (values stay raw until rendered)."""
+
+    TEXT = "text"
+    COUNT = "count"
+    TIME = "time"
+    """Epoch ms, shown as UTC."""
+    DURATION = "duration"
+    """Milliseconds, shown as 4.2s, 3m05s, 2h10m."""
+    PERCENT = "percent"
+    STATUS = "status"
+    """A run or freshness status, coloured by what it means."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    title: str
+    format: Format = Format.TEXT
+    max_chars: int | None = None
+    """Long text (an error) is cut to this many characters."""
+
+
+@dataclass(frozen=True, slots=True)
+class SectionInput:
+    """What a section's query may use. Queries run in a worker thread: blocking is fine."""
+
+    reader: Reader
+    """The state DB, read-only."""
+    runtime: Runtime
+    """Stores and config, for sections over datasets kept in a store."""
+    report: str
+    now_ms: int
+    since_ms: int
+    """Start of the report's window (``reports.<name>.window`` before ``now_ms``)."""
+
+    @property
+    def window(self) -> str:
+        """The window in words (``24 h``), for titles."""
+        return window_words(self.now_ms - self.since_ms)
+
+
+def window_words(ms: int) -> str:
+    hours = ms / 3_600_000
+    return f"{hours:g} h" if hours <= 72 else f"{hours / 24:g} days"
+
+
+RowsFn = Callable[[SectionInput], Sequence[Sequence[Cell]]]
+HeadlineFn = Callable[[Sequence[Row]], str | None]
+ChartFn = Callable[[Sequence[Row], SectionInput], "Chart | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One part of a report. ``rows`` returns every row; the report shows ``limit`` of them
+    and says how many more there were. ``headline`` (from all rows) goes into the subject
+    line, e.g. ``2 stale``; ``chart`` adds an inline image above the table."""
+
+    name: str
+    title: str
+    columns: tuple[Column, ...]
+    rows: RowsFn
+    note: str = ""
+    empty: str = "Nothing to report."
+    limit: int = 50
+    headline: HeadlineFn | None = None
+    chart: ChartFn | None = None
+
+
+def query(reader: Reader, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+    """Run ``sql`` (``:name`` parameters, SQL that SQLite and PostgreSQL both accept) on the
+    state DB through the reader every listing uses."""
+    return [tuple(r) for r in reader._rows(sql, dict(params or {}))]
+
+
+def sql_rows(sql: str) -> RowsFn:
+    """A section's rows straight from one statement; it may use ``:since`` and ``:now``
+    (epoch ms), the report's window."""
+
+    def rows(inp: SectionInput) -> list[Row]:
+        return query(inp.reader, sql, {"since": inp.since_ms, "now": inp.now_ms})
+
+    return rows
+
+
+class SectionError(CandlekeepError):
+    """A section that must not be registered (its name is a built-in's)."""
+
+
+_SECTIONS: dict[str, Section] = {}
+_BUILTIN: set[str] = set()
+_loaded = False
+
+
+def register_section(section: Section, *, builtin: bool = False) -> None:
+    """Make ``section`` available to ``reports.<name>.sections``. Any name but a built-in's
+    may be registered again (the latest wins), so a module can be reloaded."""
+    if not builtin:
+        _load()
+        if section.name in _BUILTIN:
+            raise SectionError(f"report section {section.name!r} is built in; choose "
+                               "another name")
+    else:
+        _BUILTIN.add(section.name)
+    _SECTIONS[section.name] = section
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from candlekeep.reports import builtin  # noqa: F401 - registers on import
+
+
+def sections() -> dict[str, Section]:
+    _load()
+    return dict(_SECTIONS)
+
+
+def resolve(config: Config, report: str) -> list[Section]:
+    """The sections of ``reports.<report>``, in order; ConfigError naming the entry and the
+    known names when one is unknown.
+
+    Checked here, when a report is sent, rather than by the config loader: sections are
+    registered by code (built-ins, plug-ins, tests), which the loader must not import."""
+    file = str(config.config_path or "candlekeep.yaml")
+    cfg = config.reports.get(report)
+    if cfg is None:
+        raise ConfigError(file, "reports", f"unknown report {report!r}",
+                          f"configured reports: {', '.join(config.reports) or 'none'}")
+    known = sections()
+    out = []
+    for i, name in enumerate(cfg.sections):
+        if name not in known:
+            raise ConfigError(file, f"reports.{report}.sections[{i}]",
+                              f"unknown section {name!r}",
+                              f"known sections: {', '.join(sorted(known))}")
+        out.append(known[name])
+    return out
