@@ -268,11 +268,11 @@ def register(app: typer.Typer) -> None:
         cfg, specs = _load(ctx)
         now = _now()
         with _reader(cfg) as reader:
-            overview = q.job_overview(specs, reader, now)
-            banner = q.banner(reader, overview, d.PidFile(cfg.data_dir).status().running, now)
+            listing = q.job_list(specs, reader, d.PidFile(cfg.data_dir).status().running, now)
         if as_json:
-            print_json({"health": plain(banner), "jobs": plain(overview)})
+            print_json(plain(listing))
             return
+        banner, overview = listing.health, listing.jobs
         up = ("[green]up[/]" + (f" ({', '.join(banner.live_nodes)})"
                                 if banner.live_nodes else "")
               if banner.daemon_up else "[red]down[/]")

@@ -161,6 +161,20 @@ def banner(reader: Reader, jobs: Sequence[JobView], daemon_local: bool,
 
 
 @dataclass(frozen=True, slots=True)
+class JobList:
+    """``candlekeep list --json`` and ``/jobs``: the banner and every configured job."""
+
+    health: Banner
+    jobs: list[JobView]
+
+
+def job_list(specs: Sequence[JobSpec], reader: Reader, daemon_local: bool,
+             now_ms: int) -> JobList:
+    jobs = job_overview(specs, reader, now_ms)
+    return JobList(banner(reader, jobs, daemon_local, now_ms), jobs)
+
+
+@dataclass(frozen=True, slots=True)
 class RunView:
     """One attempt of one tick (or manual start) of a job."""
 

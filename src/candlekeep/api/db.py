@@ -1,0 +1,65 @@
+"""The API's way into the state DB: a small pool of DB-API connections, each wrapped in the
+read model's ``Reader``, so the API runs the very statements the CLI runs.
+
+Handlers run in the server's thread pool (up to 40 threads by default); the pool holds a few
+connections and makes the rest wait their turn, so hundreds of concurrent requests never
+open hundreds of connections. A request whose connection cannot be had or used gets a 503
+naming the state DB, and the next request tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from candlekeep.api.errors import StateDBUnavailable, db_errors
+from candlekeep.scheduler.control import redact_url
+from candlekeep.state.db import make_engine
+from candlekeep.state.migrate import ensure_schema
+from candlekeep.state.reader import Reader
+
+log = logging.getLogger("candlekeep.api")
+
+
+class ReaderPool:
+    def __init__(self, url: str) -> None:
+        # Short timeouts: a request waits seconds for the database, never minutes.
+        self.engine = make_engine(url, pooled=True, lock_timeout_s=5, statement_timeout_s=10,
+                                  connect_timeout_s=3)
+        self.url = redact_url(url)
+        self.pyformat = self.engine.dialect.name == "postgresql"
+        self._errors = db_errors()
+        self._schema_ok = False
+
+    def ensure_schema(self) -> bool:
+        """Create or upgrade the schema once the database answers (the API may start
+        before it does); False while it does not."""
+        if self._schema_ok:
+            return True
+        try:
+            ensure_schema(self.engine)
+        except self._errors as exc:
+            log.warning("state DB not ready url=%s error=%s", self.url, exc)
+            return False
+        self._schema_ok = True
+        return True
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """A reader on a pooled connection; StateDBUnavailable when the database fails."""
+        try:
+            self.ensure_schema()
+            conn = self.engine.raw_connection()
+        except self._errors as exc:
+            raise StateDBUnavailable(exc) from exc
+        try:
+            yield Reader(conn, pyformat=self.pyformat)
+        except self._errors as exc:
+            raise StateDBUnavailable(exc) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,85 @@
+"""Every error is JSON with a ``detail`` a person can act on: 422 names the parameter,
+404 the path, 503 the state DB; values are never echoed back (a huge or hostile query
+string stays out of responses and logs)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from candlekeep.core.text import clean_text
+
+log = logging.getLogger("candlekeep.api")
+
+
+class StateDBUnavailable(Exception):
+    """The state DB could not be reached or read: 503, naming it."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(describe_db_error(exc))
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The driver's first line (SQLAlchemy's own wrapping, with its SQL and links,
+    dropped); never a URL or password, which drivers do not put in their messages."""
+    if isinstance(exc, StateDBUnavailable):
+        return str(exc)
+    inner = getattr(exc, "orig", None) or exc
+    first = (str(inner).strip().splitlines() or [""])[0]
+    return clean_text(f"{type(inner).__name__}: {first}", 300) or type(inner).__name__
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """What reading the state DB may raise when the database (not the code) is at fault."""
+    import sqlalchemy.exc
+
+    found: list[type[BaseException]] = [sqlite3.Error, sqlalchemy.exc.SQLAlchemyError,
+                                        OSError]
+    try:
+        import psycopg
+
+        found.append(psycopg.Error)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(found)
+
+
+def _parameter(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body")]
+    return ".".join(loc) or "request"
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"parameter": _parameter(e), "message": str(e.get("msg", "invalid value"))}
+              for e in exc.errors()]
+    names = ", ".join(dict.fromkeys(e["parameter"] for e in errors))
+    return JSONResponse({"detail": f"invalid query parameter(s): {names}", "errors": errors},
+                        status_code=422)
+
+
+async def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {_request.url.path[:200]!r}; see /docs for the API"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _state_db(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("state DB unavailable path=%s error=%s", _request.url.path, exc)
+    return JSONResponse({"detail": f"state DB unavailable: {exc}", "component": "state_db"},
+                        status_code=503)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(StateDBUnavailable, _state_db)
