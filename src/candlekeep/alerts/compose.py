@@ -1,0 +1,174 @@
+"""The words of each alert: one function per rule and state, from what the run path and the
+state DB know. Titles name the job or series and what happened; bodies carry the error
+(truncated), run, node, time in UTC and where to look next."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from candlekeep.alerts.message import AlertState, Message, RuleKind, Subject
+from candlekeep.core.text import clean_text
+from candlekeep.core.timeutil import fmt_duration, fmt_ms
+from candlekeep.state.rows import FreshnessRow, GapRow
+from candlekeep.state.statuses import RunStatus
+
+ERROR_CHARS = 1500
+"""An error longer than this is cut: a stack of nested causes helps nobody in a chat."""
+
+_ENDED = {RunStatus.FAILED: "failed", RunStatus.TIMED_OUT: "timed out",
+          RunStatus.ABANDONED: "was abandoned"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What a job alert says about the run that raised or cleared it."""
+
+    job: str
+    status: RunStatus
+    run_id: int | None
+    attempts: int
+    error: str | None
+    finished_at: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where people look next: the dashboard, when the config serves one."""
+
+    dashboard: str | None = None
+
+    def hint(self, command: str) -> str:
+        more = f"; dashboard: {self.dashboard}" if self.dashboard else ""
+        return f"More: {command}{more}"
+
+
+def job_key(rule: RuleKind, job: str, count: int | None = None) -> str:
+    """``job_failed:JOB``; ``consecutive_failures:N:JOB`` (two rules with other counts are
+    other alerts)."""
+    return f"{rule}:{job}" if count is None else f"{rule}:{count}:{job}"
+
+
+def _run_subject(key: str, run: RunFacts) -> Subject:
+    return Subject(key, {"job": run.job, "status": run.status.value, "run_id": run.run_id,
+                         "attempts": run.attempts, "node": run.node,
+                         "error": clean_text(run.error, ERROR_CHARS)})
+
+
+def _run_facts(run: RunFacts) -> tuple[tuple[str, str], ...]:
+    return (("Job", run.job), ("Run", f"{run.run_id} (attempt {run.attempts})"),
+            ("Node", run.node), ("Time", f"{fmt_ms(run.finished_at)} UTC"))
+
+
+def _history(job: str) -> str:
+    return f"candlekeep history {shlex.quote(job)}"
+
+
+def job_failed(run: RunFacts, where: Where) -> Message:
+    ended = _ENDED.get(run.status, str(run.status))
+    tries = f" after {run.attempts} attempts" if run.attempts > 1 else ""
+    return Message(
+        RuleKind.JOB_FAILED, AlertState.FIRING, f"job {run.job} {ended}{tries}",
+        f"Job {run.job} {ended}{tries} on node {run.node} at "
+        f"{fmt_ms(run.finished_at)} UTC.",
+        (_run_subject(job_key(RuleKind.JOB_FAILED, run.job), run),), run.finished_at,
+        run.node, clean_text(run.error, ERROR_CHARS), _run_facts(run),
+        where.hint(_history(run.job)))
+
+
+def consecutive_failures(run: RunFacts, count: int, where: Where) -> Message:
+    ended = _ENDED.get(run.status, str(run.status))
+    return Message(
+        RuleKind.CONSECUTIVE_FAILURES, AlertState.FIRING,
+        f"job {run.job} failed {count} times in a row",
+        f"The last {count} runs of job {run.job} failed; the latest {ended} on node "
+        f"{run.node} at {fmt_ms(run.finished_at)} UTC.",
+        (_run_subject(job_key(RuleKind.CONSECUTIVE_FAILURES, run.job, count), run),),
+        run.finished_at, run.node, clean_text(run.error, ERROR_CHARS), _run_facts(run),
+        where.hint(_history(run.job)))
+
+
+def job_recovered(rule: RuleKind, key: str, run: RunFacts, since: int | None,
+                  where: Where) -> Message:
+    failing = f", failing since {fmt_ms(since)} UTC" if since is not None else ""
+    what = "failures" if rule is RuleKind.JOB_FAILED else "failures in a row"
+    return Message(
+        rule, AlertState.RESOLVED, f"job {run.job} recovered",
+        f"Job {run.job} succeeded again on node {run.node} at "
+        f"{fmt_ms(run.finished_at)} UTC after {what}{failing}.",
+        (_run_subject(key, run),), run.finished_at, run.node, None, _run_facts(run),
+        where.hint(_history(run.job)))
+
+
+# -- freshness ------------------------------------------------------------------------------
+
+
+def freshness_key(row: FreshnessRow) -> str:
+    """``freshness:STORE:SUBJECT`` (a series' subject is ``source:symbol:timeframe``)."""
+    return f"freshness:{row.store}:{row.subject}"
+
+
+def _freshness_line(row: FreshnessRow) -> str:
+    newest = f"newest {fmt_ms(row.newest_ms)} UTC" if row.newest_ms is not None else "no data"
+    age = f", age {fmt_duration(row.age_ms)}" if row.age_ms is not None else ""
+    allowed = f", allowed {fmt_duration(row.threshold_ms)}"
+    detail = f" ({row.detail})" if row.detail and row.status != "stale" else ""
+    return f"{row.store} {row.kind} {row.subject}: {row.status.upper()}, {newest}{age}{allowed}" \
+        f"{detail}"
+
+
+def _freshness_subject(row: FreshnessRow) -> Subject:
+    return Subject(freshness_key(row), {
+        "kind": row.kind, "store": row.store, "subject": row.subject, "status": row.status,
+        "newest_ms": row.newest_ms, "age_ms": row.age_ms, "threshold_ms": row.threshold_ms,
+        "status_since": row.status_since, "detail": row.detail}, _freshness_line(row))
+
+
+def freshness(rows: Sequence[FreshnessRow], state: AlertState, job: str, node: str,
+              now_ms: int, where: Where) -> Message:
+    firing = state is AlertState.FIRING
+    if len(rows) == 1:
+        r = rows[0]
+        title = (f"{r.kind} {r.subject} in {r.store} is {r.status}" if firing
+                 else f"{r.kind} {r.subject} in {r.store} is fresh again")
+    else:
+        title = (f"{len(rows)} series or datasets are stale or missing" if firing
+                 else f"{len(rows)} series or datasets are fresh again")
+    summary = (f"The freshness check (job {job}, node {node}) at {fmt_ms(now_ms)} UTC found "
+               + ("data older than allowed:" if firing else "these current again:"))
+    return Message(RuleKind.FRESHNESS, state, title, summary,
+                   tuple(_freshness_subject(r) for r in rows), now_ms, node,
+                   hint=where.hint("candlekeep freshness"))
+
+
+# -- gaps -------------------------------------------------------------------------------------
+
+
+def gap_key(gap: GapRow) -> str:
+    s = gap.series
+    return f"gap_failed:{s.source}:{s.symbol}:{s.timeframe}:{gap.gap_start}"
+
+
+def _gap_subject(gap: GapRow) -> Subject:
+    s = gap.series
+    error = clean_text(gap.last_error, 300)
+    line = (f"{s.source} {s.symbol} {s.timeframe}: {fmt_ms(gap.gap_start)} → "
+            f"{fmt_ms(gap.gap_end)} UTC, {gap.attempts} attempts"
+            + (f"; last error: {error}" if error else ""))
+    return Subject(gap_key(gap), {
+        "source": s.source, "symbol": s.symbol, "timeframe": s.timeframe,
+        "gap_start": gap.gap_start, "gap_end": gap.gap_end, "attempts": gap.attempts,
+        "last_error": error}, line)
+
+
+def gaps_failed(gaps: Sequence[GapRow], job: str, node: str, now_ms: int,
+                where: Where) -> Message:
+    n = len(gaps)
+    title = f"{n} gap{'s' if n != 1 else ''} could not be repaired"
+    summary = (f"Job {job} on node {node} gave up on {'these gaps' if n != 1 else 'this gap'}"
+               f" at {fmt_ms(now_ms)} UTC (status failed):")
+    return Message(RuleKind.GAP_FAILED, AlertState.FIRING, title, summary,
+                   tuple(_gap_subject(g) for g in gaps), now_ms, node,
+                   hint=where.hint("candlekeep gaps list --status failed"))
