@@ -18,7 +18,9 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from candlekeep.config.models import Config
 from candlekeep.jobs.runtime import Runtime
@@ -39,7 +41,12 @@ from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import LEASE_FACTOR, SchedulerStore
 from candlekeep.state.db import StateDB
 
+if TYPE_CHECKING:
+    from candlekeep.api.server import EmbeddedServer
+
 log = logging.getLogger("candlekeep.scheduler")
+API_STOP_S = 10.0
+"""How long the API gets to finish its requests once the engine has drained."""
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 
@@ -121,9 +128,49 @@ async def _connect(runtime: Runtime, stop: asyncio.Event) -> StateDB | None:
     return None
 
 
+@dataclass
+class _Api:
+    """The HTTP API served in the daemon's loop (``api:`` in the config)."""
+
+    server: EmbeddedServer
+    sock: socket.socket
+    task: asyncio.Future[None] | None = None
+
+    @classmethod
+    def bind(cls, config: Config, specs: Sequence[JobSpec], runtime: Runtime) -> _Api | None:
+        """Check the exposure rule and bind the port before anything starts: a busy port
+        is one clear error, not a daemon without its API."""
+        if config.api is None:
+            return None
+        from candlekeep.api.app import create_app
+        from candlekeep.api.server import bind, check_exposure, embedded, share_logging
+
+        api = config.api
+        check_exposure(api.host, api.token is not None, api.insecure)
+        sock = bind(api.host, api.port)
+        share_logging(logging.INFO)
+        return cls(embedded(create_app(config, list(specs), runtime), access_log=False), sock)
+
+    def start(self) -> None:
+        from candlekeep.api.server import address
+
+        self.task = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
+        log.info("api serving url=%s", address(self.sock))
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.task, API_STOP_S)
+            except Exception as exc:  # a stuck connection must not hold the daemon's exit
+                log.warning("api did not stop cleanly error=%r", exc)
+        self.sock.close()
+
+
 async def serve(config: Config, specs: Sequence[JobSpec], options: EngineOptions,
                 node: str, pidfile: PidFile | None = None) -> None:
-    """Run the engine until SIGTERM/SIGINT; the stop request file may set the timeout."""
+    """Run the engine (and the API, when configured) until SIGTERM/SIGINT; the stop
+    request file may set the timeout."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     engine: Engine | None = None
@@ -137,11 +184,14 @@ async def serve(config: Config, specs: Sequence[JobSpec], options: EngineOptions
         if engine is not None:
             engine.request_stop(timeout)
 
+    runtime = Runtime(config, node=node)
+    api = _Api.bind(config, specs, runtime)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    runtime = Runtime(config, node=node)
     store: SchedulerStore | None = None
     try:
+        if api is not None:
+            api.start()  # before the state DB answers: /health and /system/health say so
         state = await _connect(runtime, stop)
         if state is None:
             return
@@ -163,6 +213,8 @@ async def serve(config: Config, specs: Sequence[JobSpec], options: EngineOptions
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if api is not None:
+            await api.stop()
         if store is not None:
             store.dispose()
         await runtime.aclose()

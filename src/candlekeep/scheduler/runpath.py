@@ -54,12 +54,18 @@ RunObserver = Callable[["RunOutcome", JobSpec], Awaitable[None]]
 
 def default_observers(runtime: Runtime) -> list[RunObserver]:
     """What every run path tells about each ended run: the alert engine, when the config
-    has alert channels (imported only then)."""
-    if not runtime.config.alerts.channels:
-        return []
-    from candlekeep.alerts.engine import AlertEngine
+    has alert channels, and the run-duration histogram of ``/metrics``, when the config
+    has ``api:`` (each imported only then)."""
+    observers: list[RunObserver] = []
+    if runtime.config.alerts.channels:
+        from candlekeep.alerts.engine import AlertEngine
 
-    return [AlertEngine.for_runtime(runtime).after_run]
+        observers.append(AlertEngine.for_runtime(runtime).after_run)
+    if runtime.config.api is not None:
+        from candlekeep.api.runmetrics import run_metrics
+
+        observers.append(run_metrics(runtime).observe)
+    return observers
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
