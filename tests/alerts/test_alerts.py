@@ -308,6 +308,30 @@ async def test_failing_channels_never_fail_the_job_and_hide_their_secrets(
     assert posted(http_server)[1]["state"] == "firing"
 
 
+async def test_a_silent_webhook_is_cut_off_by_its_timeout(
+        make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; returns when the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clock = FakeClock(NOW)
+    rt, specs = make(clock, {
+        "jobs": [{"name": "ingest", "type": "fail"}],
+        "alerts": {"channels": {"chat": {"type": "webhook", "timeout": "200ms",
+                                         "url": f"http://127.0.0.1:{port}{HOOK}"}},
+                   "rules": [{"on": "job_failed", "channels": ["chat"]}]}})
+    try:
+        out = await run_now(rt, specs["ingest"])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert out.status is RunStatus.FAILED and out.recorded
+    (line,) = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert "channel=chat" in line and "no answer within 0.2s" in line and HOOK not in line
+
+
 async def test_two_nodes_on_one_postgres_send_one_message(
         make: Make, http_server: HttpServer, pg_url: str) -> None:
     clock = FakeClock(int(time.time() * 1000))  # leases are the database's clock there

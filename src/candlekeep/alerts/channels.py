@@ -74,7 +74,7 @@ async def _post(name: str, url: str, timeout: float, **body: Any) -> None:
         secrets += [s for s in (str(target), target.path, target.query.decode()) if len(s) > 1]
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             reply = await asyncio.wait_for(client.post(target, **body), timeout)
-    except TimeoutError:
+    except (TimeoutError, httpx.TimeoutException):
         raise ChannelError(f"channel {name!r}: no answer within {timeout:g}s") from None
     except Exception as exc:  # httpx.HTTPError, InvalidURL, a TLS error: none may leak the URL
         raise ChannelError(f"channel {name!r}: {type(exc).__name__}: "
