@@ -16,7 +16,14 @@ from candlekeep.config import load_config
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.reports import sections
-from candlekeep.reports.sections import Column, Format, Section, register_section, sql_rows
+from candlekeep.reports.outbox import KEEP, Box, Mailroom
+from candlekeep.reports.sections import (
+    Column,
+    Format,
+    Section,
+    register_section,
+    sql_rows,
+)
 from candlekeep.scheduler.manual import run_now
 from candlekeep.scheduler.validate import load_jobs
 from candlekeep.state.db import StateDB
@@ -26,7 +33,9 @@ from tests.reports.conftest import (
     FAILING_ERROR,
     FAILING_JOB,
     Inbox,
+    config_dict,
     free_port,
+    run_jobs,
     write_config,
 )
 
@@ -168,22 +177,26 @@ def test_an_unknown_section_is_a_config_error_naming_it(site: Path) -> None:
 
 
 @pytest.fixture
-def positions_section() -> Iterator[Section]:
-    """A section a later dataset would add: one object, registered; nothing else changes."""
-    section = Section(
+def custom_sections() -> Iterator[None]:
+    """Sections a later dataset would add: one object each, registered; nothing else
+    changes. One of them fails to read."""
+    register_section(Section(
         name="positions", title="Positions (test)",
         columns=(Column("job"), Column("runs", Format.COUNT)),
         rows=sql_rows("SELECT job, COUNT(*) FROM runs WHERE scheduled_for >= :since "
                       "AND scheduled_for <= :now GROUP BY job ORDER BY job"),
-        note="A custom SQL section.")
-    register_section(section)
-    yield section
-    sections._SECTIONS.pop("positions")
+        note="A custom SQL section."))
+    register_section(Section(name="broken", title="Broken (test)", columns=(Column("x"),),
+                             rows=sql_rows("SELECT symbol FROM positions")))
+    yield
+    for name in ("positions", "broken"):
+        sections._SECTIONS.pop(name)
 
 
-async def test_a_registered_section_shows_up_in_the_report(
-        site: Path, inbox: Inbox, positions_section: Section) -> None:
-    config = write_config(site, inbox.port, extra_sections=["positions"])
+@pytest.mark.usefixtures("custom_sections")
+async def test_registered_sections_show_up_and_a_failing_one_costs_only_itself(
+        site: Path, inbox: Inbox) -> None:
+    config = write_config(site, inbox.port, extra_sections=["positions", "broken"])
     cfg = load_config(config)
     (spec,) = [s for s in load_jobs(cfg) if s.name == "daily"]  # the configured job
     rt = Runtime(cfg)
@@ -192,6 +205,9 @@ async def test_a_registered_section_shows_up_in_the_report(
     finally:
         await rt.aclose()
     assert outcome.status is RunStatus.SUCCESS, outcome.error
+    assert outcome.result is not None
+    assert outcome.result.warnings == [
+        "section broken: OperationalError: no such table: positions"]
     (got,) = inbox.messages
     text, _related, html, _png = _parts(got.message)
     plain = _lf(text.get_content())
@@ -199,7 +215,56 @@ async def test_a_registered_section_shows_up_in_the_report(
     lines = plain.split("Positions (test)\n", 1)[1].splitlines()
     assert any(ln.split() == ["backfill-1m", "1"] for ln in lines)
     assert any(ln.split() == [FAILING_JOB, "1"] for ln in lines)
+    assert "This section could not be read: OperationalError: no such table" in plain
     assert "Positions (test)" in html.get_content()
+
+
+@pytest.mark.usefixtures("custom_sections")
+async def test_every_section_reads_a_postgresql_state_db(tmp_path: Path, inbox: Inbox,
+                                                         pg_url: str) -> None:
+    """The sections' SQL runs on PostgreSQL too, and a section whose statement fails
+    (aborting the transaction there) costs only itself."""
+    raw = config_dict(inbox.port, extra_sections=["positions"])
+    raw["state"] = pg_url
+    raw["reports"]["daily"]["sections"].insert(0, "broken")
+    config = tmp_path / "candlekeep.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    outcomes = await run_jobs(config, "backfill-1m", "scan", "fresh", FAILING_JOB, "daily")
+    report = outcomes["daily"]
+    assert report.status is RunStatus.SUCCESS, report.error
+    assert report.result is not None
+    (warning,) = report.result.warnings
+    assert warning.startswith('section broken: UndefinedTable: relation "positions" does '
+                              "not exist")
+    (got,) = inbox.messages
+    plain = _lf(_parts(got.message)[0].get_content())
+    lines = plain.splitlines()
+    assert "freshness 1 missing" in str(got.message["Subject"])
+    assert any("sim:SOL/USDT:1h" in ln and " missing " in ln for ln in lines)
+    assert any(ln.split()[:4] == ["backfill-1m", "1", "0", "0"] for ln in lines)
+    assert any(ln.split() == [FAILING_JOB, "1"] for ln in lines)  # positions, after it
+    assert FAILING_ERROR in plain
+    assert any(ln.startswith("sim:BTC/USDT:1m") and "%" in ln for ln in lines)  # coverage
+    assert "open gap" in str(got.message["Subject"])
+
+
+def test_kept_messages_never_overwrite_each_other_and_stay_bounded(tmp_path: Path) -> None:
+    room = Mailroom.of(tmp_path)
+    msg = EmailMessage()
+    msg["To"], msg["From"], msg["Subject"] = "a@example.org", "b@example.org", "s"
+    msg.set_content("body")
+    now = 1_767_225_600_000
+    drafts = [room.write(Box.DRAFTS, "daily", msg, now) for _ in range(KEEP + 3)]
+    assert len(set(drafts)) == KEEP + 3  # one second, distinct names
+    left = sorted(p.name for p in room.folder(Box.DRAFTS).iterdir())
+    assert left == sorted(p.name for p in drafts[3:])  # the oldest went
+    other = room.write(Box.DRAFTS, "weekly", msg, now)
+    assert other.exists() and len(list(room.folder(Box.DRAFTS).iterdir())) == KEEP + 1
+    waiting = [room.write(Box.OUTBOX, "daily", msg, now + i * 1000) for i in range(2)]
+    assert room.pending() == waiting
+    assert room.delivered(waiting[0]) == room.folder(Box.SENT) / waiting[0].name
+    assert room.pending() == waiting[1:]
+    assert room.delivered(drafts[-1]) is None and drafts[-1].exists()  # not the outbox's
 
 
 def test_config_example_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,2 +1,2 @@
-"""E-mail reports: pluggable sections (sections.py), their built-ins (builtin.py), the
-message (render.py) and the outbox that keeps what could not be sent (outbox.py)."""
+"""E-mail reports: pluggable sections (sections.py, built-ins in builtin.py), read by
+collect.py, rendered by render.py, sent and kept by mailer.py and outbox.py."""

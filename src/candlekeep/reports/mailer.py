@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from candlekeep.alerts.smtp import MailError, send_message, send_message_async
 from candlekeep.config.ops import SmtpConfig
 from candlekeep.core.errors import CandlekeepError, ConfigError
+from candlekeep.reports.collect import Report, collect
 from candlekeep.reports.outbox import Box, Mailroom, load_message
-from candlekeep.reports.render import Report, collect, render
+from candlekeep.reports.render import render
 from candlekeep.reports.sections import resolve
 
 if TYPE_CHECKING:

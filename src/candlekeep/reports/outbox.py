@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import glob
 import os
 import re
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from candlekeep.core.timeutil import ms_to_datetime
 KEEP = 30
 """Messages kept per report in ``sent/`` and in ``drafts/``; older ones are deleted."""
 
-_NAME = re.compile(r"^(?P<report>.+)-(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?\.eml$")
+_NAME = re.compile(r"^(?P<report>.+)-(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<seq>\d+))?\.eml$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -47,8 +48,9 @@ class Mailroom:
         return self.root / box.value
 
     def write(self, box: Box, report: str, message: EmailMessage, now_ms: int) -> Path:
-        """Write ``message`` durably as ``<report>-<UTC time>.eml`` in ``box`` (a new name
-        if one is taken, never overwriting). Drafts are pruned to the newest ``KEEP``."""
+        """Write ``message`` durably as ``<report>-<UTC time>[-n].eml`` in ``box``, after
+        every message of that second (never overwriting one). Drafts are pruned to the
+        newest ``KEEP``."""
         folder = self.folder(box)
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{_UNSAFE.sub('_', report)}-{ms_to_datetime(now_ms):%Y%m%dT%H%M%SZ}"
@@ -57,18 +59,18 @@ class Mailroom:
             f.write(message.as_bytes())
             f.flush()
             os.fsync(f.fileno())
+        taken = [_order(p)[1] for p in folder.glob(f"{glob.escape(stem)}*.eml")
+                 if _NAME.match(p.name)]
+        n = max(taken, default=0) + 1
         try:
-            for n in range(1, 1000):
+            while True:
                 path = folder / (f"{stem}.eml" if n == 1 else f"{stem}-{n}.eml")
                 try:
                     os.link(tmp, path)  # atomic, and fails rather than replace
-                except FileExistsError:
-                    continue
-                _fsync_dir(folder)
-                break
-            else:
-                raise CandlekeepError(f"cannot name a new message in {folder}: "
-                                      f"{stem}.eml and 998 more exist")
+                    break
+                except FileExistsError:  # another process took it meanwhile
+                    n += 1
+            _fsync_dir(folder)
         finally:
             tmp.unlink(missing_ok=True)
         if box is Box.DRAFTS:
@@ -81,7 +83,7 @@ class Mailroom:
         if not folder.is_dir():
             return []
         found = [p for p in folder.iterdir() if _NAME.match(p.name)]
-        return sorted(found, key=lambda p: (_stamp(p), p.name))
+        return sorted(found, key=_order)
 
     def delivered(self, path: Path) -> Path | None:
         """Move a message the server accepted from the outbox to ``sent/`` (pruned to the
@@ -101,7 +103,7 @@ class Mailroom:
             return
         same = sorted((p for p in folder.iterdir()
                        if (o := _NAME.match(p.name)) and o["report"] == m["report"]),
-                      key=lambda p: (_stamp(p), p.name))
+                      key=_order)
         for old in same[:-KEEP]:
             old.unlink(missing_ok=True)
 
@@ -118,9 +120,12 @@ def load_message(path: Path) -> EmailMessage:
     return msg
 
 
-def _stamp(path: Path) -> str:
+def _order(path: Path) -> tuple[str, int, str]:
+    """Write order: the second, then the number within it (``-10`` after ``-9``)."""
     m = _NAME.match(path.name)
-    return m["stamp"] if m else ""
+    if m is None:
+        return ("", 0, path.name)
+    return (m["stamp"], int(m["seq"] or 1), m["report"])
 
 
 def _fsync_dir(folder: Path) -> None:

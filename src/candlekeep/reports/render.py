@@ -1,4 +1,4 @@
-"""Collecting a report's sections and turning them into one e-mail.
+"""Turning a collected report into one e-mail.
 
 The message is ``multipart/alternative``: a plain-text part, then ``multipart/related``
 holding the HTML and its charts as ``image/png`` parts the HTML names by ``cid:``. Both
@@ -7,38 +7,20 @@ bodies come from one view of the sections, so they always say the same thing.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from candlekeep import __version__
-from candlekeep.core.text import clean_text
 from candlekeep.core.timeutil import fmt_duration, fmt_ms, ms_to_datetime
-from candlekeep.reports.chart import Chart
-from candlekeep.reports.sections import (
-    Cell,
-    Column,
-    Format,
-    Row,
-    Section,
-    SectionInput,
-    resolve,
-    window_words,
-)
-
-if TYPE_CHECKING:
-    from candlekeep.jobs.runtime import Runtime
-    from candlekeep.state.reader import Reader
-
-log = logging.getLogger("candlekeep.reports")
+from candlekeep.reports.collect import Report, SectionData
+from candlekeep.reports.sections import Cell, Column, Format, window_words
 
 REPORT_HEADER = "X-Candlekeep-Report"
-"""Names the report in every message, for mail filters and for ``report resend``."""
+"""Names the report in every message, for mail filters."""
 
 _GOOD = "#116329"
 _BAD = "#a40e26"
@@ -47,95 +29,6 @@ _STATUS_COLOR = {"ok": _GOOD, "success": _GOOD, "repaired": _GOOD,
                  "stale": _BAD, "missing": _BAD, "error": _BAD, "failed": _BAD,
                  "timed_out": _BAD, "abandoned": _BAD, "open": _MEH}
 _NUMERIC = (Format.COUNT, Format.DURATION, Format.PERCENT)
-
-
-@dataclass(frozen=True, slots=True)
-class SectionData:
-    """A section's rows as read (all of them; the views show ``limit``), or its error."""
-
-    section: Section
-    rows: list[Row]
-    headline: str | None = None
-    chart: Chart | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    name: str
-    to: tuple[str, ...]
-    sender: str
-    subject_prefix: str
-    node: str
-    now_ms: int
-    since_ms: int
-    sections: list[SectionData]
-
-    @property
-    def subject(self) -> str:
-        heads = [s.headline for s in self.sections if s.headline]
-        day = fmt_ms(self.now_ms)[:10]
-        return f"{self.subject_prefix} {day}: {', '.join(heads) if heads else 'all well'}"
-
-    @property
-    def problems(self) -> list[str]:
-        """Sections that could not be read, for the run's warnings."""
-        return [f"section {s.section.name}: {s.error}" for s in self.sections if s.error]
-
-
-# -- collecting -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def state_reader(runtime: Runtime) -> Iterator[Reader]:
-    """A reader on the runtime's own state DB connection (the one a daemon already has)."""
-    from candlekeep.state.reader import Reader
-
-    conn = runtime.state.engine.raw_connection()
-    try:
-        yield Reader(conn, pyformat=runtime.state.dialect == "postgresql")
-    finally:
-        conn.close()
-
-
-def collect(runtime: Runtime, name: str, to: Sequence[str], now_ms: int) -> Report:
-    """Read every section of ``reports.<name>`` (blocking: call it in a thread).
-
-    A section that fails is shown as failed, not fatal: the rest of the report still goes
-    out, and the run lists the failure among its warnings."""
-    cfg = runtime.config
-    sections = resolve(cfg, name)
-    rcfg = cfg.reports[name]
-    assert cfg.smtp is not None, "the loader requires smtp: with reports:"
-    since = now_ms - int(rcfg.window * 1000)
-    out = []
-    with state_reader(runtime) as reader:
-        inp = SectionInput(reader, runtime, name, now_ms, since)
-        for section in sections:
-            out.append(_read(section, inp))
-    return Report(name, tuple(to), cfg.smtp.sender, rcfg.subject, runtime.node, now_ms,
-                  since, out)
-
-
-def _read(section: Section, inp: SectionInput) -> SectionData:
-    try:
-        rows = [tuple(r) for r in section.rows(inp)]
-    except Exception as exc:  # one broken section must not cost the whole report
-        log.warning("report section failed section=%s error=%r", section.name, exc,
-                    exc_info=exc)
-        return SectionData(section, [], error=clean_text(f"{type(exc).__name__}: {exc}", 500))
-    headline = section.headline(rows) if section.headline else None
-    chart = None
-    if section.chart is not None and rows:
-        try:
-            chart = section.chart(rows, inp)
-        except Exception as exc:  # a chart is a nicety: the table still says it all
-            log.warning("report chart failed section=%s error=%r", section.name, exc,
-                        exc_info=exc)
-    return SectionData(section, rows, headline, chart)
-
-
-# -- rendering ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
