@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Send kept messages again (a report the mail server did not take waits in
         <data_dir>/reports/outbox); each one sent moves to reports/sent."""
-        from candlekeep.alerts.smtp import MailError
+        from candlekeep.core.errors import CandlekeepError
         from candlekeep.reports.mailer import resend
         from candlekeep.reports.outbox import Mailroom
 
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         for path in paths:
             try:
                 msg = resend(cfg, path)
-            except MailError as exc:
+            except CandlekeepError as exc:  # the server, or a file that is no message
                 failed += 1
                 err_console.print(f"[red]error:[/] {escape(str(path))}: {escape(str(exc))}; "
                                   "kept", highlight=False, soft_wrap=True)
