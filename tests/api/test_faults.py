@@ -1,0 +1,131 @@
+"""The API when things are wrong: the state DB unreachable or dropped, an exposed address
+without a token, and the daemon serving it (started and stopped as a user would)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.api.serving import TOKEN, cli, market_config, serving, wait_for
+from tests.pg import PG_ADMIN, throwaway_database
+from tests.scheduler.procs import ENV
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_state_db_unreachable_keeps_health_up_and_names_it(tmp_path: Path) -> None:
+    cfg = market_config(tmp_path, state=f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    with serving(cfg) as api:
+        assert api.get("/health", token=None).status_code == 200
+        resp = api.get("/system/health")
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["status"] == "down"
+        (state_db,) = [c for c in body["components"] if c["kind"] == "state_db"]
+        assert state_db["status"] == "down" and "unreachable" in state_db["detail"]
+        store = next(c for c in body["components"] if c["kind"] == "store")
+        assert store["status"] == "ok"  # only what is down is named down
+        jobs = api.get("/jobs")
+        assert jobs.status_code == 503 and jobs.json()["component"] == "state_db"
+        assert "state DB unavailable" in jobs.json()["detail"]
+        metrics = api.get("/metrics", token=None)
+        assert metrics.status_code == 200 and "candlekeep_state_db_up 0.0" in metrics.text
+
+
+def test_postgresql_state_db_served_then_dropped(tmp_path: Path) -> None:
+    with throwaway_database() as url:
+        cfg = market_config(tmp_path, state=url)
+        cli(cfg, "backfill", "--symbol", "BTC/USDT", "--timeframe", "1h")
+        with serving(cfg) as api:
+            (run,) = api.json("/runs")["items"]
+            assert run["job"] == "backfill" and run["status"] == "success"
+            assert api.json("/system/status")["state_db"]["type"] == "postgresql"
+            (btc,) = api.json("/ingestion/status?symbol=BTC/USDT&timeframe=1h")
+            assert btc["newest_ms"] is not None and btc["rows_estimate"] >= 24
+            assert api.get("/system/health").status_code == 200
+
+            name = url.rsplit("/", 1)[1]
+            with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+            def down() -> httpx.Response | None:
+                resp = api.get("/system/health")
+                return resp if resp.status_code == 503 else None
+
+            body = wait_for("/system/health to say 503", down, 15).json()
+            (state_db,) = [c for c in body["components"] if c["kind"] == "state_db"]
+            assert state_db["status"] == "down" and name in state_db["detail"]
+            assert api.get("/health", token=None).status_code == 200
+            assert api.get("/runs").status_code == 503
+
+
+def test_an_exposed_address_needs_a_token_or_insecure(tmp_path: Path) -> None:
+    cfg = market_config(tmp_path, token=None)
+    refused = subprocess.run([sys.executable, "-m", "candlekeep", "--config", str(cfg),
+                              "serve", "--host", "0.0.0.0", "--port", "0"],
+                             env=ENV, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    message = " ".join(refused.stderr.split())
+    assert "refusing to serve the API on 0.0.0.0 without a token" in message
+    assert "api.token" in message and "--insecure" in message
+    with serving(cfg, "--host", "0.0.0.0", "--insecure") as api:
+        assert api.url.startswith("http://0.0.0.0:")
+        api.url = api.url.replace("0.0.0.0", "127.0.0.1")
+        assert api.get("/jobs", token=None).status_code == 200  # no token: open, as asked
+    daemon_cfg = market_config(tmp_path / "d", token=None, listen="0.0.0.0:8765")
+    start = subprocess.run([sys.executable, "-m", "candlekeep", "--config", str(daemon_cfg),
+                            "start"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 2 and "without a token" in start.stderr
+
+
+def test_the_daemon_serves_the_api_while_it_runs(tmp_path: Path) -> None:
+    port = free_port()
+    jobs = [{"name": "tick", "type": "noop", "schedule": "* * * * * *"},
+            {"name": "ingest", "type": "ingest", "schedule": "*/2 * * * * *"}]
+    cfg = market_config(tmp_path, jobs=jobs, listen=f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    cli(cfg, "start", "--detach")
+    try:
+        with httpx.Client(base_url=url, timeout=10,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            assert api.get("/health").status_code == 200
+            def alive() -> dict[str, Any] | None:
+                health: dict[str, Any] = api.get("/system/health").json()
+                nodes = [c for c in health["components"] if c["kind"] == "node"]
+                return health if nodes and nodes[0]["status"] == "ok" else None
+
+            assert wait_for("the node to be alive", alive)["status"] == "ok"
+
+            def ran() -> dict[str, float] | None:
+                text = api.get("/metrics").text
+                found = {k: float(v) for k, v in re.findall(r"^(candlekeep_\S+) (\S+)$",
+                                                           text, re.M)}
+                done = found.get('candlekeep_run_duration_seconds_count{job="ingest",'
+                                 'status="success"}', 0)
+                return found if done >= 1 else None
+
+            metrics = wait_for("an ingest run in /metrics", ran)
+            assert metrics['candlekeep_source_requests_total{source="sim"}'] > 0
+            assert metrics[f'candlekeep_node_up{{node="{socket.gethostname()}"}}'] == 1
+            assert api.get("/jobs").json()["health"]["daemon_local"] is True
+    finally:
+        cli(cfg, "stop", "--timeout", "10s")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/health", timeout=5)
+    log = (cfg.parent / "data" / "logs" / "candlekeep.log").read_text()
+    assert "api serving url=" in log and TOKEN not in log
