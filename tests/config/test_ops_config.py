@@ -96,6 +96,7 @@ _DELETE = object()
     ("smtp", _DELETE, "alerts.channels.mail", "smtp:"),
     ("freshness.datasets.0.store", "elsewhere", "freshness.datasets[0].store", "main"),
     ("smtp.security", "tls", "smtp.security", "starttls"),
+    ("jobs.1.params", {"report": "weekly"}, "jobs[1].params.report", "daily"),
 ])
 def test_bad_operations_config_names_key_and_fix(tmp_path: Path, path: str, value: object,
                                                  key: str, fix: str) -> None:

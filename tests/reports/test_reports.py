@@ -67,7 +67,7 @@ def _files(site: Path, box: str) -> list[Path]:
 def _report_runs(site: Path) -> list[tuple[str, str | None]]:
     state = StateDB(f"sqlite:///{site / 'data' / 'state.db'}")
     try:
-        return [(r.status, r.error) for r in state.list_runs(job="report")]
+        return [(r.status, r.error) for r in state.list_runs(job="report:daily")]
     finally:
         state.dispose()
 

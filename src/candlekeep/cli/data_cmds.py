@@ -33,7 +33,8 @@ def _date(value: str | None, flag: str) -> int | None:
 
 
 async def run_job(ctx: typer.Context, job_type: str, params: dict[str, Any], *,
-                  dry_run: bool = False, show_progress: bool = True) -> JobResult:
+                  dry_run: bool = False, show_progress: bool = True,
+                  name: str | None = None) -> JobResult:
     from candlekeep.cli.progress import progress_for
     from candlekeep.jobs.runner import build_params
     from candlekeep.jobs.runtime import Runtime
@@ -44,7 +45,8 @@ async def run_job(ctx: typer.Context, job_type: str, params: dict[str, Any], *,
     rt = Runtime(cfg)
     try:
         with progress_for(console, show_progress) as prog:
-            return await run_adhoc(rt, job_type, p, dry_run=dry_run, progress=prog)
+            return await run_adhoc(rt, job_type, p, dry_run=dry_run, progress=prog,
+                                   name=name)
     finally:
         await rt.aclose()
 

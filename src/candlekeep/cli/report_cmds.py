@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         check(common.state(ctx).config(), name, to)  # a config error is exit 2, no run
         t0 = time.monotonic()
         res = common.run(run_job(ctx, "report", {"report": name, "to": to or None},
-                                 dry_run=dry_run, show_progress=False))
+                                 dry_run=dry_run, show_progress=False,
+                                 name=f"report:{name}"))
         d = res.details
         if as_json:
             print_json({"ok": res.ok, "errors": res.errors, "warnings": res.warnings,

@@ -221,6 +221,11 @@ def _check_operations(cfg: Config, file: str, jobs: list[str]) -> None:
             if job not in jobs:
                 raise ConfigError(file, f"alerts.rules[{i}].jobs[{j}]", f"unknown job {job!r}",
                                   f"defined jobs: {', '.join(jobs) or 'none'}")
+    for i, jc in enumerate(cfg.jobs):
+        wanted = jc.params.get("report") if jc.type == "report" else None
+        if isinstance(wanted, str) and wanted not in cfg.reports:
+            raise ConfigError(file, f"jobs[{i}].params.report", f"unknown report {wanted!r}",
+                              f"defined reports: {', '.join(cfg.reports) or 'none'}")
     if cfg.reports and cfg.smtp is None:
         name = next(iter(cfg.reports))
         raise ConfigError(file, f"reports.{name}", "reports are mailed but no mail server is "

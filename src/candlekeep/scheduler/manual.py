@@ -89,11 +89,12 @@ async def run_now(runtime: Runtime, spec: JobSpec, *, trigger: Trigger = Trigger
 
 
 async def run_adhoc(runtime: Runtime, job_type: str, params: Params, *,
-                    dry_run: bool = False,
-                    progress: ProgressSink | None = None) -> JobResult:
+                    dry_run: bool = False, progress: ProgressSink | None = None,
+                    name: str | None = None) -> JobResult:
     """A data command's run (``candlekeep backfill`` …): the job type's result, with the
-    run's own ending folded in when the job never got to report one."""
-    out = await run_now(runtime, adhoc_spec(job_type, params), dry_run=dry_run,
+    run's own ending folded in when the job never got to report one. ``name`` is the job
+    the run is recorded under (default: the job type's name)."""
+    out = await run_now(runtime, adhoc_spec(job_type, params, name), dry_run=dry_run,
                         progress=progress)
     res = out.result if out.result is not None else JobResult()
     if out.status is not RunStatus.SUCCESS and not res.errors:
