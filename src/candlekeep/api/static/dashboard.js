@@ -9,12 +9,11 @@
   const params = new URLSearchParams(location.search);
   const REFRESH_S = numberParam("refresh", 10, 1, 3600);
   // A request that takes longer than this counts as "not answering".
-  const TIMEOUT_MS = Math.min(Math.max(REFRESH_S, 3), 10) * 1000;
+  const TIMEOUT_MS = Math.min(Math.max(2 * REFRESH_S, 2), 10) * 1000;
   const RECENT_RUNS = 200;
   const STRIP_RUNS = 12;
   const GAP_ROWS = 12;
   const FAILURE_ROWS = 8;
-  const FAILING = new Set(["failed", "timed_out", "abandoned"]);
 
   function numberParam(name, fallback, lo, hi) {
     const text = params.get(name);
@@ -161,7 +160,8 @@
       title: `${c.kind} ${c.name}: ${c.status}\n${c.detail}`
         + (c.latency_ms === null ? "" : `\n${c.latency_ms.toFixed(1)} ms`),
     }, el("span", { class: "dot" }), el("span", { class: "component-name" }, componentName(c)),
-    el("span", { class: "component-detail" }, firstLine(c.detail))));
+    // what is fine needs no words on the banner; what is not says why
+    c.status === "ok" ? null : el("span", { class: "component-detail" }, firstLine(c.detail))));
     document.getElementById("components").replaceChildren(...items);
     return true;
   }
@@ -175,20 +175,25 @@
     return el("span", { class: "strip", "aria-label": `${runs.length} recent runs` }, cells);
   }
 
+  function lastRun(j) {
+    const at = j.last_finished_at ?? j.last_started_at ?? j.last_scheduled_for;
+    const ms = j.last_duration_ms;
+    const took = ms === null ? "" : ` · took ${ms < 1000 ? `${ms} ms` : duration(ms)}`;
+    return [pill(j.last_status), el("small", { title: utc(at) + took }, relative(at))];
+  }
+
   function renderJobs(section, { jobs, runs }) {
     const byJob = new Map();
     for (const run of runs.items) {
       if (!byJob.has(run.job)) byJob.set(run.job, []);
       byJob.get(run.job).push(run);
     }
-    const rows = jobs.map((j) => el("tr", { "data-job": j.name },
+    const rows = jobs.jobs.map((j) => el("tr", { "data-job": j.name },
       el("td", { class: "job-name" }, el("strong", {}, j.name), el("small", {}, j.type)),
       el("td", { class: "schedule", title: j.schedule || "" },
         j.enabled ? j.schedule_words : el("span", { class: "muted" }, "disabled")),
       el("td", {}, runStrip(byJob.get(j.name) || [])),
-      el("td", { class: "last" }, j.last_status
-        ? [pill(j.last_status), el("small", { title: utc(j.last_scheduled_for) },
-            relative(j.last_scheduled_for))]
+      el("td", { class: "last" }, j.last_status ? lastRun(j)
         : el("span", { class: "muted" }, "never run")),
       el("td", { class: "next", title: utc(j.next_run) },
         j.next_run ? relative(j.next_run) : el("span", { class: "muted" }, "—"))));
@@ -379,7 +384,8 @@
     const since = lastComplete ? ` Figures below are from ${clock(lastComplete)}.` : "";
     box.replaceChildren(el("strong", {}, signIn ? "Sign in needed" : "Connection problem"),
       " ", what, since, signIn ? " " : "",
-      signIn ? el("a", { href: "login" }, "Sign in") : "");
+      signIn ? el("a", { href: "login?next=" + encodeURIComponent(location.pathname
+        + location.search) }, "Sign in") : "");
     box.hidden = false;
   }
 
