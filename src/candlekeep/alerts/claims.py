@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from candlekeep.alerts.message import AlertState
 from candlekeep.state import ops_tables as o
-from candlekeep.state.ops_state import _insert
+from candlekeep.state.db import dialect_insert
 
 _A = o.alert_state.c
 _FIRING = AlertState.FIRING.value
@@ -52,7 +52,6 @@ def fire(engine: Engine, rule: str, details: Mapping[str, str | None], now_ms: i
         return []
     claimed: list[str] = []
     with engine.begin() as conn:
-        insert = _insert(conn)
         for key in due:  # sorted: two nodes claiming the same keys never deadlock
             if key in known:
                 cond = [_A.state == _RESOLVED, _A.last_sent_at.is_(None)]
@@ -63,7 +62,7 @@ def fire(engine: Engine, rule: str, details: Mapping[str, str | None], now_ms: i
                     first_at=sa.case((_A.state == _RESOLVED, now_ms), else_=_A.first_at),
                     detail=details[key])
             else:
-                stmt = insert(o.alert_state).values(
+                stmt = dialect_insert(conn.dialect.name, o.alert_state).values(
                     key=key, rule=rule, state=_FIRING, first_at=now_ms, last_sent_at=now_ms,
                     sent=1, detail=details[key]).on_conflict_do_nothing(index_elements=["key"])
             if conn.execute(stmt).rowcount:

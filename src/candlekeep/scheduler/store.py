@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from candlekeep.config.models import RetriesConfig
@@ -56,7 +55,7 @@ from candlekeep.scheduler.records import (
 )
 from candlekeep.scheduler.spec import JobSpec, backoff_delay, document, retries_of
 from candlekeep.state import tables as t
-from candlekeep.state.db import StateDB, make_engine
+from candlekeep.state.db import StateDB, dialect_insert, make_engine
 from candlekeep.state.rows import (
     JOB_COLUMNS,
     NODE_COLUMNS,
@@ -141,8 +140,8 @@ class SchedulerStore:
 
     def _insert(self, table: sa.Table) -> Any:
         """INSERT … ON CONFLICT DO NOTHING in either dialect."""
-        ins = postgresql.insert(table) if self.is_pg else sqlite.insert(table)
-        return ins.on_conflict_do_nothing()
+        return dialect_insert("postgresql" if self.is_pg else "sqlite",
+                              table).on_conflict_do_nothing()
 
     def _now(self, now_ms: int) -> Any:
         """The lease clock as a SQL expression: the database's, or the caller's."""

@@ -65,6 +65,15 @@ def make_engine(url: str, *, pooled: bool = False, lock_timeout_s: float = 10.0,
                             connect_args=connect_args)
 
 
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """INSERT with ``on_conflict_do_nothing``/``on_conflict_do_update``, which both the
+    SQLite and the PostgreSQL dialects offer (Core's plain insert has neither)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert(table) if dialect == "postgresql"
+            else sqlite.insert(table))
+
+
 def _gap_row(r: Any) -> GapRow:
     return GapRow(r.id, SeriesKey(r.source, r.symbol, r.timeframe), r.gap_start, r.gap_end,
                   r.detected_at, r.repaired_at, r.status, r.attempts, r.empty_attempts,

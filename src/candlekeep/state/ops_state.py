@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from candlekeep.core.series import SeriesKey
 from candlekeep.state import ops_tables as o
+from candlekeep.state.db import dialect_insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +39,6 @@ class Verdict:
     detail: str | None
 
 
-def _insert(conn: Connection) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_update`` on both engines."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert
-
-
 def _bigger(column: sa.ColumnElement[int], value: sa.ColumnElement[int]) -> sa.Case[int]:
     return sa.case((column.is_(None), value), (value > column, value), else_=column)
 
@@ -64,9 +53,8 @@ def note_written(engine: Engine, store: str, marks: Sequence[SeriesMark], now_ms
     if not marks:
         return
     with engine.begin() as conn:
-        insert = _insert(conn)
         for m in marks:
-            stmt = insert(o.series_state).values(
+            stmt = dialect_insert(conn.dialect.name, o.series_state).values(
                 store=store, source=m.series.source, symbol=m.series.symbol,
                 timeframe=m.series.timeframe, first_ms=m.first_ms, last_ms=m.last_ms,
                 rows=m.rows, updated_at=now_ms)
@@ -85,9 +73,8 @@ def reconcile(engine: Engine, store: str, spans: Iterable[tuple[SeriesKey, int, 
     candle only moves forward: a buffer's scan reads its first target, which may not have
     the newest, still unflushed, candles yet."""
     with engine.begin() as conn:
-        insert = _insert(conn)
         for series, first_ms, last_ms, count in spans:
-            stmt = insert(o.series_state).values(
+            stmt = dialect_insert(conn.dialect.name, o.series_state).values(
                 store=store, source=series.source, symbol=series.symbol,
                 timeframe=series.timeframe, first_ms=first_ms, last_ms=last_ms, rows=count,
                 updated_at=now_ms, scanned_at=now_ms)
