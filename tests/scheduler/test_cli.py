@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from typer.testing import CliRunner
 
@@ -25,6 +26,7 @@ from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.scheduler.validate import load_jobs
 from candlekeep.state import tables as t
 from candlekeep.state.db import StateDB
+from candlekeep.state.ops_tables import alert_state
 from candlekeep.state.scheduler_tables import scheduler_nodes
 
 runner = CliRunner()
@@ -257,12 +259,28 @@ def test_prune_deletes_old_history_but_never_live_runs(cfg: Path) -> None:
              "heartbeat_at": now - 60 * day, "status": "dead", "lease_ms": 15_000},
             {"node": "here", "host": "h", "pid": 2, "started_at": now - 60 * day,
              "heartbeat_at": now, "status": "running", "lease_ms": 15_000}])
+        conn.execute(alert_state.insert(), [
+            {"key": "job_failed:old", "rule": "job_failed", "state": "resolved",
+             "first_at": now - 50 * day, "last_sent_at": now - 50 * day, "sent": 1,
+             "resolved_at": now - 45 * day},
+            {"key": "freshness:main:gone", "rule": "freshness", "state": "firing",
+             "first_at": now - 60 * day, "last_sent_at": now - 35 * day, "sent": 9,
+             "resolved_at": None},
+            {"key": "job_failed:recent", "rule": "job_failed", "state": "resolved",
+             "first_at": now - 50 * day, "last_sent_at": now - 50 * day, "sent": 1,
+             "resolved_at": now - 3 * day},
+            {"key": "freshness:main:firing", "rule": "freshness", "state": "firing",
+             "first_at": now - 60 * day, "last_sent_at": now - day, "sent": 40,
+             "resolved_at": None}])
     plan = json.loads(invoke(cfg, "prune", "--keep", "30d", "--dry-run", "--json").stdout)
-    assert plan == {"dry_run": True, "runs": 1, "skipped": 1, "nodes": 1}
+    assert plan == {"dry_run": True, "runs": 1, "skipped": 1, "nodes": 1, "alerts": 2}
     assert len(db.list_runs(limit=None)) == 5
     done = invoke(cfg, "prune", "--keep", "30d")
-    assert done.exit_code == 0 and "deleted: 1 runs, 1 skipped-tick rows, 1 node rows" in \
-        done.stdout
+    assert done.exit_code == 0 and "deleted: 1 runs, 1 skipped-tick rows, 1 node rows, " \
+        "2 alerts" in done.stdout
     assert sorted(r.job for r in db.list_runs(limit=None)) == ["live", "new", "retry"]
+    with db.engine.connect() as conn:
+        kept = sorted(conn.execute(sa.select(alert_state.c.key)).scalars())
+    assert kept == ["freshness:main:firing", "job_failed:recent"]
     bad = invoke(cfg, "prune", "--keep", "soon")
     assert bad.exit_code == 2 and "--keep" in bad.output

@@ -470,7 +470,8 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
-        """Delete finished runs, skipped-tick rows and gone nodes older than --keep.
+        """Delete finished runs, skipped-tick rows, gone nodes and quiet alerts older than
+        --keep.
 
         The daemon does this daily from the config's retention setting; live runs and the
         schedule history SLOs count from are never deleted."""
@@ -489,11 +490,11 @@ def register(app: typer.Typer) -> None:
             common.run(rt.aclose())
         if as_json:
             print_json({"dry_run": dry_run, "runs": counts.runs, "skipped": counts.skipped,
-                        "nodes": counts.nodes})
+                        "nodes": counts.nodes, "alerts": counts.alerts})
             return
         verb = "would delete" if dry_run else "deleted"
         console.print(f"{verb}: {counts.runs} runs, {counts.skipped} skipped-tick rows, "
-                      f"{counts.nodes} node rows", highlight=False)
+                      f"{counts.nodes} node rows, {counts.alerts} alerts", highlight=False)
 
     app.command("prune")(prune_)
 

@@ -1,4 +1,5 @@
-"""Bounded growth: run history, skipped-tick rows and gone nodes older than a horizon.
+"""Bounded growth: run history, skipped-tick rows, gone nodes and quiet alerts older than
+a horizon.
 
 Deleted in small batches (one short transaction each), oldest first, so a daemon pruning a
 year of per-second history never holds a lock long enough to delay a claim. Live runs and
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.state import tables as t
+from candlekeep.state.ops_tables import alert_state
 from candlekeep.state.scheduler_tables import scheduler_nodes
 from candlekeep.state.statuses import LIVE_STATUSES, RunStatus
 
@@ -34,13 +36,15 @@ class PruneCounts:
     runs: int = 0
     skipped: int = 0
     nodes: int = 0
+    alerts: int = 0
 
     @property
     def total(self) -> int:
-        return self.runs + self.skipped + self.nodes
+        return self.runs + self.skipped + self.nodes + self.alerts
 
     def __str__(self) -> str:
-        return f"runs={self.runs} skipped={self.skipped} nodes={self.nodes}"
+        return (f"runs={self.runs} skipped={self.skipped} nodes={self.nodes} "
+                f"alerts={self.alerts}")
 
 
 def prune(store: SchedulerStore, retention: Retention, now_ms: int, *,
@@ -67,7 +71,23 @@ def prune(store: SchedulerStore, retention: Retention, now_ms: int, *,
                     scheduler_nodes).where(gone)).scalar_one())
             else:
                 nodes = int(conn.execute(scheduler_nodes.delete().where(gone)).rowcount)
-    return PruneCounts(runs, skipped, nodes)
+    alerts = 0
+    if retention.runs_ms is not None:
+        alerts = _delete_quiet_alerts(store, now_ms - retention.runs_ms, dry_run)
+    return PruneCounts(runs, skipped, nodes, alerts)
+
+
+def _delete_quiet_alerts(store: SchedulerStore, before_ms: int, dry_run: bool) -> int:
+    """Alerts nothing has sent or resolved since ``before_ms``: resolved ones, and firing
+    ones whose rule no longer looks at them (a removed series, a long-failed gap, which
+    then reminds once more if it is still failed)."""
+    a = alert_state.c
+    quiet = sa.func.coalesce(a.resolved_at, a.last_sent_at, a.first_at) < before_ms
+    with store.engine.begin() as conn:
+        if dry_run:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(alert_state)
+                                    .where(quiet)).scalar_one())
+        return int(conn.execute(alert_state.delete().where(quiet)).rowcount)
 
 
 def _delete_runs(store: SchedulerStore, where: sa.ColumnElement[bool], dry_run: bool) -> int:
