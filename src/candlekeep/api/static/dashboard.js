@@ -245,6 +245,10 @@
     const table = series.length
       ? el("table", {}, el("thead", {}, head), el("tbody", {}, body)) : "";
     document.getElementById("heatmap").replaceChildren(table);
+    for (const node of section.querySelectorAll("[data-count]")) {
+      const n = series.filter((s) => s.status === node.dataset.count).length;
+      node.textContent = n ? `${n} ` : "";
+    }
     const datasets = verdicts.filter((v) => v.kind === "dataset").map((v) => el("li", {
       class: "dataset " + statusClass(v.status), "data-dataset": `${v.store}.${v.subject}`,
       title: [`newest: ${v.newest_utc ?? "none"}`, v.detail].filter(Boolean).join("\n"),
@@ -284,7 +288,7 @@
       ["open", count(summary.open), summary.failed ? `${count(summary.failed)} failed` : ""],
       ["repaired 24 h", count(summary.repaired_24h), ""],
       ["confirmed empty", count(summary.confirmed_empty), ""],
-      ["oldest open", oldest ? duration(summary.oldest_open_age_ms) : "—",
+      ["oldest open", oldest ? `${duration(summary.oldest_open_age_ms)} ago` : "—",
         oldest ? `${oldest.symbol} ${oldest.timeframe}` : ""],
     ].map(([label, value, note]) => el("div", { class: "figure" },
       el("dt", {}, label), el("dd", {}, value), note ? el("small", {}, note) : null));
