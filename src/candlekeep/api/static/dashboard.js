@@ -130,7 +130,9 @@
         headers: { Accept: "application/json" }, signal: abort.signal,
       });
       if (!accept.includes(resp.status)) {
-        throw new ApiError(path, `HTTP ${resp.status}`, resp.status);
+        const detail = await resp.json().then((body) => body.detail, () => null);
+        const why = typeof detail === "string" ? `: ${detail.slice(0, 300)}` : "";
+        throw new ApiError(path, `HTTP ${resp.status}${why}`, resp.status);
       }
       return await resp.json();
     } catch (err) {
@@ -363,7 +365,8 @@
         sec.classList.remove("failed");
         return null;
       } catch (err) {
-        result = { status: "rejected", reason: new ApiError(panel.id, `unreadable answer (${err.message})`, 0) };
+        const reason = new ApiError(panel.id, `unreadable answer (${err.message})`, null);
+        result = { status: "rejected", reason };
       }
     }
     problem.textContent = `could not load: ${result.reason.message}`;
@@ -382,11 +385,14 @@
     }
     failingSince ??= Date.now();
     const signIn = errors.some((e) => e.status === 401 || e.status === 403);
+    const silent = errors.every((e) => e.status === 0);
     const what = signIn ? "Not signed in (or the session expired)."
-      : `The API is not answering since ${clock(failingSince)}: ${errors[0].message}`
+      : `The API ${silent ? "is not answering" : "reports errors"} since `
+        + `${clock(failingSince)}: ${errors[0].message}`
         + (errors.length > 1 ? ` (and ${errors.length - 1} more)` : "") + ".";
     const since = lastComplete ? ` Figures below are from ${clock(lastComplete)}.` : "";
-    box.replaceChildren(el("strong", {}, signIn ? "Sign in needed" : "Connection problem"),
+    const title = signIn ? "Sign in needed" : silent ? "Connection problem" : "API problem";
+    box.replaceChildren(el("strong", {}, title),
       " ", what, since, signIn ? " " : "",
       signIn ? el("a", { href: "login?next=" + encodeURIComponent(location.pathname
         + location.search) }, "Sign in") : "");
