@@ -160,6 +160,36 @@ async def test_kill_then_restart_marks_dangling_runs_abandoned_and_catches_up(
                                                            "success"]
 
 
+async def test_a_run_another_node_lost_is_told_to_observers_as_abandoned(
+        tmp_path: Path) -> None:
+    """Alerts hear of a run whose node died mid-run (its lease expired): the node that
+    sweeps it reports it, marked as not run here (so its run metrics leave it out)."""
+    clock = SettlingClock(T0)
+
+    async def slow(ctx: JobContext) -> None:
+        await ctx.clock.sleep(3600)
+
+    jobs = [spec("slow", "0 * * * *", slow)]
+    eng1 = engine(runtime(tmp_path, clock, node="dies"), jobs)
+    task = asyncio.ensure_future(eng1.run())
+    await clock.run_until(ms("2025-01-01T01:00:30"))
+    await _crash(eng1, task)
+    eng2 = engine(runtime(tmp_path, clock, node="lives"), jobs)
+    told: list[Any] = []
+
+    async def observer(outcome: Any, sp: Any) -> None:
+        told.append((outcome, sp.name))
+
+    eng2.host.observers = [observer]
+    async with running(eng2):
+        await clock.run_until(ms("2025-01-01T01:10:00"))
+    abandoned = [(o, name) for o, name in told if o.status == "abandoned"]
+    assert len(abandoned) == 1
+    outcome, name = abandoned[0]
+    assert name == "slow" and not outcome.ran_here and "dies" in outcome.error
+    assert runs(eng2, "slow")[0].status == "abandoned"
+
+
 async def test_max_concurrent_one_never_overlaps_and_accounts_every_tick(
         tmp_path: Path) -> None:
     clock = SettlingClock(T0)

@@ -30,6 +30,8 @@ class RunMetrics:
 
     async def observe(self, outcome: RunOutcome, spec: JobSpec) -> None:
         """A ``RunObserver``: the run's whole time, attempts and backoffs included."""
+        if not outcome.ran_here:
+            return
         seconds = max(0, outcome.finished_at - outcome.started_at) / 1000
         self.duration.labels(spec.name, outcome.status.value).observe(seconds)
 

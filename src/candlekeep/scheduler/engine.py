@@ -46,6 +46,7 @@ from candlekeep.scheduler.runpath import RunHost, RunOutcome
 from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import LEASE_FACTOR, SchedulerStore
 from candlekeep.state.rows import NodeRow
+from candlekeep.state.statuses import RunStatus
 
 log = logging.getLogger("candlekeep.scheduler")
 
@@ -495,6 +496,12 @@ class Engine:
             more = f" retry_run_id={a.retry_id}" if a.retry_id else ""
             log.warning("run abandoned (lease expired) job=%s run_id=%s node=%s%s", a.job,
                         a.run_id, a.node, more)
+            spec = self.specs.get(a.job)
+            if a.retry_id is None and spec is not None:  # its last attempt: tell alerts
+                self.host.observe(RunOutcome(
+                    a.job, RunStatus.ABANDONED, None,
+                    f"abandoned: node {a.node} stopped renewing its lease", a.run_id,
+                    a.attempt, now, now, ran_here=False), spec)
         self.stats.abandoned_swept += len(swept)
         await self._adopt(now)
         self._quiet_collect()

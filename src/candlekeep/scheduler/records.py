@@ -104,6 +104,7 @@ class Abandoned:
     process: str | None
     retry_id: int | None
     """The waiting attempt created in its place, when the job has attempts left."""
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)

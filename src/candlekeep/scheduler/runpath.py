@@ -104,6 +104,9 @@ class RunOutcome:
     recorded: bool = True
     """False when the state DB kept another ending (the run was taken from us)."""
     note: str | None = None
+    ran_here: bool = True
+    """False for a run another process ran and lost (its lease expired, and this node's
+    sweep closed it): alerts hear of it, this process's own run metrics do not."""
 
 
 @dataclass(slots=True)
@@ -341,10 +344,10 @@ class RunHost:
         finally:
             self.runs.pop(local.run_id, None)
             self.notify()
-        self._observe(outcome, spec)
+        self.observe(outcome, spec)
         return outcome
 
-    def _observe(self, outcome: RunOutcome, spec: JobSpec) -> None:
+    def observe(self, outcome: RunOutcome, spec: JobSpec) -> None:
         """Tell the observers in the background: a slow webhook never holds the run's
         slot, and ``close`` waits for what is still on its way."""
         for observer in self.observers:

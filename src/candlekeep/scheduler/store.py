@@ -424,7 +424,8 @@ class SchedulerStore:
                     "rows_written": 0, "requests": 0}]).first()
                 if row is not None:
                     retry_id = int(row[0])
-            out.append(Abandoned(r.id, r.job, r.node, r.instance, r.process, retry_id))
+            out.append(Abandoned(r.id, r.job, r.node, r.instance, r.process, retry_id,
+                                 r.attempt))
         return out
 
     def sweep(self, now_ms: int) -> list[Abandoned]:
