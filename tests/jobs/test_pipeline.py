@@ -8,11 +8,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from candlekeep.cli.data_cmds import current_coverage
 from candlekeep.core.clock import FakeClock
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobResult
-from candlekeep.jobs.coverage import coverage
 from candlekeep.jobs.runner import build_params
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.manual import adhoc_spec, run_adhoc
@@ -81,8 +81,9 @@ async def test_full_pipeline_repairs_late_data_and_confirms_holes(
     statuses = {(g.series, g.gap_start, g.gap_end): g.status for g in rt.state.list_gaps()}
     assert statuses[(key, hole.start_ms, hole.end_ms - M)] == "confirmed_empty"
     assert {s for s in statuses.values()} == {"repaired", "confirmed_empty"}
-    cov = {c.series: c for c in coverage(rt)}
-    assert cov[key].missing == 30 and cov[key].confirmed_empty == 30
+    cov = {c.series: c for c in current_coverage(rt)[0]}
+    assert cov[str(key)].missing == 30 and cov[str(key)].confirmed_empty == 30
+    assert all(c.stored_exact for c in cov.values())
     assert all(c.coverage_pct == 100.0 for c in cov.values())
     # Values match the exchange's exactly, not just the timestamps.
     t = rt.store("main").read_candles(key)

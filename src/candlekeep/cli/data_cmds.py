@@ -19,6 +19,8 @@ from candlekeep.state.statuses import GAP_STATUSES
 
 if TYPE_CHECKING:
     from candlekeep.jobs.base import JobResult
+    from candlekeep.jobs.runtime import Runtime
+    from candlekeep.queries.coverage import CoverageView
 
 gaps_app = typer.Typer(help="Find, list and repair missing candle ranges.", no_args_is_help=True)
 
@@ -195,18 +197,12 @@ def register(app: typer.Typer) -> None:
 
         Reads each store once to bring the state DB's series state up to date, then shows
         what ``/coverage`` shows."""
-        from candlekeep.freshness.check import refresh_series_state
         from candlekeep.jobs.runtime import Runtime
-        from candlekeep.queries.coverage import coverage
         from candlekeep.queries.encode import plain
-        from candlekeep.state.reader import reading
 
-        cfg = common.state(ctx).config()
-        rt = Runtime(cfg)
+        rt = Runtime(common.state(ctx).config())
         try:
-            errors = refresh_series_state(rt, int(time.time() * 1000))
-            with reading(cfg.state_url, cfg.data_dir) as reader:
-                rows = coverage(reader, rt.plans())
+            rows, errors = current_coverage(rt)
         finally:
             common.run(rt.aclose())
         for store, error in errors.items():
@@ -218,8 +214,21 @@ def register(app: typer.Typer) -> None:
         console.print(coverage_table(rows))
 
 
-def coverage_table(rows: Sequence[Any]) -> Table:
-    """Coverage rows (``queries.coverage.CoverageView`` or the demo's) as a table."""
+def current_coverage(rt: Runtime) -> tuple[list[CoverageView], dict[str, str]]:
+    """Coverage as ``/coverage`` shows it, after one scan per store has brought the state
+    DB's series state up to date; with the stores that could not be read."""
+    from candlekeep.freshness.check import refresh_series_state
+    from candlekeep.queries.coverage import coverage
+    from candlekeep.state.reader import reading
+
+    cfg = rt.config
+    errors = refresh_series_state(rt, rt.clock.now_ms())
+    with reading(cfg.state_url, cfg.data_dir) as reader:
+        return coverage(reader, rt.plans()), errors
+
+
+def coverage_table(rows: Sequence[CoverageView]) -> Table:
+    """Coverage rows as a table."""
     table = Table(title="coverage")
     for col, just in (("series", "left"), ("first", "left"), ("last", "left"),
                       ("stored", "right"), ("expected", "right"), ("missing", "right"),

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from candlekeep.cli.common import console, friendly_errors, print_json, run
-from candlekeep.cli.data_cmds import coverage_table
+from candlekeep.cli.data_cmds import coverage_table, current_coverage
 from candlekeep.core.clock import SystemClock
 from candlekeep.core.timeframes import DAY_MS
 
@@ -41,7 +41,9 @@ def write_demo_config(folder: Path, base_url: str, start_ms: int) -> Path:
             {"name": "gaps.scan", "type": "gaps_scan", "schedule": "7 * * * *"},
             {"name": "repair.nightly", "type": "gaps_repair", "schedule": "0 2 * * *",
              "params": {"max_gaps": 100}},
+            {"name": "freshness", "type": "freshness", "schedule": "*/5 * * * *"},
         ],
+        "api": {"listen": "127.0.0.1:8765"},
     }
     cfg.update(_kept_sections(path))
     header = ("# Written by 'candlekeep demo'; the sim server's port changes every run.\n"
@@ -72,7 +74,6 @@ def _kept_sections(path: Path) -> dict[str, Any]:
 async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
     from candlekeep.cli.progress import progress_for
     from candlekeep.config import load_config
-    from candlekeep.jobs.coverage import coverage
     from candlekeep.jobs.runner import build_params
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.scheduler.manual import run_adhoc
@@ -86,6 +87,7 @@ async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
             ("gaps scan", "gaps_scan", {}),
             ("repair #1", "gaps_repair", {}),
             ("repair #2", "gaps_repair", {}),
+            ("freshness", "freshness", {}),
         )
         for step, job, params in plan:
             t0 = time.monotonic()
@@ -93,7 +95,7 @@ async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
                 steps[step] = await run_adhoc(rt, job, build_params(job, params),
                                               progress=prog)
             steps[step].details["elapsed_s"] = round(time.monotonic() - t0, 2)
-        cov = coverage(rt)
+        cov, _ = current_coverage(rt)
         gap_status = Counter(g.status for g in rt.state.list_gaps())
     finally:
         await rt.aclose()
@@ -111,6 +113,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Backfill, ingest, scan and repair against the built-in simulated exchange."""
+        from candlekeep.queries.encode import plain
         from candlekeep.sim.exchange import SimExchange
         from candlekeep.sim.server import run_in_thread
 
@@ -135,7 +138,7 @@ def register(app: typer.Typer) -> None:
                 "steps": {k: {"rows_written": v.rows_written, "requests": v.requests,
                               "errors": v.errors, "details": v.details}
                           for k, v in steps.items()},
-                "coverage": [c.as_dict() for c in out["coverage"]],
+                "coverage": plain(out["coverage"]),
             })
         else:
             _print_summary(steps, out, requests, rows, elapsed, cfg_path)
@@ -156,6 +159,8 @@ def _print_summary(steps: dict[str, JobResult], out: dict[str, Any], requests: i
             "repair #1": f"repaired {d.get('repaired', 0)}, empty {d.get('still_empty', 0)}",
             "repair #2": f"repaired {d.get('repaired', 0)}, confirmed empty "
                          f"{d.get('confirmed_empty', 0)}",
+            "freshness": f"{d.get('ok', 0)} fresh, {d.get('stale', 0)} stale, "
+                         f"{d.get('missing', 0)} missing",
         }.get(name, f"{d.get('series', 0)} series")
         status = "[green]ok[/]" if r.ok else f"[red]{'; '.join(r.errors)[:80]}[/]"
         table.add_row(name, f"{r.rows_written:,}", f"{r.requests:,}",
@@ -169,3 +174,5 @@ def _print_summary(steps: dict[str, JobResult], out: dict[str, Any], requests: i
     console.print(f"[bold]{len(out['coverage'])} series, {rows:,} candles written, "
                   f"{requests:,} requests, {elapsed:.1f}s[/]  config: {cfg_path}",
                   highlight=False)
+    console.print(f"watch it: candlekeep --config {cfg_path} serve, then open "
+                  "http://127.0.0.1:8765/", highlight=False)
