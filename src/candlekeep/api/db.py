@@ -1,17 +1,20 @@
 """The API's way into the state DB: a small pool of DB-API connections, each wrapped in the
 read model's ``Reader``, so the API runs the very statements the CLI runs.
 
-Handlers run in the server's thread pool (up to 40 threads by default); the pool holds a few
-connections and makes the rest wait their turn, so hundreds of concurrent requests never
-open hundreds of connections. A request whose connection cannot be had or used gets a 503
-naming the state DB, and the next request tries again.
+Reads run on a few threads of the pool's own, as many as it holds connections: hundreds of
+concurrent requests queue for them instead of becoming hundreds of runnable threads (which
+fight the event loop for the GIL) or hundreds of connections. A request whose connection
+cannot be had or used gets a 503 naming the state DB, and the next request tries again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from candlekeep.api.errors import StateDBUnavailable, db_errors
 from candlekeep.scheduler.control import redact_url
@@ -20,6 +23,10 @@ from candlekeep.state.migrate import ensure_schema
 from candlekeep.state.reader import Reader
 
 log = logging.getLogger("candlekeep.api")
+T = TypeVar("T")
+THREADS = 5
+"""Reader threads: as many connections as ``make_engine``'s smallest pool holds (SQLite's
+five), so a thread never waits for a connection."""
 
 
 class ReaderPool:
@@ -31,6 +38,7 @@ class ReaderPool:
         self.pyformat = self.engine.dialect.name == "postgresql"
         self._errors = db_errors()
         self._schema_ok = False
+        self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="candlekeep-api-db")
 
     def ensure_schema(self) -> bool:
         """Create or upgrade the schema once the database answers (the API may start
@@ -61,5 +69,14 @@ class ReaderPool:
             with contextlib.suppress(Exception):
                 conn.close()
 
+    async def run(self, fn: Callable[[Reader], T]) -> T:
+        """``fn(reader)`` on one of the pool's threads."""
+        def call() -> T:
+            with self.reader() as reader:
+                return fn(reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
     def dispose(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()

@@ -4,8 +4,8 @@ its command: ``/jobs`` is ``list --json``, ``/runs`` items are ``history --json`
 ``/gaps`` items are ``gaps list --json`` rows, ``/coverage`` is ``coverage --json`` (as last
 reconciled; the command reconciles first).
 
-Handlers are plain functions: the server runs them in its thread pool, where a blocking
-read of the state DB holds no other request up.
+Handlers are coroutines that hand their reads to the state DB pool's threads
+(``ReaderPool.run``), so a blocking read holds no other request up.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from candlekeep.api import params as p
 from candlekeep.api.context import ApiContext
+from candlekeep.api.recent import Recent
 from candlekeep.core.timeutil import parse_duration, to_ms
 from candlekeep.jobs.runtime import series_plans
 from candlekeep.queries import coverage as qc
@@ -26,9 +27,16 @@ from candlekeep.queries.encode import plain
 from candlekeep.scheduler.control import PidFile
 from candlekeep.state.statuses import RunStatus
 
+STATUS_KEEP_S = 1.0
+
 
 def as_json(view: object, status_code: int = 200) -> Response:
     return JSONResponse(plain(view), status_code=status_code)
+
+
+def encode(view: object) -> bytes:
+    """What ``as_json`` sends, as bytes to keep."""
+    return bytes(as_json(view).body)
 
 
 def _since(value: str | None, now_ms: int) -> int | None:
@@ -48,79 +56,79 @@ def _since(value: str | None, now_ms: int) -> int | None:
 
 def router(ctx: ApiContext) -> APIRouter:
     r = APIRouter(dependencies=[Depends(ctx.auth)])
+    status_answers = Recent(STATUS_KEEP_S)
 
     @r.get("/jobs", response_model=qj.JobList, tags=["scheduler"])
-    def jobs() -> Response:
+    async def jobs() -> Response:
         """Every configured job (schedule in words, next tick, latest run, 7-day success
         rate, whether the cluster runs it with this config) under the health banner of
         ``candlekeep list``."""
         now = ctx.now_ms()
         local = PidFile(ctx.config.data_dir).status().running
-        with ctx.pool.reader() as reader:
-            return as_json(qj.job_list(ctx.specs, reader, local, now))
+        return as_json(await ctx.pool.run(
+            lambda reader: qj.job_list(ctx.specs, reader, local, now)))
 
     @r.get("/nodes", response_model=list[qj.NodeView], tags=["scheduler"])
-    def nodes() -> Response:
+    async def nodes() -> Response:
         """Daemon nodes registered in the state DB, alive or not, with heartbeat age."""
         now = ctx.now_ms()
-        with ctx.pool.reader() as reader:
-            return as_json(qj.nodes(reader, now))
+        return as_json(await ctx.pool.run(lambda reader: qj.nodes(reader, now)))
 
     @r.get("/runs", response_model=qj.RunPage, tags=["scheduler"])
-    def runs(job: p.Job = None, status: RunStatus | None = None, since: p.Since = None,
-             limit: p.Limit = 100, offset: p.Offset = 0) -> Response:
+    async def runs(job: p.Job = None, status: RunStatus | None = None,
+                   since: p.Since = None, limit: p.Limit = 100,
+                   offset: p.Offset = 0) -> Response:
         """Run history, newest first (every attempt is a row). Page with ``offset`` until
         ``next_offset`` is null."""
-        now = ctx.now_ms()
-        since_ms = _since(since, now)
-        with ctx.pool.reader() as reader:
-            return as_json(qj.runs(reader, job=job, status=status, since_ms=since_ms,
-                                   limit=limit, offset=offset))
+        since_ms = _since(since, ctx.now_ms())
+        return as_json(await ctx.pool.run(lambda reader: qj.runs(
+            reader, job=job, status=status, since_ms=since_ms, limit=limit, offset=offset)))
 
     @r.get("/gaps", response_model=qg.GapPage, tags=["data"])
-    def gaps(status: p.GapStatus | None = None, source: p.Source = None,
-             symbol: p.Symbol = None, timeframe: p.Timeframe = None, limit: p.Limit = 100,
-             offset: p.Offset = 0) -> Response:
+    async def gaps(status: p.GapStatus | None = None, source: p.Source = None,
+                   symbol: p.Symbol = None, timeframe: p.Timeframe = None,
+                   limit: p.Limit = 100, offset: p.Offset = 0) -> Response:
         """Recorded gaps in series order, filtered; page with ``offset`` until
         ``next_offset`` is null."""
-        with ctx.pool.reader() as reader:
-            return as_json(qg.gaps(reader, status=status.value if status else None,
-                                   source=source, symbol=symbol, timeframe=timeframe,
-                                   limit=limit, offset=offset))
+        return as_json(await ctx.pool.run(lambda reader: qg.gaps(
+            reader, status=status.value if status else None, source=source, symbol=symbol,
+            timeframe=timeframe, limit=limit, offset=offset)))
 
     @r.get("/gaps/summary", response_model=qg.GapSummary, tags=["data"])
-    def gap_summary() -> Response:
+    async def gap_summary() -> Response:
         """Open and failed gaps, confirmed-empty ones, repairs in the last 24 h and the
         oldest open gap."""
         now = ctx.now_ms()
-        with ctx.pool.reader() as reader:
-            return as_json(qg.gap_summary(reader, now))
+        return as_json(await ctx.pool.run(lambda reader: qg.gap_summary(reader, now)))
 
     @r.get("/coverage", response_model=list[qc.CoverageView], tags=["data"])
-    def coverage(source: p.Source = None, symbol: p.Symbol = None,
-                 timeframe: p.Timeframe = None) -> Response:
+    async def coverage(source: p.Source = None, symbol: p.Symbol = None,
+                       timeframe: p.Timeframe = None) -> Response:
         """Per configured series: stored range, rows, expected candles, confirmed-empty
         candles, open gaps, coverage %. From the state DB alone: ``stored`` is exact after
         a reconciliation (``stored_exact``) and an upper bound between them."""
         plans = series_plans(ctx.config, source, symbol, timeframe)
-        with ctx.pool.reader() as reader:
-            return as_json(qc.coverage(reader, plans))
+        return as_json(await ctx.pool.run(lambda reader: qc.coverage(reader, plans)))
 
     @r.get("/ingestion/status", response_model=list[qf.SeriesStatusView], tags=["data"])
-    def ingestion_status(source: p.Source = None, symbol: p.Symbol = None,
-                         timeframe: p.Timeframe = None) -> Response:
+    async def ingestion_status(source: p.Source = None, symbol: p.Symbol = None,
+                               timeframe: p.Timeframe = None) -> Response:
         """Per configured series: newest stored candle (epoch ms and ISO), its age, an
         estimated row count and its freshness status, judged now. Reads ``series_state``
-        (one row per series), never a candle table."""
-        now = ctx.now_ms()
-        with ctx.pool.reader() as reader:
-            return as_json(qf.ingestion_status(reader, ctx.config, now, source=source,
-                                               symbol=symbol, timeframe=timeframe))
+        (one row per series), never a candle table; an answer is reused for up to a
+        second, however many monitors ask."""
+        async def make() -> bytes:
+            now = ctx.now_ms()
+            views = await ctx.pool.run(lambda reader: qf.ingestion_status(
+                reader, ctx.config, now, source=source, symbol=symbol, timeframe=timeframe))
+            return encode(views)
+
+        body = await status_answers.get((source, symbol, timeframe), make)
+        return Response(body, media_type="application/json")
 
     @r.get("/freshness", response_model=list[qf.FreshnessView], tags=["data"])
-    def freshness() -> Response:
+    async def freshness() -> Response:
         """The last freshness check's verdict on every series and watched dataset."""
-        with ctx.pool.reader() as reader:
-            return as_json(qf.freshness(reader))
+        return as_json(await ctx.pool.run(qf.freshness))
 
     return r

@@ -59,8 +59,10 @@ def router(ctx: ApiContext) -> APIRouter:
         state_db, stores = await asyncio.gather(ctx.prober.state_db(), ctx.prober.stores())
         found: tuple[list[NodeView], list[FreshnessView]] | None = None
         if state_db.reachable:
+            now = ctx.now_ms()
             try:
-                found = await asyncio.to_thread(_read, ctx)
+                found = await ctx.pool.run(lambda reader: (nodes(reader, now),
+                                                           freshness(reader)))
             except StateDBUnavailable:
                 found = None
         now = ctx.now_ms()
@@ -70,9 +72,3 @@ def router(ctx: ApiContext) -> APIRouter:
         return as_json(view, 503 if view.status == HealthStatus.DOWN else 200)
 
     return r
-
-
-def _read(ctx: ApiContext) -> tuple[list[NodeView], list[FreshnessView]]:
-    now = ctx.now_ms()
-    with ctx.pool.reader() as reader:
-        return nodes(reader, now), freshness(reader)
