@@ -25,11 +25,12 @@ LEGACY_LEASE_MS = 15_000
 
 
 def _version(conn: Connection) -> int | None:
-    try:
-        return conn.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar()
-    except sa.exc.DBAPIError:
-        conn.rollback()
+    """The stored schema version; None for a new database. Looks the table up instead of
+    failing on it: a failed statement would end the transaction, and with it the lock that
+    keeps concurrent starters from creating the same tables at once."""
+    if not sa.inspect(conn).has_table(t.schema_version.name):
         return None
+    return conn.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar()
 
 
 def ensure_schema(engine: Engine) -> None:
