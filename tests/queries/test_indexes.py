@@ -102,3 +102,72 @@ def test_slo_counts_each_period_with_the_schedule_it_had(tmp_path: Path) -> None
              "finished_at": tick + 5, "rows_written": 0, "requests": 0} for tick in ticks])
     (row,) = slo_report([spec("j", "*/5 * * * *")], store, 30, 0.99, NOW)
     assert (row["expected_ticks"], row["succeeded"], row["met"]) == (18, 18, True)
+
+
+class Recording:
+    """A sqlite3 connection that keeps every statement a Reader runs, with its params."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.statements: list[tuple[str, Any]] = []
+
+    def cursor(self) -> Any:
+        outer = self
+
+        class Cursor:
+            def __init__(self) -> None:
+                self.cur = outer.conn.cursor()
+
+            def execute(self, sql: str, params: Any) -> None:
+                outer.statements.append((sql, params))
+                self.cur.execute(sql, params)
+
+            def fetchall(self) -> list[Any]:
+                return self.cur.fetchall()
+
+            def close(self) -> None:
+                self.cur.close()
+
+        return Cursor()
+
+
+SMALL = ("scheduler_jobs", "scheduler_nodes", "series_state", "freshness", "candlekeep_schema")
+"""One row per configured job, node, series or watched subject: read whole by design."""
+
+
+def test_every_listing_query_reads_runs_and_gaps_through_an_index(tmp_path: Path) -> None:
+    """Whatever the API and the CLI ask, SQLite's plan never scans ``runs`` or ``gaps``
+    row by row: each statement searches or walks an index."""
+    db = StateDB(f"sqlite:///{tmp_path / 'state.db'}")
+    SchedulerStore(db, Owner("n", "h/1/x", 15_000)).ensure_jobs(JOBS, NOW - DAY)
+    history(db, 300)
+    db.dispose()
+    conn = sqlite3.connect(tmp_path / "state.db")
+    rec = Recording(conn)
+    reader = Reader(rec, pyformat=False)
+    names = [s.name for s in JOBS]
+    reader.runs(job="j1", status="failed", since_ms=NOW - DAY, limit=10, offset=5)
+    reader.runs(limit=10)
+    reader.run_counts(NOW - DAY, NOW + DAY)
+    reader.last_successes(names)
+    reader.last_runs(names)
+    reader.success_rates(names, NOW - 7 * DAY)
+    reader.gaps(status="open", source="s", symbol="BTC/USDT", timeframe="1m", limit=5)
+    reader.gaps(limit=100, offset=10)
+    reader.gap_totals(("confirmed_empty", "open", "failed"))
+    reader.gap_status_counts()
+    reader.repaired_since(NOW - DAY)
+    reader.oldest_open_gap()
+    reader.open_gaps()
+    plans = {}
+    for sql, params in rec.statements:
+        lines = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        plans[sql] = lines
+        for line in lines:
+            words = line.split()
+            if words[0] == "SCAN" and words[1] not in SMALL:
+                assert "INDEX" in line, (sql, lines)
+    assert len(plans) >= 12
+    (counts,) = [lines for sql, lines in plans.items() if "GROUP BY job, status" in sql]
+    assert counts[0].startswith("SEARCH runs USING INDEX ix_runs_scheduled"), counts
+    conn.close()

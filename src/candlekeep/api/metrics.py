@@ -65,7 +65,8 @@ class ClusterCollector(Collector):
             "candlekeep_runs_last_24h",
             "Cluster: runs scheduled in the last 24 h, by job and status.",
             labels=["job", "status"])
-        for (job, status), count in sorted(reader.run_counts(now - DAY_MS).items()):
+        window = reader.run_counts(now - DAY_MS, now + DAY_MS)  # retries wait ahead
+        for (job, status), count in sorted(window.items()):
             runs.add_metric([job, status], count)
         yield runs
         last = GaugeMetricFamily(

@@ -127,11 +127,13 @@ class Reader:
             f"{' AND '.join(where)} ORDER BY scheduled_for DESC, attempt DESC{tail}", params)
         return [RunRow(*r) for r in rows]
 
-    def run_counts(self, since_ms: int) -> dict[tuple[str, str], int]:
-        """Runs per (job, status) scheduled since ``since_ms``: a range of
-        ``ix_runs_scheduled``, bounded by the window."""
-        rows = self._rows("SELECT job, status, COUNT(*) FROM runs WHERE scheduled_for >= "
-                          ":since GROUP BY job, status", {"since": since_ms})
+    def run_counts(self, since_ms: int, until_ms: int) -> dict[tuple[str, str], int]:
+        """Runs per (job, status) scheduled in ``[since_ms, until_ms]``: a range of
+        ``ix_runs_scheduled``, bounded by the window (with one bound only, SQLite's planner
+        walks all of ``ix_runs_job_started`` instead)."""
+        rows = self._rows("SELECT job, status, COUNT(*) FROM runs WHERE scheduled_for "
+                          "BETWEEN :since AND :until GROUP BY job, status",
+                          {"since": since_ms, "until": until_ms})
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def last_successes(self, jobs: Sequence[str]) -> dict[str, int]:
