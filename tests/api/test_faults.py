@@ -129,3 +129,28 @@ def test_the_daemon_serves_the_api_while_it_runs(tmp_path: Path) -> None:
         httpx.get(url + "/health", timeout=5)
     log = (cfg.parent / "data" / "logs" / "candlekeep.log").read_text()
     assert "api serving url=" in log and TOKEN not in log
+
+
+def test_a_store_that_does_not_answer_is_named_within_the_timeout(tmp_path: Path) -> None:
+    """Another process holds the DuckDB file for writing: the store keeps retrying its
+    lock, and the probe gives up after its timeout instead of hanging the route."""
+    cfg = market_config(tmp_path)
+    db = tmp_path / "data" / "candles.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(120)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with serving(cfg) as api:
+            status = api.json("/system/status")
+            (store,) = status["stores"]
+            assert not store["reachable"] and "no answer within 3 s" in store["error"]
+            assert status["state_db"]["reachable"]
+            resp = api.get("/system/health")
+            assert resp.status_code == 503
+            (down,) = [c for c in resp.json()["components"] if c["status"] == "down"]
+            assert (down["kind"], down["name"]) == ("store", "main")
+    finally:
+        holder.kill()
+        holder.wait()
