@@ -248,3 +248,26 @@ def test_the_token_is_never_logged_or_shown(site: tuple[Path, Served]) -> None:
     log = api.log()
     assert '"GET /jobs HTTP/1.1" 200' in log  # access lines are written…
     assert TOKEN not in log  # …without the token
+
+
+def test_every_route_answers_exactly_its_documented_model(site: tuple[Path, Served]) -> None:
+    """The response models in /openapi.json are what the dashboard and scripts build on:
+    each answer parses into its model and back to the same JSON, no key more or less."""
+    from pydantic import TypeAdapter
+
+    from candlekeep.queries import coverage, freshness, gaps, health, jobs
+    from candlekeep.queries.encode import plain
+
+    _, api = site
+    models: dict[str, Any] = {
+        "/jobs": jobs.JobList, "/nodes": list[jobs.NodeView], "/runs": jobs.RunPage,
+        "/gaps": gaps.GapPage, "/gaps/summary": gaps.GapSummary,
+        "/coverage": list[coverage.CoverageView],
+        "/ingestion/status": list[freshness.SeriesStatusView],
+        "/freshness": list[freshness.FreshnessView],
+        "/system/status": health.SystemStatus, "/system/health": health.HealthView,
+    }
+    for path, model in models.items():
+        data = api.json(path)
+        assert data or path == "/nodes", path  # no daemon has run here
+        assert plain(TypeAdapter(model).validate_python(data)) == data, path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,43 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from candlekeep.core.text import clean_text
 
 log = logging.getLogger("candlekeep.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Any error: what went wrong and what to do."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParamError:
+    parameter: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidParams:
+    """422: every query parameter that failed, by name (the values are not echoed)."""
+
+    detail: str
+    errors: list[ParamError]
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """503: the state DB could not be read; ``component`` is ``state_db``."""
+
+    detail: str
+    component: str
+
+
+RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "No valid token or session."},
+    422: {"model": InvalidParams, "description": "A query parameter is invalid."},
+    503: {"model": Unavailable, "description": "The state DB is unavailable."},
+}
+"""The error answers of every protected route, for the OpenAPI document."""
 
 
 class StateDBUnavailable(Exception):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from candlekeep.api import params as p
 from candlekeep.api.context import ApiContext
+from candlekeep.api.errors import RESPONSES
 from candlekeep.api.recent import Recent
 from candlekeep.core.timeutil import parse_duration, to_ms
 from candlekeep.jobs.runtime import series_plans
@@ -55,7 +56,7 @@ def _since(value: str | None, now_ms: int) -> int | None:
 
 
 def router(ctx: ApiContext) -> APIRouter:
-    r = APIRouter(dependencies=[Depends(ctx.auth)])
+    r = APIRouter(dependencies=[Depends(ctx.auth)], responses=RESPONSES)
     status_answers = Recent(STATUS_KEEP_S)
 
     @r.get("/jobs", response_model=qj.JobList, tags=["scheduler"])

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from candlekeep import __version__
 from candlekeep.api.context import ApiContext
-from candlekeep.api.errors import StateDBUnavailable
+from candlekeep.api.errors import RESPONSES, StateDBUnavailable
 from candlekeep.api.routes import as_json
 from candlekeep.queries.freshness import FreshnessView, freshness
 from candlekeep.queries.health import HealthStatus, HealthView, SystemStatus, health
@@ -42,7 +42,8 @@ def public_router(metrics: CollectorRegistry) -> APIRouter:
 
 
 def router(ctx: ApiContext) -> APIRouter:
-    r = APIRouter(tags=["system"], dependencies=[Depends(ctx.auth)])
+    r = APIRouter(tags=["system"], dependencies=[Depends(ctx.auth)],
+                  responses={401: RESPONSES[401]})
 
     @r.get("/system/status", response_model=SystemStatus)
     async def status() -> Response:
