@@ -64,12 +64,13 @@ def create_app(config: Config, specs: list[JobSpec], runtime: Runtime | None = N
                   description="Operations API of candlekeep: health, jobs and runs, gaps, "
                               "coverage, freshness and Prometheus metrics.")
     errors.install(app)
-    auth_mod.install(app, ctx.auth)
     metrics = registry(ClusterCollector(config, [s.name for s in specs], pool, ctx.now_ms),
                        run_metrics(rt).registry)
+    # Routes are matched in order, one by one: what monitors poll hardest comes first.
     app.include_router(system.public_router(metrics))
-    app.include_router(system.router(ctx))
     app.include_router(routes.router(ctx))
+    app.include_router(system.router(ctx))
+    auth_mod.install(app, ctx.auth)
     app.include_router(docs.router(app, ctx.auth))
     _dashboard(app, ctx.auth)
     return app

@@ -59,6 +59,22 @@ def router(ctx: ApiContext) -> APIRouter:
     r = APIRouter(dependencies=[Depends(ctx.auth)], responses=RESPONSES)
     status_answers = Recent(STATUS_KEEP_S)
 
+    @r.get("/ingestion/status", response_model=list[qf.SeriesStatusView], tags=["data"])
+    async def ingestion_status(source: p.Source = None, symbol: p.Symbol = None,
+                               timeframe: p.Timeframe = None) -> Response:
+        """Per configured series: newest stored candle (epoch ms and ISO), its age, an
+        estimated row count and its freshness status, judged now. Reads ``series_state``
+        (one row per series), never a candle table; an answer is reused for up to a
+        second, however many monitors ask."""
+        async def make() -> bytes:
+            now = ctx.now_ms()
+            views = await ctx.pool.run(lambda reader: qf.ingestion_status(
+                reader, ctx.config, now, source=source, symbol=symbol, timeframe=timeframe))
+            return encode(views)
+
+        body = await status_answers.get((source, symbol, timeframe), make)
+        return Response(body, media_type="application/json")
+
     @r.get("/jobs", response_model=qj.JobList, tags=["scheduler"])
     async def jobs() -> Response:
         """Every configured job (schedule in words, next tick, latest run, 7-day success
@@ -110,22 +126,6 @@ def router(ctx: ApiContext) -> APIRouter:
         a reconciliation (``stored_exact``) and an upper bound between them."""
         plans = series_plans(ctx.config, source, symbol, timeframe)
         return as_json(await ctx.pool.run(lambda reader: qc.coverage(reader, plans)))
-
-    @r.get("/ingestion/status", response_model=list[qf.SeriesStatusView], tags=["data"])
-    async def ingestion_status(source: p.Source = None, symbol: p.Symbol = None,
-                               timeframe: p.Timeframe = None) -> Response:
-        """Per configured series: newest stored candle (epoch ms and ISO), its age, an
-        estimated row count and its freshness status, judged now. Reads ``series_state``
-        (one row per series), never a candle table; an answer is reused for up to a
-        second, however many monitors ask."""
-        async def make() -> bytes:
-            now = ctx.now_ms()
-            views = await ctx.pool.run(lambda reader: qf.ingestion_status(
-                reader, ctx.config, now, source=source, symbol=symbol, timeframe=timeframe))
-            return encode(views)
-
-        body = await status_answers.get((source, symbol, timeframe), make)
-        return Response(body, media_type="application/json")
 
     @r.get("/freshness", response_model=list[qf.FreshnessView], tags=["data"])
     async def freshness() -> Response:
