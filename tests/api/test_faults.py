@@ -154,3 +154,16 @@ def test_a_store_that_does_not_answer_is_named_within_the_timeout(tmp_path: Path
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_daemon_whose_api_port_is_taken_says_so_at_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = market_config(tmp_path, listen=f"127.0.0.1:{port}")
+        out = subprocess.run([sys.executable, "-m", "candlekeep", "--config", str(cfg),
+                              "start"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    message = " ".join(out.stderr.split())
+    assert f"cannot serve the API on 127.0.0.1:{port}" in message and "in use" in message
