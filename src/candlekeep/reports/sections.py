@@ -96,7 +96,7 @@ class Section:
 def query(reader: Reader, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
     """Run ``sql`` (``:name`` parameters, SQL that SQLite and PostgreSQL both accept) on the
     state DB through the reader every listing uses."""
-    return [tuple(r) for r in reader._rows(sql, dict(params or {}))]
+    return [tuple(r) for r in reader.rows(sql, dict(params or {}))]
 
 
 def sql_rows(sql: str) -> RowsFn:

@@ -53,7 +53,9 @@ class Reader:
         self.conn = conn
         self.pyformat = pyformat
 
-    def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Any read-only statement, written with ``:name`` parameters in SQL both engines
+        accept (report sections and plug-ins use it)."""
         if self.pyformat:
             sql = _PARAM.sub(r"%(\1)s", sql)
         cur = self.conn.cursor()
@@ -65,11 +67,11 @@ class Reader:
 
     def ping_ms(self) -> float:
         start = time.perf_counter()
-        self._rows("SELECT 1")
+        self.rows("SELECT 1")
         return (time.perf_counter() - start) * 1000
 
     def job_rows(self) -> dict[str, JobRow]:
-        return {r[0]: JobRow(*r) for r in self._rows(
+        return {r[0]: JobRow(*r) for r in self.rows(
             f"SELECT {', '.join(JOB_COLUMNS)} FROM scheduler_jobs")}
 
     def last_runs(self, jobs: Sequence[str]) -> dict[str, LastRun]:
@@ -78,7 +80,7 @@ class Reader:
         if not jobs:
             return {}
         names, params = _in_list(jobs)
-        rows = self._rows(
+        rows = self.rows(
             "SELECT r.job, r.scheduled_for, r.started_at, r.finished_at, r.status FROM runs r "
             "WHERE r.id IN (SELECT (SELECT x.id FROM runs x WHERE x.job = j.job AND "
             "x.started_at IS NOT NULL ORDER BY x.started_at DESC LIMIT 1) "
@@ -92,7 +94,7 @@ class Reader:
             return {}
         names, params = _in_list(jobs)
         ended, more = _in_list(TERMINAL, "s")
-        rows = self._rows(
+        rows = self.rows(
             "SELECT job, COUNT(DISTINCT CASE WHEN status = 'success' THEN scheduled_for END), "
             f"COUNT(DISTINCT CASE WHEN status IN ({ended}) THEN scheduled_for END) "
             f"FROM runs WHERE job IN ({names}) AND scheduled_for >= :since GROUP BY job",
@@ -100,7 +102,7 @@ class Reader:
         return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
     def nodes(self) -> list[NodeRow]:
-        return [node_row(r) for r in self._rows(
+        return [node_row(r) for r in self.rows(
             f"SELECT {', '.join(NODE_COLUMNS)} FROM scheduler_nodes ORDER BY node")]
 
     def runs(self, job: str | None = None, since_ms: int | None = None,
@@ -121,7 +123,7 @@ class Reader:
             where.append("status = :status")
             params["status"] = status
         tail = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        rows = self._rows(
+        rows = self.rows(
             'SELECT id, job, scheduled_for, attempt, node, "trigger", started_at, '
             "finished_at, status, rows_written, requests, error FROM runs WHERE "
             f"{' AND '.join(where)} ORDER BY scheduled_for DESC, attempt DESC{tail}", params)
@@ -131,7 +133,7 @@ class Reader:
         """Runs per (job, status) scheduled in ``[since_ms, until_ms]``: a range of
         ``ix_runs_scheduled``, bounded by the window (with one bound only, SQLite's planner
         walks all of ``ix_runs_job_started`` instead)."""
-        rows = self._rows("SELECT job, status, COUNT(*) FROM runs WHERE scheduled_for "
+        rows = self.rows("SELECT job, status, COUNT(*) FROM runs WHERE scheduled_for "
                           "BETWEEN :since AND :until GROUP BY job, status",
                           {"since": since_ms, "until": until_ms})
         return {(r[0], r[1]): int(r[2]) for r in rows}
@@ -142,14 +144,14 @@ class Reader:
         if not jobs:
             return {}
         names, params = _in_list(jobs)
-        rows = self._rows(
+        rows = self.rows(
             "SELECT j.job, (SELECT x.finished_at FROM runs x WHERE x.job = j.job AND "
             "x.started_at IS NOT NULL AND x.status = 'success' ORDER BY x.started_at DESC "
             f"LIMIT 1) FROM scheduler_jobs j WHERE j.job IN ({names})", params)
         return {r[0]: int(r[1]) for r in rows if r[1] is not None}
 
     def open_gaps(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM gaps WHERE status = 'open'")[0][0])
+        return int(self.rows("SELECT COUNT(*) FROM gaps WHERE status = 'open'")[0][0])
 
     def gaps(self, status: str | None = None, source: str | None = None,
              symbol: str | None = None, timeframe: str | None = None,
@@ -164,7 +166,7 @@ class Reader:
                 where.append(f"{column} = :{column}")
                 params[column] = value
         tail = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT {_GAP_COLUMNS} FROM gaps WHERE {' AND '.join(where)} "
             f"ORDER BY source, symbol, timeframe, gap_start{tail}", params)
         return [_gap_row(r) for r in rows]
@@ -173,7 +175,7 @@ class Reader:
         """Per series and status: how many gaps, and the sum of their lengths (``gap_end -
         gap_start``), read through ``ix_gaps_status`` for those statuses only."""
         names, params = _in_list(statuses, "s")
-        rows = self._rows(
+        rows = self.rows(
             "SELECT source, symbol, timeframe, status, COUNT(*), SUM(gap_end - gap_start) "
             f"FROM gaps WHERE status IN ({names}) GROUP BY source, symbol, timeframe, status",
             params)
@@ -182,18 +184,18 @@ class Reader:
 
     def gap_status_counts(self) -> dict[str, int]:
         """Gaps per status (an index-only pass over ``ix_gaps_status``)."""
-        return {r[0]: int(r[1]) for r in self._rows(
+        return {r[0]: int(r[1]) for r in self.rows(
             "SELECT status, COUNT(*) FROM gaps GROUP BY status")}
 
     def repaired_since(self, since_ms: int) -> int:
         """Gaps repaired since ``since_ms`` (``ix_gaps_status``, then their repair time)."""
-        return int(self._rows(
+        return int(self.rows(
             "SELECT COUNT(*) FROM gaps WHERE status = 'repaired' AND repaired_at >= :since",
             {"since": since_ms})[0][0])
 
     def oldest_open_gap(self) -> GapRow | None:
         """The open gap detected first (``ix_gaps_status``: open gaps only)."""
-        rows = self._rows(f"SELECT {_GAP_COLUMNS} FROM gaps WHERE status = 'open' "
+        rows = self.rows(f"SELECT {_GAP_COLUMNS} FROM gaps WHERE status = 'open' "
                           "ORDER BY detected_at, id LIMIT 1")
         return _gap_row(rows[0]) if rows else None
 
@@ -201,13 +203,13 @@ class Reader:
         """The newest candle per store and series as the write path last recorded it: one
         row per series, whatever the size of the candle tables behind it."""
         where, params = ("WHERE store = :store", {"store": store}) if store else ("", {})
-        return [SeriesStateRow(*r) for r in self._rows(
+        return [SeriesStateRow(*r) for r in self.rows(
             "SELECT store, source, symbol, timeframe, first_ms, last_ms, rows, updated_at, "
             f"scanned_at FROM series_state {where}", params)]
 
     def freshness(self) -> list[FreshnessRow]:
         """The last freshness verdict of every subject."""
-        return [FreshnessRow(*r) for r in self._rows(
+        return [FreshnessRow(*r) for r in self.rows(
             "SELECT kind, store, subject, newest_ms, age_ms, threshold_ms, rows, status, "
             "detail, checked_at, status_since FROM freshness ORDER BY kind, store, subject")]
 
@@ -264,7 +266,7 @@ def open_reader(url: str, schema_version: int) -> Iterator[Reader | None]:
     try:
         reader = Reader(conn, pyformat=pyformat)
         try:
-            found = reader._rows("SELECT MAX(version) FROM candlekeep_schema")[0][0]
+            found = reader.rows("SELECT MAX(version) FROM candlekeep_schema")[0][0]
         except Exception:
             found = None
         yield reader if found == schema_version else None
