@@ -493,6 +493,9 @@ def test_describe_and_stats(store: Store) -> None:
                                ("candles", 40, T0 + 39 * MINUTE_MS)):
         assert stats[name].newest_ms == newest
         assert stats[name].rows == rows if stats[name].exact else stats[name].rows >= 0
+    only = store.stats([FILLS.name, "no_such_table"])
+    assert [s.name for s in only] == [FILLS.name] and only[0].newest_ms == T0 + 29 * MINUTE_MS
+    assert store.stats([]) == []
 
 
 def test_bad_batches_are_rejected_and_nothing_is_written(store: Store) -> None:

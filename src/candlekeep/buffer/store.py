@@ -11,6 +11,7 @@ jobs from writing to the buffer.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +92,8 @@ class BufferStore(Store):
     def describe(self, table: str) -> Dataset | None:
         return self._reads.describe(table)
 
-    def stats(self) -> list[DatasetStats]:
-        return self._reads.stats()
+    def stats(self, tables: Collection[str] | None = None) -> list[DatasetStats]:
+        return self._reads.stats(tables)
 
     def spans(self, source: str | None = None,
               series: SeriesKey | None = None) -> list[SeriesSpan]:

@@ -7,7 +7,7 @@ store type: a new backend is done when that suite passes on it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,9 @@ class Store(abc.ABC):
         from the engine's catalogue (primary key, sorting key)."""
 
     @abc.abstractmethod
-    def stats(self) -> list[DatasetStats]:
-        """Every table of this store with rows and newest time, ordered by name."""
+    def stats(self, tables: Collection[str] | None = None) -> list[DatasetStats]:
+        """Every table of this store (or those of ``tables`` it has) with rows and newest
+        time, ordered by name."""
 
     def check(self, table: str | None = None, *, write: bool = False) -> None:
         """Raise StoreError naming what is missing (reachability, a table, a privilege) and

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -308,17 +308,19 @@ class ClickHouseStore(Store):
             raise StoreError(f"store {self.name}: table {table}: {exc}") from None
         return dataset
 
-    def stats(self) -> list[DatasetStats]:
+    def stats(self, tables: Collection[str] | None = None) -> list[DatasetStats]:
         db = lit(self.database)
-        tables = self._rows(f"SELECT name, engine, total_rows FROM system.tables WHERE "
-                            f"database = {db} AND has_own_data ORDER BY name")
+        only = "" if tables is None else (
+            f" AND name IN ({', '.join(lit(t) for t in tables) or 'NULL'})")
+        found = self._rows(f"SELECT name, engine, total_rows FROM system.tables WHERE "
+                           f"database = {db} AND has_own_data{only} ORDER BY name")
         parts = {t: (int(rows), int(most)) for t, rows, most in self._rows(
             "SELECT table, sum(rows), max(n) FROM (SELECT table, partition_id, sum(rows) AS "
             f"rows, count() AS n FROM system.parts WHERE database = {db} AND active "
             "GROUP BY table, partition_id) GROUP BY table")}
-        newest = self._newest([t for t, _, _ in tables if parts.get(t, (0, 0))[0]])
+        newest = self._newest([t for t, _, _ in found if parts.get(t, (0, 0))[0]])
         out = []
-        for name, engine, total in tables:
+        for name, engine, total in found:
             rows, most = parts.get(name, (int(total or 0), 1))
             exact = "Replacing" not in engine or most <= 1
             out.append(DatasetStats(name, rows, exact, newest.get(name)))

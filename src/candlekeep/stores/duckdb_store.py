@@ -27,7 +27,7 @@ import atexit
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,14 +448,14 @@ class DuckDBStore(Store):
         key = tuple(key_rows[0][0]) if key_rows else ()
         return described(table, schema, key)
 
-    def stats(self) -> list[DatasetStats]:
+    def stats(self, tables: Collection[str] | None = None) -> list[DatasetStats]:
         out = []
         with self._cursor(write=False) as cur:
             if cur is None:
                 return []
             names = [r[0] for r in cur.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-                "ORDER BY table_name").fetchall()]
+                "ORDER BY table_name").fetchall() if tables is None or r[0] in tables]
             for name in names:
                 schema = _schema_of(cur, name)
                 time_col = newest_column(name, schema)

@@ -4,7 +4,7 @@ the newest time value and the store user's privileges."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +131,10 @@ class Catalog:
                 f"LIMIT 1) UNION ALL SELECT {inner} FROM s CROSS JOIN LATERAL (SELECT {names} "
                 f"FROM {qualified} WHERE {after} ORDER BY {names} LIMIT 1) n)")
 
-    def stats(self, conn: Connection) -> list[DatasetStats]:
-        names = [r[0] for r in conn.execute(_TABLES, [self.schema]).fetchall()]
+    def stats(self, conn: Connection,
+              tables: Collection[str] | None = None) -> list[DatasetStats]:
+        names = [r[0] for r in conn.execute(_TABLES, [self.schema]).fetchall()
+                 if tables is None or r[0] in tables]
         out = []
         for name in names:
             try:

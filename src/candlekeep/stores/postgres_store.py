@@ -23,7 +23,7 @@ Any of these (and any other libpq option) can be set in the DSN, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -246,9 +246,9 @@ class PostgresStore(Store):
         with self._session() as conn:
             return self._catalog.describe(conn, table)
 
-    def stats(self) -> list[DatasetStats]:
+    def stats(self, tables: Collection[str] | None = None) -> list[DatasetStats]:
         with self._session() as conn:
-            return sorted(self._catalog.stats(conn), key=lambda s: s.name)
+            return sorted(self._catalog.stats(conn, tables), key=lambda s: s.name)
 
     def check(self, table: str | None = None, *, write: bool = False) -> None:
         with self._session() as conn:
