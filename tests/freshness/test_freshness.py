@@ -89,6 +89,28 @@ def test_quiet_hours_wrap_midnight_and_turn_stale_into_ok() -> None:
     assert assess(NOW - 5 * H, Threshold(H), NOW).status is FreshnessStatus.STALE
 
 
+def test_the_allowance_restarts_when_quiet_hours_end() -> None:
+    midnight = NOW // DAY * DAY
+    t = Threshold(H, ("22:00-06:00",))
+    idle_since = midnight - 2 * H - M  # 21:59 yesterday, just before the quiet hours
+    just_after = assess(idle_since, t, midnight + 6 * H + 30 * M)
+    assert just_after.status is FreshnessStatus.OK
+    assert "quiet hours ended 30m00s ago" in (just_after.detail or "")
+    later = assess(idle_since, t, midnight + 7 * H + M)
+    assert later.status is FreshnessStatus.STALE
+
+
+def test_a_dataset_watched_twice_is_a_config_error() -> None:
+    from candlekeep.core.errors import ConfigError
+
+    fills = {"store": "main", "dataset": "fills", "max_age": "1h"}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"stores": {"main": {"type": "duckdb", "path": "x.duckdb"}},
+                      "freshness": {"datasets": [fills, {**fills, "max_age": "2h"}]}},
+                     "cfg.yaml", Path("."))
+    assert "freshness.datasets[1]" in str(err.value) and "twice" in str(err.value)
+
+
 def test_quiet_hours_are_validated_with_the_fix_named() -> None:
     from candlekeep.core.errors import ConfigError
 
@@ -218,6 +240,44 @@ async def test_unreadable_store_is_an_error_verdict(make_runtime: Factory) -> No
     assert res.ok and res.details["error"] == 1 and res.details["ok"] == 1
     bad = verdicts(rt)["remote/sim:ETH/USDT:1h"]
     assert bad.status is FreshnessStatus.ERROR and "remote" in (bad.detail or "")
+    with reading(rt.config.state_url, rt.config.data_dir) as reader:
+        live = {v.series: v for v in ingestion_status(reader, rt.config, NOW)}
+    # the API says what the check found, not a guess from the write path
+    assert live[SeriesKey("sim", "ETH/USDT", "1h")].status is FreshnessStatus.ERROR
+    assert live[BTC_1H].status is FreshnessStatus.OK
+
+
+async def test_a_truncated_store_shows_as_missing(make_runtime: Factory) -> None:
+    clock = FakeClock(NOW)
+    rt = make_runtime(clock)
+    await run(rt, "backfill", symbol="BTC/USDT", timeframe="1h")
+    assert (await run(rt, "freshness")).details["ok"] == 1
+    import duckdb
+
+    rt.store("main").close()
+    with duckdb.connect(str(rt.config.data_dir / "candles.duckdb")) as con:
+        con.execute("DELETE FROM candles")  # restored from an old backup, say
+    res = await run(rt, "freshness")
+    assert res.details["ok"] == 0 and res.details["missing"] == 4
+    with reading(rt.config.state_url, rt.config.data_dir) as reader:
+        assert reader.series_state("main") == []
+
+
+async def test_two_checks_at_once_both_succeed(make_runtime: Factory) -> None:
+    clock = FakeClock(NOW)
+    rt = make_runtime(clock)
+    await run(rt, "backfill", symbol="BTC/USDT", timeframe="1h")
+    from candlekeep.freshness.check import run_check
+
+    for _ in range(5):  # new subjects each round: both checks insert them
+        from candlekeep.state.ops_tables import freshness as table
+
+        with rt.state.engine.begin() as conn:
+            conn.execute(table.delete())
+        results = await asyncio.gather(*(asyncio.to_thread(run_check, rt, NOW)
+                                          for _ in range(2)))
+        assert all(len(r.verdicts) == 4 for r in results)
+        assert verdicts(rt)["main/sim:BTC/USDT:1h"].status_since == NOW
 
 
 async def test_watched_datasets_missing_stale_and_quiet(make_runtime: Factory) -> None:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from candlekeep.cli import common
-from candlekeep.cli.common import console, friendly_errors, print_json
+from candlekeep.cli.common import console, err_console, friendly_errors, print_json
 from candlekeep.core.timeutil import fmt_duration, fmt_ms
 from candlekeep.state.statuses import FreshnessStatus
 
@@ -36,10 +36,12 @@ def register(app: typer.Typer) -> None:
         from candlekeep.state.reader import reading
 
         cfg = common.state(ctx).config()
+        failed = False
         if check:
             result = common.run(run_job(ctx, "freshness", {}, show_progress=False))
+            failed = not result.ok
             for e in result.errors:
-                console.print(f"[red]error:[/] {escape(e)}", highlight=False)
+                err_console.print(f"[red]error:[/] {escape(e)}", highlight=False)
         with reading(cfg.state_url, cfg.data_dir) as reader:
             views = read_freshness(reader)
         now = int(time.time() * 1000)
@@ -63,5 +65,5 @@ def register(app: typer.Typer) -> None:
             if not views:
                 console.print("nothing to judge: no open-ended series and no watched datasets "
                               "(see freshness: in the guide)")
-        if any(v.status != FreshnessStatus.OK for v in views):
+        if failed or any(v.status != FreshnessStatus.OK for v in views):
             raise typer.Exit(1)

@@ -192,7 +192,13 @@ def _check_references(cfg: Config, file: str) -> None:
 
 def _check_operations(cfg: Config, file: str, jobs: list[str]) -> None:
     """Freshness rules, alert channels and rules, and reports name things that exist."""
+    watched: set[tuple[str, str]] = set()
     for i, d in enumerate(cfg.freshness.datasets):
+        if (d.store, d.dataset) in watched:
+            raise ConfigError(file, f"freshness.datasets[{i}]",
+                              f"dataset {d.dataset!r} of store {d.store!r} is listed twice",
+                              "list each dataset once")
+        watched.add((d.store, d.dataset))
         if d.store not in cfg.stores:
             raise ConfigError(file, f"freshness.datasets[{i}].store", f"unknown store {d.store!r}",
                               f"defined stores: {', '.join(cfg.stores) or 'none'}")

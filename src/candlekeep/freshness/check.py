@@ -8,33 +8,29 @@ Blocking (stores and the state DB): the ``freshness`` job runs it in a thread.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from candlekeep.config.store_types import BufferStoreConfig
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.text import clean_text
 from candlekeep.freshness.rules import Assessment, FreshnessRules, Threshold, assess
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.state import ops_tables as o
 from candlekeep.state.ops_state import Verdict, forget_verdicts, reconcile, save_verdicts
-from candlekeep.state.statuses import FreshnessStatus
+from candlekeep.state.statuses import FreshnessStatus, SubjectKind
 from candlekeep.stores.base import DatasetStats
 
 log = logging.getLogger("candlekeep.freshness")
 
-SERIES = "series"
-DATASET = "dataset"
-
-
 @dataclass(frozen=True, slots=True)
 class Transition:
-    kind: str
+    kind: SubjectKind
     store: str
     subject: str
-    before: str | None
-    after: str
+    before: FreshnessStatus | None
+    after: FreshnessStatus
 
 
 @dataclass
@@ -54,14 +50,17 @@ def refresh_series_state(runtime: Runtime, now_ms: int,
     wanted = stores if stores is not None else {p.store for p in runtime.plans()}
     errors: dict[str, str] = {}
     for name in sorted(wanted):
+        started = runtime.clock.now_ms()
         try:
             spans = runtime.store(name).spans()
         except Exception as exc:
             errors[name] = clean_text(f"{type(exc).__name__}: {exc}", 500) or ""
             log.warning("freshness: store unreadable store=%s error=%s", name, errors[name])
             continue
+        buffered = isinstance(runtime.config.stores.get(name), BufferStoreConfig)
         reconcile(runtime.state.engine, name,
-                  [(s.series, s.first_ms, s.last_ms, s.count) for s in spans], now_ms)
+                  [(s.series, s.first_ms, s.last_ms, s.count) for s in spans], started,
+                  max(now_ms, runtime.clock.now_ms()), keep_newest=buffered)
     return errors
 
 
@@ -78,14 +77,14 @@ def run_check(runtime: Runtime, now_ms: int) -> CheckResult:
         last, rows = newest.get((p.store, p.key), (None, None))
         verdict = (Assessment(FreshnessStatus.ERROR, None, f"store {p.store!r}: {error}")
                    if error else assess(last, threshold, now_ms))
-        result.verdicts.append(_verdict(SERIES, p.store, str(p.key), last, rows, threshold,
-                                        verdict))
+        result.verdicts.append(_verdict(SubjectKind.SERIES, p.store, str(p.key), last, rows,
+                                        threshold, verdict))
     result.verdicts += _datasets(runtime, rules, now_ms)
     engine = runtime.state.engine
     before = save_verdicts(engine, result.verdicts, now_ms)
     forget_verdicts(engine, [(v.kind, v.store, v.subject) for v in result.verdicts])
     for v in result.verdicts:
-        old = before.get((v.kind, v.store, v.subject))
+        old = before.get((v.kind.value, v.store, v.subject))
         if old != v.status:
             result.transitions.append(Transition(v.kind, v.store, v.subject, old, v.status))
     return result
@@ -105,20 +104,20 @@ def _datasets(runtime: Runtime, rules: FreshnessRules, now_ms: int) -> list[Verd
     watched = runtime.config.freshness.datasets
     stats: dict[str, dict[str, DatasetStats] | str] = {}
     for name in {d.store for d in watched}:
+        tables = sorted({d.dataset for d in watched if d.store == name})
         try:
-            stats[name] = {st.name: st for st in runtime.store(name).stats()}
+            stats[name] = {st.name: st for st in runtime.store(name).stats(tables)}
         except Exception as exc:
             stats[name] = clean_text(f"{type(exc).__name__}: {exc}", 500) or ""
     out = []
-    by_store: dict[str, list[str]] = defaultdict(list)
     for d in watched:
-        by_store[d.store].append(d.dataset)
         threshold = rules.dataset(d.store, d.dataset)
         assert threshold is not None  # it is configured: that is where it came from
         found = stats[d.store]
         if isinstance(found, str):
             verdict = Assessment(FreshnessStatus.ERROR, None, f"store {d.store!r}: {found}")
-            out.append(_verdict(DATASET, d.store, d.dataset, None, None, threshold, verdict))
+            out.append(_verdict(SubjectKind.DATASET, d.store, d.dataset, None, None, threshold,
+                                verdict))
             continue
         st = found.get(d.dataset)
         if st is None:
@@ -127,12 +126,13 @@ def _datasets(runtime: Runtime, rules: FreshnessRules, now_ms: int) -> list[Verd
             verdict = Assessment(FreshnessStatus.MISSING, None, "the table is empty")
         else:
             verdict = assess(st.newest_ms, threshold, now_ms)
-        out.append(_verdict(DATASET, d.store, d.dataset, st.newest_ms if st else None,
+        out.append(_verdict(SubjectKind.DATASET, d.store, d.dataset,
+                            st.newest_ms if st else None,
                             st.rows if st else None, threshold, verdict))
     return out
 
 
-def _verdict(kind: str, store: str, subject: str, newest: int | None, rows: int | None,
+def _verdict(kind: SubjectKind, store: str, subject: str, newest: int | None, rows: int | None,
              threshold: Threshold, a: Assessment) -> Verdict:
     return Verdict(kind, store, subject, newest, a.age_ms, threshold.max_age_ms, rows,
-                   a.status.value, a.detail)
+                   a.status, a.detail)

@@ -73,16 +73,30 @@ def _matches(rule: SeriesFreshness, key: SeriesKey) -> bool:
             and (rule.timeframe is None or rule.timeframe == key.timeframe))
 
 
+def _bounds(window: str) -> tuple[int, int]:
+    """A ``HH:MM-HH:MM`` window as minutes of the day (start, end)."""
+    start, end = (int(p[:2]) * 60 + int(p[3:]) for p in window.split("-"))
+    return start, end
+
+
 def in_quiet_hours(windows: Sequence[str], now_ms: int) -> bool:
     """Whether ``now_ms`` falls in one of the ``HH:MM-HH:MM`` UTC windows (a window may
     wrap midnight: 22:00-06:00)."""
     minute = (now_ms % DAY_MS) // 60_000
     for w in windows:
-        start, end = (int(p[:2]) * 60 + int(p[3:]) for p in w.split("-"))
+        start, end = _bounds(w)
         inside = start <= minute < end if start <= end else (minute >= start or minute < end)
         if inside:
             return True
     return False
+
+
+def last_quiet_end(windows: Sequence[str], now_ms: int) -> int | None:
+    """When the latest quiet window ended, at or before ``now_ms``."""
+    day = now_ms // DAY_MS * DAY_MS
+    ends = [day + k * DAY_MS + _bounds(w)[1] * 60_000 for w in windows for k in (0, -1)]
+    past = [e for e in ends if e <= now_ms]
+    return max(past) if past else None
 
 
 def assess(newest_ms: int | None, threshold: Threshold, now_ms: int) -> Assessment:
@@ -95,8 +109,10 @@ def assess(newest_ms: int | None, threshold: Threshold, now_ms: int) -> Assessme
         return Assessment(FreshnessStatus.OK, age)
     if in_quiet_hours(threshold.quiet_hours, now_ms):
         return Assessment(FreshnessStatus.OK, age, "quiet hours: staleness expected")
-    return Assessment(FreshnessStatus.STALE, age,
-                      f"newest is {_words(age)} old; allowed {_words(threshold.max_age_ms)}")
-
-
-_words = fmt_duration
+    quiet_end = last_quiet_end(threshold.quiet_hours, now_ms)
+    if quiet_end is not None and now_ms - quiet_end <= threshold.max_age_ms:
+        # Nobody traded in the quiet hours: the allowance starts when they ended.
+        return Assessment(FreshnessStatus.OK, age,
+                          f"quiet hours ended {fmt_duration(now_ms - quiet_end)} ago")
+    return Assessment(FreshnessStatus.STALE, age, f"newest is {fmt_duration(age)} old; "
+                      f"allowed {fmt_duration(threshold.max_age_ms)}")

@@ -55,12 +55,11 @@ class AsyncState:
 
 
 class AsyncStore:
-    """One store's calls, off the loop. With ``state``, every candle upsert also records
-    each written series' newest candle there (``series_state``), which the API and
-    freshness read instead of scanning candle tables."""
+    """One store's calls, off the loop. Every candle upsert also records each written
+    series' range in the state DB (``series_state``), which the API and freshness read
+    instead of scanning candle tables."""
 
-    def __init__(self, store: Store, state: StateDB | None = None,
-                 now_ms: Callable[[], int] | None = None) -> None:
+    def __init__(self, store: Store, state: StateDB, now_ms: Callable[[], int]) -> None:
         self.sync = store
         self.name = store.name
         self.state = state
@@ -71,11 +70,10 @@ class AsyncStore:
 
     def _upsert_candles(self, batch: pa.Table) -> int:
         rows = self.sync.upsert_candles(batch)
-        if self.state is not None and batch.num_rows:
+        if batch.num_rows:
             from candlekeep.state.ops_state import note_written
 
-            now = self.now_ms() if self.now_ms else 0
-            note_written(self.state.engine, self.name, series_marks(batch), now)
+            note_written(self.state.engine, self.name, series_marks(batch), self.now_ms())
         return rows
 
     async def upsert(self, dataset: Dataset, batch: pa.Table) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeutil import iso_ms
-from candlekeep.state.statuses import FreshnessStatus
+from candlekeep.state.statuses import FreshnessStatus, SubjectKind
 
 if TYPE_CHECKING:
     from candlekeep.config.models import Config
@@ -76,12 +76,16 @@ def freshness(reader: Reader) -> list[FreshnessView]:
 def ingestion_status(reader: Reader, config: Config, now_ms: int, *,
                      source: str | None = None, symbol: str | None = None,
                      timeframe: str | None = None) -> list[SeriesStatusView]:
-    """One row per configured series (filtered), judged now with the freshness rules."""
+    """One row per configured series (filtered), judged now with the freshness rules from
+    the newest candle the write path recorded; ERROR where the last freshness check could
+    not read the series' store (no write path can tell that)."""
     from candlekeep.freshness.rules import Assessment, FreshnessRules, assess
     from candlekeep.jobs.runtime import series_plans
 
     rules = FreshnessRules(config.freshness)
     state = {(r.store, r.series): r for r in reader.series_state()}
+    unreadable = {(v.store, v.subject): v.detail for v in reader.freshness()
+                  if v.kind == SubjectKind.SERIES and v.status == FreshnessStatus.ERROR}
     out = []
     for plan in series_plans(config, source, symbol, timeframe):
         row = state.get((plan.store, plan.key))
@@ -92,6 +96,9 @@ def ingestion_status(reader: Reader, config: Config, now_ms: int, *,
                                  else FreshnessStatus.MISSING, None, "closed range")
         else:
             verdict = assess(newest, threshold, now_ms)
+        if (plan.store, str(plan.key)) in unreadable:  # the last check could not read it
+            verdict = Assessment(FreshnessStatus.ERROR, verdict.age_ms,
+                                 unreadable[(plan.store, str(plan.key))])
         k = plan.key
         out.append(SeriesStatusView(
             k.source, k.symbol, k.timeframe, plan.store, verdict.status, newest,

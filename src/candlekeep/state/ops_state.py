@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from candlekeep.core.series import SeriesKey
 from candlekeep.state import ops_tables as o
 from candlekeep.state.db import dialect_insert
+from candlekeep.state.statuses import FreshnessStatus, SubjectKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +27,16 @@ class SeriesMark:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A freshness verdict, as stored (``status`` is a ``FreshnessStatus`` value)."""
+    """A freshness verdict, as the check writes it."""
 
-    kind: str
+    kind: SubjectKind
     store: str
     subject: str
     newest_ms: int | None
     age_ms: int | None
     threshold_ms: int
     rows: int | None
-    status: str
+    status: FreshnessStatus
     detail: str | None
 
 
@@ -68,50 +69,74 @@ def note_written(engine: Engine, store: str, marks: Sequence[SeriesMark], now_ms
 
 
 def reconcile(engine: Engine, store: str, spans: Iterable[tuple[SeriesKey, int, int, int]],
-              now_ms: int) -> None:
-    """Set each series to what a scan of the store found (first, last, count). The newest
-    candle only moves forward: a buffer's scan reads its first target, which may not have
-    the newest, still unflushed, candles yet."""
+              scan_started_ms: int, now_ms: int, *, keep_newest: bool = False) -> None:
+    """Set each series to what a scan of the store, begun at ``scan_started_ms``, found
+    (first, last, count), and forget series the scan no longer found: a truncated or
+    restored store shows as such. A series written since the scan began keeps what the
+    writes recorded (the scan may not have seen them). ``keep_newest``: the newest candle
+    and the series themselves are never taken back (a buffer's scan reads its first
+    target, which lacks what has not been flushed yet)."""
+    c = o.series_state.c
+    found = list(spans)
     with engine.begin() as conn:
-        for series, first_ms, last_ms, count in spans:
+        for series, first_ms, last_ms, count in found:
             stmt = dialect_insert(conn.dialect.name, o.series_state).values(
                 store=store, source=series.source, symbol=series.symbol,
                 timeframe=series.timeframe, first_ms=first_ms, last_ms=last_ms, rows=count,
                 updated_at=now_ms, scanned_at=now_ms)
             ex = stmt.excluded
-            c = o.series_state.c
+            written_since = c.updated_at > scan_started_ms
+            if keep_newest:
+                last = _bigger(c.last_ms, ex.last_ms)
+            else:
+                last = sa.case((written_since, _bigger(c.last_ms, ex.last_ms)),
+                               else_=ex.last_ms)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["store", "source", "symbol", "timeframe"],
-                set_={"first_ms": ex.first_ms, "last_ms": _bigger(c.last_ms, ex.last_ms),
-                      "rows": ex.rows, "scanned_at": ex.scanned_at}))
+                set_={"first_ms": sa.case((written_since, _smaller(c.first_ms, ex.first_ms)),
+                                          else_=ex.first_ms),
+                      "last_ms": last,
+                      "rows": sa.case((written_since, _bigger(c.rows, ex.rows)),
+                                      else_=ex.rows),
+                      "scanned_at": ex.scanned_at}))
+        if keep_newest:
+            return
+        seen = {k for k, *_ in found}
+        rows = conn.execute(sa.select(c.source, c.symbol, c.timeframe, c.updated_at).where(
+            c.store == store)).all()
+        for r in rows:
+            key = SeriesKey(r.source, r.symbol, r.timeframe)
+            if key not in seen and r.updated_at <= scan_started_ms:
+                conn.execute(o.series_state.delete().where(
+                    c.store == store, c.source == r.source, c.symbol == r.symbol,
+                    c.timeframe == r.timeframe, c.updated_at <= scan_started_ms))
 
 
 def save_verdicts(engine: Engine, verdicts: Sequence[Verdict], now_ms: int) -> dict[
-        tuple[str, str, str], str | None]:
-    """Store the verdicts; ``status_since`` moves only when a status changes. Returns each
-    subject's previous status (None when new), for the caller to see transitions."""
+        tuple[str, str, str], FreshnessStatus | None]:
+    """Store the verdicts; ``status_since`` moves only when a status changes (decided in
+    the statement, so two checks at once neither fail nor move it twice). Returns each
+    subject's status before, None when new, for the caller to see transitions."""
     f = o.freshness.c
-    previous: dict[tuple[str, str, str], str | None] = {}
     with engine.begin() as conn:
         rows = conn.execute(sa.select(f.kind, f.store, f.subject, f.status)).all()
-        old = {(r.kind, r.store, r.subject): r.status for r in rows}
+        old = {(r.kind, r.store, r.subject): FreshnessStatus(r.status) for r in rows}
         for v in verdicts:
-            key = (v.kind, v.store, v.subject)
-            before = old.get(key)
-            previous[key] = before
-            values = {"newest_ms": v.newest_ms, "age_ms": v.age_ms,
-                      "threshold_ms": v.threshold_ms, "rows": v.rows, "status": v.status,
-                      "detail": v.detail, "checked_at": now_ms}
-            if before is None:
-                conn.execute(o.freshness.insert().values(
-                    kind=v.kind, store=v.store, subject=v.subject, status_since=now_ms,
-                    **values))
-                continue
-            if before != v.status:
-                values["status_since"] = now_ms
-            conn.execute(o.freshness.update().where(
-                f.kind == v.kind, f.store == v.store, f.subject == v.subject).values(**values))
-    return previous
+            stmt = dialect_insert(conn.dialect.name, o.freshness).values(
+                kind=v.kind.value, store=v.store, subject=v.subject, newest_ms=v.newest_ms,
+                age_ms=v.age_ms, threshold_ms=v.threshold_ms, rows=v.rows,
+                status=v.status.value, detail=v.detail, checked_at=now_ms,
+                status_since=now_ms)
+            ex = stmt.excluded
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["kind", "store", "subject"],
+                set_={"newest_ms": ex.newest_ms, "age_ms": ex.age_ms,
+                      "threshold_ms": ex.threshold_ms, "rows": ex.rows, "status": ex.status,
+                      "detail": ex.detail, "checked_at": ex.checked_at,
+                      "status_since": sa.case((f.status != ex.status, ex.status_since),
+                                              else_=f.status_since)}))
+    return {(v.kind.value, v.store, v.subject): old.get((v.kind.value, v.store, v.subject))
+            for v in verdicts}
 
 
 def forget_verdicts(engine: Engine, keep: Iterable[tuple[str, str, str]]) -> int:

@@ -42,7 +42,6 @@ freshness = sa.Table(
     sa.Column("checked_at", sa.BigInteger, nullable=False),
     # When the subject entered its current status: transitions are what alerts act on.
     sa.Column("status_since", sa.BigInteger, nullable=False),
-    sa.Index("ix_freshness_status", "status"),
 )
 
 alert_state = sa.Table(

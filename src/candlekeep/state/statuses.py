@@ -37,6 +37,15 @@ TICK_TRIGGERS = (Trigger.SCHEDULE, Trigger.TIMER)
 GAP_STATUSES = ("open", "repaired", "confirmed_empty", "failed")
 
 
+class SubjectKind(StrEnum):
+    """What a freshness verdict is about."""
+
+    SERIES = "series"
+    """A configured candle series; its subject is ``source:symbol:timeframe``."""
+    DATASET = "dataset"
+    """A watched table of a store; its subject is the table's name."""
+
+
 class FreshnessStatus(StrEnum):
     """How current a series or dataset is, as the freshness check judged it."""
 
