@@ -46,6 +46,8 @@ def test_health_answers_without_a_token(site: tuple[Path, Served]) -> None:
     _, api = site
     resp = api.get("/health", token=None)
     assert resp.status_code == 200 and resp.json()["status"] == "ok"
+    head = api.client.head(api.url + "/health")
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_jobs_runs_and_gaps_are_what_the_cli_lists(site: tuple[Path, Served]) -> None:
@@ -74,6 +76,9 @@ def test_runs_are_paged_and_filtered(site: tuple[Path, Served]) -> None:
     assert [first["items"][0], second["items"][0]] == everything[:2]
     (failed,) = api.json("/runs?status=failed&since=1h")["items"]
     assert failed["job"] == "broken" and "disk full" in failed["error"]
+    either = api.json("/runs?status=failed&status=success&limit=500")["items"]
+    assert {r["status"] for r in either} == {"failed", "success"}
+    assert len(either) == len([r for r in everything if r["status"] in ("failed", "success")])
     assert api.json("/runs?job=gaps")["items"][0]["status"] == "success"
     assert api.json(f"/runs?since={now_ms() + 60_000}")["items"] == []
     last = api.json(f"/runs?limit=1&offset={len(everything) - 1}")

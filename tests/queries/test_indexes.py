@@ -148,6 +148,7 @@ def test_every_listing_query_reads_runs_and_gaps_through_an_index(tmp_path: Path
     names = [s.name for s in JOBS]
     reader.runs(job="j1", status="failed", since_ms=NOW - DAY, limit=10, offset=5)
     reader.runs(limit=10)
+    reader.runs(status=["failed", "timed_out", "abandoned"], limit=10)
     reader.run_counts(NOW - DAY, NOW + DAY)
     reader.last_successes(names)
     reader.last_runs(names)
@@ -170,4 +171,6 @@ def test_every_listing_query_reads_runs_and_gaps_through_an_index(tmp_path: Path
     assert len(plans) >= 12
     (counts,) = [lines for sql, lines in plans.items() if "GROUP BY job, status" in sql]
     assert counts[0].startswith("SEARCH runs USING INDEX ix_runs_scheduled"), counts
+    (repaired,) = [lines for sql, lines in plans.items() if "repaired_at >=" in sql]
+    assert "ix_gaps_status_repaired (status=? AND repaired_at>?)" in repaired[0], repaired
     conn.close()

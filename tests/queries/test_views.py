@@ -62,7 +62,7 @@ def gap(series: SeriesKey, start: int, end: int, status: str, **extra: object) -
 def test_coverage_counts_confirmed_empty_as_covered(db: StateDB, reader: Reader) -> None:
     first = NOW - 1000 * MIN
     # 1000 candles on the grid; 990 stored, 5 confirmed empty, 5 in an open gap
-    reconcile(db.engine, "main", [(BTC, first, NOW - MIN, 990)], NOW)
+    reconcile(db.engine, "main", [(BTC, first, NOW - MIN, 990)], NOW, NOW)
     with db.engine.begin() as conn:
         conn.execute(t.gaps.insert(), [
             gap(BTC, first + 100 * MIN, first + 104 * MIN, "confirmed_empty"),

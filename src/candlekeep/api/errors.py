@@ -89,7 +89,9 @@ def db_errors() -> tuple[type[BaseException], ...]:
 
 
 def _parameter(err: dict[str, Any]) -> str:
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body")]
+    # an int in the location is the position of a repeated parameter (status=…&status=…)
+    loc = [str(p) for p in err.get("loc", ())
+           if p not in ("query", "path", "body") and not isinstance(p, int)]
     return ".".join(loc) or "request"
 
 

@@ -10,7 +10,9 @@ Handlers are coroutines that hand their reads to the state DB pool's threads
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -92,11 +94,13 @@ def router(ctx: ApiContext) -> APIRouter:
         return as_json(await ctx.pool.run(lambda reader: qj.nodes(reader, now)))
 
     @r.get("/runs", response_model=qj.RunPage, tags=["scheduler"])
-    async def runs(job: p.Job = None, status: RunStatus | None = None,
+    async def runs(job: p.Job = None,
+                   status: Annotated[list[RunStatus] | None, Query(max_length=10)] = None,
                    since: p.Since = None, limit: p.Limit = 100,
                    offset: p.Offset = 0) -> Response:
-        """Run history, newest first (every attempt is a row). Page with ``offset`` until
-        ``next_offset`` is null."""
+        """Run history, newest first (every attempt is a row); ``status`` may repeat
+        (``?status=failed&status=timed_out``). Page with ``offset`` until ``next_offset``
+        is null."""
         since_ms = _since(since, ctx.now_ms())
         return as_json(await ctx.pool.run(lambda reader: qj.runs(
             reader, job=job, status=status, since_ms=since_ms, limit=limit, offset=offset)))

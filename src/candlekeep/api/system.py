@@ -25,10 +25,11 @@ def public_router(metrics: CollectorRegistry) -> APIRouter:
     """Routes that need no token: a liveness probe and a scrape must work without one."""
     r = APIRouter(tags=["system"])
 
-    @r.get("/health", responses={200: {"content": {"application/json": {"example": {
-        "status": "ok", "version": __version__}}}}})
+    @r.api_route("/health", methods=["GET", "HEAD"], responses={200: {"content": {
+        "application/json": {"example": {"status": "ok", "version": __version__}}}}})
     async def live() -> Response:
-        """Liveness: the process answers. Touches no database."""
+        """Liveness: the process answers. Touches no database. HEAD works too, for uptime
+        monitors that only ask for the status."""
         return LIVE
 
     @r.get("/metrics", response_class=Response, responses={200: {

@@ -210,10 +210,15 @@ class RunPage:
     next_offset: int | None
 
 
-def runs(reader: Reader, *, job: str | None = None, status: RunStatus | None = None,
+def runs(reader: Reader, *, job: str | None = None,
+         status: RunStatus | Sequence[RunStatus] | None = None,
          since_ms: int | None = None, limit: int = 200, offset: int = 0) -> RunPage:
-    rows = reader.runs(job=job, since_ms=since_ms, status=status.value if status else None,
-                       limit=limit + 1, offset=offset)
+    """A page of run history, newest first; ``status`` one status or any of several."""
+    wanted: str | list[str] | None = (
+        None if status is None else status.value if isinstance(status, RunStatus)
+        else [s.value for s in status])
+    rows = reader.runs(job=job, since_ms=since_ms, status=wanted, limit=limit + 1,
+                       offset=offset)
     more = len(rows) > limit
     return RunPage([run_view(r) for r in rows[:limit]], limit, offset,
                    offset + limit if more else None)

@@ -106,7 +106,7 @@ class Reader:
             f"SELECT {', '.join(NODE_COLUMNS)} FROM scheduler_nodes ORDER BY node")]
 
     def runs(self, job: str | None = None, since_ms: int | None = None,
-             status: str | None = None, limit: int | None = 200,
+             status: str | Sequence[str] | None = None, limit: int | None = 200,
              offset: int = 0) -> list[RunRow]:
         """Newest first; ``ix_runs_scheduled`` (or the per-job unique index) is read from
         its end, so a page costs the same whatever the history behind it (plus
@@ -119,9 +119,13 @@ class Reader:
         if since_ms is not None:
             where.append("scheduled_for >= :since")
             params["since"] = since_ms
-        if status is not None:
+        if isinstance(status, str):
             where.append("status = :status")
             params["status"] = status
+        elif status is not None:
+            names, more = _in_list(list(status), "s")
+            where.append(f"status IN ({names or 'NULL'})")
+            params.update(more)
         tail = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
         rows = self.rows(
             'SELECT id, job, scheduled_for, attempt, node, "trigger", started_at, '
@@ -188,7 +192,7 @@ class Reader:
             "SELECT status, COUNT(*) FROM gaps GROUP BY status")}
 
     def repaired_since(self, since_ms: int) -> int:
-        """Gaps repaired since ``since_ms`` (``ix_gaps_status``, then their repair time)."""
+        """Gaps repaired since ``since_ms`` (a range of ``ix_gaps_status_repaired``)."""
         return int(self.rows(
             "SELECT COUNT(*) FROM gaps WHERE status = 'repaired' AND repaired_at >= :since",
             {"since": since_ms})[0][0])

@@ -60,6 +60,8 @@ gaps = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.UniqueConstraint("source", "symbol", "timeframe", "gap_start", name="uq_gaps_series_start"),
     sa.Index("ix_gaps_status", "status"),
+    # Repaired gaps grow forever: "repaired in the last 24 h" reads only its time range.
+    sa.Index("ix_gaps_status_repaired", "status", "repaired_at"),
 )
 
 checkpoints = sa.Table(

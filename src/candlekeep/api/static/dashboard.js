@@ -342,7 +342,7 @@
         return { gaps, summary };
       } },
     { id: "failures", render: renderFailures,
-      load: () => get(`runs?status=failed&limit=${FAILURE_ROWS}`) },
+      load: () => get(`runs?status=failed&status=timed_out&status=abandoned&limit=${FAILURE_ROWS}`) },
   ];
 
   // -- refreshing -------------------------------------------------------------------------
