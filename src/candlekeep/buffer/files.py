@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from candlekeep.buffer.locks import NameClock
 from candlekeep.core.datasets import Dataset, known
 from candlekeep.core.errors import StoreError
+from candlekeep.core.fsync import fsync_path
 
 QUARANTINE = "quarantine"
 IDENTITY = ".buffer-id"
@@ -156,11 +157,11 @@ class BufferFolder:
             make_dir(self.path)
             pq.write_table(encode(dataset, table), tmp, compression="lz4",
                            write_statistics=False)
-            _fsync(tmp)
+            fsync_path(tmp)
             with self._names.claim() as seq:
                 file = BufferFile.make(seq, table.num_rows)
                 os.rename(tmp, self.path / file.name)
-            _fsync(self.path)
+            fsync_path(self.path)
         except OSError as exc:
             with suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -243,7 +244,7 @@ class BufferFolder:
         for f in files:
             (self.path / f.name).unlink(missing_ok=True)
         if files:
-            _fsync(self.path)
+            fsync_path(self.path)
 
     def sweep_temps(self) -> int:
         """Remove temporary files of writes that died (their process is gone, or they are
@@ -278,8 +279,8 @@ class BufferFolder:
                 f"candlekeep buffer quarantine retry {file.name}\n")
         _write_atomic(note, text.encode())
         os.rename(self.path / file.name, folder / file.name)
-        _fsync(folder)
-        _fsync(self.path)
+        fsync_path(folder)
+        fsync_path(self.path)
 
     def quarantined(self) -> list[Quarantined]:
         folder = self.path / QUARANTINE
@@ -321,8 +322,8 @@ class BufferFolder:
                 " (see candlekeep buffer quarantine list, then retry)") from exc
         finally:
             if moved:
-                _fsync(self.path)
-                _fsync(folder)
+                fsync_path(self.path)
+                fsync_path(folder)
         return moved
 
     def close(self) -> None:
@@ -350,7 +351,7 @@ def make_dir(path: Path) -> None:
         at = at.parent
     path.mkdir(parents=True, exist_ok=True)
     for made in reversed(missing):
-        _fsync(made.parent)
+        fsync_path(made.parent)
 
 
 def _read_id(path: Path) -> str | None:
@@ -381,16 +382,8 @@ def _create_id(folder: Path, path: Path) -> str:
         return _read_id(path) or _create_id(folder, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync(folder)
+    fsync_path(folder)
     return new
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from candlekeep.core.errors import CandlekeepError
+from candlekeep.core.fsync import fsync_path
 from candlekeep.core.timeutil import ms_to_datetime
 
 KEEP = 30
@@ -70,7 +71,7 @@ class Mailroom:
                     break
                 except FileExistsError:  # another process took it meanwhile
                     n += 1
-            _fsync_dir(folder)
+            fsync_path(folder)
         finally:
             tmp.unlink(missing_ok=True)
         if box is Box.DRAFTS:
@@ -126,11 +127,3 @@ def _order(path: Path) -> tuple[str, int, str]:
     if m is None:
         return ("", 0, path.name)
     return (m["stamp"], int(m["seq"] or 1), m["report"])
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
