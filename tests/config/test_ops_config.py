@@ -112,3 +112,12 @@ def test_reports_need_a_mail_server(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, raw))
     assert "reports.daily" in str(info.value) and "smtp:" in str(info.value)
+
+
+def test_the_example_config_loads_with_its_jobs() -> None:
+    from candlekeep.scheduler.validate import load_jobs
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "candlekeep.yaml"
+    cfg = load_config(example)
+    assert cfg.api is not None and cfg.api.token is None
+    assert {s.type for s in load_jobs(cfg)} >= {"ingest", "gaps_scan", "freshness"}
