@@ -9,7 +9,7 @@ import email.policy
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -56,6 +56,43 @@ class Inbox:
         return "250 OK"
 
 
+async def until(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll ``cond`` (a run in another task, rendering in a thread) up to a deadline."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+class SmtpServer:
+    """An aiosmtpd server on a chosen loopback port, started when a test says so (the
+    port refuses connections until then: a mail server that is down, then back)."""
+
+    def __init__(self, box: Inbox) -> None:
+        self.box = box
+        self._controller = Controller(box, hostname=box.host, port=box.port)
+        self._started = False
+
+    def start(self) -> None:
+        self._controller.start()
+        self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._controller.stop()
+            self._started = False
+
+
+@pytest.fixture
+def later_inbox() -> Iterator[SmtpServer]:
+    """A mail server that is down until the test starts it."""
+    server = SmtpServer(Inbox("127.0.0.1", free_port()))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as s:
@@ -65,13 +102,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def inbox() -> Iterator[Inbox]:
-    box = Inbox("127.0.0.1", free_port())
-    controller = Controller(box, hostname=box.host, port=box.port)
-    controller.start()
+    server = SmtpServer(Inbox("127.0.0.1", free_port()))
+    server.start()
     try:
-        yield box
+        yield server.box
     finally:
-        controller.stop()
+        server.stop()
 
 
 def config_dict(smtp_port: int, extra_sections: list[str] | None = None) -> dict[str, Any]:

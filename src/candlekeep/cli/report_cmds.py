@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
                        "first)."),
     ) -> None:
         """Send kept messages again (a report the mail server did not take waits in
-        <data_dir>/reports/outbox); each one sent moves to reports/sent."""
+        <data_dir>/reports/outbox, one per report and period; older ones are moved to
+        reports/unsent, sent only by naming them); each one sent moves to reports/sent."""
         from candlekeep.core.errors import CandlekeepError
         from candlekeep.reports.mailer import resend
         from candlekeep.reports.outbox import Mailroom
@@ -92,6 +93,10 @@ def register(app: typer.Typer) -> None:
                 failed += 1
                 err_console.print(f"[red]error:[/] {escape(str(path))}: {escape(str(exc))}; "
                                   "kept", highlight=False, soft_wrap=True)
+                continue
+            if msg is None:
+                console.print(f"{escape(str(path.name))} was sent meanwhile (a retry of its "
+                              "report sent it)", highlight=False, soft_wrap=True)
                 continue
             console.print(f"sent {escape(str(path.name))} to {escape(str(msg['To']))}",
                           highlight=False, soft_wrap=True)

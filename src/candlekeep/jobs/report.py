@@ -24,6 +24,7 @@ class ReportParams(Params):
 @job_type("report", ReportParams, "E-mail a report: freshness, runs, gaps, coverage, errors.")
 async def report(ctx: JobContext, p: ReportParams) -> JobResult:
     from candlekeep.reports.mailer import send_report
+    from candlekeep.reports.outbox import KEEP_PENDING
 
     try:
         out = await send_report(ctx.runtime, p.report, p.to, dry_run=ctx.dry_run)
@@ -31,7 +32,14 @@ async def report(ctx: JobContext, p: ReportParams) -> JobResult:
         return JobResult(errors=[f"report {p.report}: {exc}"])
     res = JobResult(warnings=list(out.problems), artifacts=[str(out.path)],
                     details={"report": out.report, "subject": out.subject,
-                             "to": list(out.to), "sent": out.sent, "path": str(out.path)})
+                             "to": list(out.to), "sent": out.sent, "path": str(out.path),
+                             "reused": out.reused})
+    if out.set_aside:
+        res.warnings.append(
+            f"report {p.report}: {len(out.set_aside)} older unsent message(s) moved from the "
+            f"outbox to {out.set_aside[0].parent} (at most {KEEP_PENDING} wait per report): "
+            f"{', '.join(a.name for a in out.set_aside)}; send one with: candlekeep report "
+            "resend FILE")
     if out.error is not None:
         res.errors.append(f"report {p.report} not sent: {out.error}; the message is kept "
                           f"at {out.path} (send it with: candlekeep report resend "

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from candlekeep.core.text import clean_text
-from candlekeep.core.timeutil import fmt_ms
+from candlekeep.core.timeutil import fmt_ms, iso_ms
 from candlekeep.reports.chart import Chart
 from candlekeep.reports.sections import Row, Section, SectionInput, resolve
 
 if TYPE_CHECKING:
+    from candlekeep.config.models import Config
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.state.reader import Reader
 
@@ -41,6 +42,8 @@ class Report:
     node: str
     now_ms: int
     since_ms: int
+    period: str
+    """The report period the message belongs to (see ``period``)."""
     sections: list[SectionData]
 
     @property
@@ -53,6 +56,19 @@ class Report:
     def problems(self) -> list[str]:
         """Sections that could not be read, for the run's warnings."""
         return [f"section {s.section.name}: {s.error}" for s in self.sections if s.error]
+
+
+def period(config: Config, name: str, now_ms: int) -> str:
+    """The period of ``reports.<name>`` that ``now_ms`` falls in, as an ISO 8601 interval:
+    its window's length, aligned to the Unix epoch (a UTC day for ``24h``).
+
+    A message is kept and sent once per report, period and recipients: a retry, or a second
+    sender in the same period, sends the kept message rather than render another. The
+    period is derived from the time alone, not from the job's tick (which a job does not
+    see), so a report sent by hand falls in one too."""
+    length = max(1, int(config.reports[name].window * 1000))
+    start = now_ms // length * length
+    return f"{iso_ms(start)}/{iso_ms(start + length)}"
 
 
 @contextlib.contextmanager
@@ -83,7 +99,7 @@ def collect(runtime: Runtime, name: str, to: Sequence[str], now_ms: int) -> Repo
         for section in sections:
             out.append(_read(section, inp))
     return Report(name, tuple(to), cfg.smtp.sender, rcfg.subject, runtime.node, now_ms,
-                  since, out)
+                  since, period(cfg, name, now_ms), out)
 
 
 def _read(section: Section, inp: SectionInput) -> SectionData:

@@ -21,6 +21,9 @@ from candlekeep.reports.sections import Cell, Column, Format, window_words
 
 REPORT_HEADER = "X-Candlekeep-Report"
 """Names the report in every message, for mail filters."""
+PERIOD_HEADER = "X-Candlekeep-Period"
+"""The report period (``collect.period``): one message is kept per report, period and
+recipients."""
 
 _GOOD = "#116329"
 _BAD = "#a40e26"
@@ -140,6 +143,7 @@ def render(report: Report) -> EmailMessage:
     msg["Date"] = format_datetime(ms_to_datetime(report.now_ms))
     msg["Message-ID"] = make_msgid("report", sender_domain)
     msg[REPORT_HEADER] = report.name
+    msg[PERIOD_HEADER] = report.period
     msg.set_content(env.get_template("report.txt").render(values))
     msg.add_alternative(env.get_template("report.html").render(values), subtype="html")
     html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
