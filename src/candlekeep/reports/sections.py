@@ -3,7 +3,9 @@
 A section is data, registered by name; the mailer and the templates know only this shape,
 so a new dataset (positions, trades, tracking error) adds one ``Section`` with
 ``register_section`` and nothing else changes. Rows are tuples in column order: a SQL
-section selects its columns in that order, a read-model section converts its dataclasses.
+section over the state DB (``sql_rows``) selects its columns in that order, a section over
+a store's dataset (``store_rows.store_rows``) names them, a read-model section converts its
+dataclasses.
 """
 
 from __future__ import annotations
