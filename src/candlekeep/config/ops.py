@@ -3,10 +3,21 @@ alerts and reports. Structure only; cross-references are checked by the loader."
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from candlekeep.core.timeutil import parse_duration
 
@@ -103,6 +114,16 @@ class FreshnessConfig(_Model):
 # -- mail ----------------------------------------------------------------------------------
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address; a host name may resolve to anything."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class SmtpConfig(_Model):
     """``smtp:``: the mail server alerts and reports send through."""
 
@@ -117,6 +138,17 @@ class SmtpConfig(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @field_validator("password")
+    @classmethod
+    def _not_in_clear(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # host and security come first, so they are validated (or missing) already
+        host, security = info.data.get("host"), info.data.get("security")
+        if v is not None and v.get_secret_value() and security == "none" and \
+                isinstance(host, str) and not is_loopback(host):
+            raise ValueError(f"security: none to {host} would send the password in clear "
+                             "text; use starttls or ssl (security: starttls)")
+        return v
+
     @property
     def effective_port(self) -> int:
         if self.port is not None:
@@ -127,6 +159,23 @@ class SmtpConfig(_Model):
 # -- alerts ----------------------------------------------------------------------------------
 
 
+def _web_address(v: SecretStr) -> SecretStr:
+    """An http:// or https:// URL with a host; the error never quotes it (it holds the
+    channel's secret)."""
+    try:
+        parts = urlsplit(v.get_secret_value())
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("url must be a full http:// or https:// address; write the one the "
+                         "service gave you (e.g. https://hooks.slack.com/services/…)")
+    return v
+
+
+WebUrl = Annotated[SecretStr, AfterValidator(_web_address)]
+
+
 class EmailChannel(_Model):
     type: Literal["email"]
     to: list[str] = Field(min_length=1)
@@ -134,7 +183,7 @@ class EmailChannel(_Model):
 
 class WebhookChannel(_Model):
     type: Literal["webhook"]
-    url: SecretStr
+    url: WebUrl
     format: Literal["slack", "json"] = "slack"
     """``slack``: ``{"text": …}`` as Slack, Mattermost and Discord's /slack accept;
     ``json``: the whole alert as an object."""
@@ -146,7 +195,7 @@ class HeartbeatChannel(_Model):
     successful run of ``jobs``, and ``<url>/fail`` after a failed one."""
 
     type: Literal["heartbeat"]
-    url: SecretStr
+    url: WebUrl
     jobs: list[str] = Field(min_length=1)
     timeout: Duration = 10.0
 
