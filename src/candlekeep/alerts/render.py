@@ -5,6 +5,7 @@ autoescaping Jinja2 template, so an error holding ``<script>`` stays text), Slac
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -58,9 +59,18 @@ def email(message: Message, to: Sequence[str], sender: str) -> EmailMessage:
     return mail
 
 
+_MENTION = re.compile(r"(?<!\w)@|@(?=(?:everyone|here|channel|all)\b)", re.IGNORECASE)
+"""An @ that could start a mention: at a word's start, or before a mass-mention word."""
+_UNLINK = "@\u200b"
+
+
 def _slack_escape(text: str) -> str:
-    """Slack's three control characters; everything else is shown as written."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack's three control characters (so ``<!channel>`` is text), and every @ that
+    could start a mention followed by an invisible space: error text and symbols come
+    from outside, and Discord's /slack endpoint and Mattermost ping on ``@everyone``,
+    ``@here`` or ``@all`` as written. Addresses (``ops@example.org``) stay as they are."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub(_UNLINK, text)
 
 
 def slack(message: Message) -> dict[str, Any]:
