@@ -1,6 +1,7 @@
 """Real parts for alert tests: a mail server (aiosmtpd, with STARTTLS or implicit TLS and
-AUTH, on a certificate made here) and an HTTP server (uvicorn) recording what webhooks
-and heartbeats receive, both on loopback ports the OS picks."""
+AUTH, on a certificate made here; it may hold its answer to a message), a silent TCP
+server, and an HTTP server (uvicorn) recording what webhooks and heartbeats receive, all
+on loopback ports the OS picks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,6 +69,9 @@ class MailServer:
     logins: list[str] = field(default_factory=list)
     tls: list[bool] = field(default_factory=list)
     """Per message: whether it came over TLS begun by STARTTLS."""
+    hold: asyncio.Event | None = None
+    """When set: each message is kept, and answered only once this event is set (a
+    server that has the message but never says so in time)."""
 
     def smtp_config(self, **extra: Any) -> dict[str, Any]:
         cfg: dict[str, Any] = {"host": "127.0.0.1", "port": self.port,
@@ -81,6 +86,8 @@ class MailServer:
         self.tls.append(session.ssl is not None)
         raw = envelope.original_content or b""
         self.messages.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
+        if self.hold is not None:
+            await self.hold.wait()
         return "250 OK"
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope,
@@ -92,7 +99,7 @@ class MailServer:
         return AuthResult(success=ok)
 
 
-MailFactory = Callable[[str], Awaitable[MailServer]]
+MailFactory = Callable[..., Awaitable[MailServer]]
 
 
 @pytest.fixture
@@ -102,11 +109,14 @@ async def mail_server(cert: Cert, monkeypatch: pytest.MonkeyPatch
     (implicit TLS) or none (plain, no AUTH)."""
     monkeypatch.setenv("SSL_CERT_FILE", str(cert.cert))
     servers: list[asyncio.AbstractServer] = []
+    holds: list[asyncio.Event] = []
 
-    async def start(security: str) -> MailServer:
+    async def start(security: str, *, hold: bool = False) -> MailServer:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert.cert, cert.key)
-        box = MailServer(0, security)
+        box = MailServer(0, security, hold=asyncio.Event() if hold else None)
+        if box.hold is not None:
+            holds.append(box.hold)
         tls = security != "none"
 
         def protocol() -> SMTP:
@@ -124,9 +134,52 @@ async def mail_server(cert: Cert, monkeypatch: pytest.MonkeyPatch
         return box
 
     yield start
+    for h in holds:
+        h.set()
     for s in servers:
         s.close()
         await s.wait_closed()
+
+
+@dataclass
+class SilentServer:
+    """Accepts connections and never says a word, until ``hang_up``: then it closes every
+    connection, those to come at once."""
+
+    port: int = 0
+    connections: int = 0
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        gone = asyncio.ensure_future(reader.read())  # the client giving up ends it too
+        told = asyncio.ensure_future(self.hung_up.wait())
+        await asyncio.wait([gone, told], return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        told.cancel()
+        writer.close()
+
+    def hang_up(self) -> None:
+        self.hung_up.set()
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[SilentServer]:
+    box = SilentServer()
+    server = await asyncio.start_server(box.serve, "127.0.0.1", 0)
+    box.port = server.sockets[0].getsockname()[1]
+    yield box
+    box.hang_up()
+    server.close()
+    await server.wait_closed()
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    """Poll ``cond`` until it holds, failing after a generous deadline."""
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.002)
 
 
 def dead_port() -> int:

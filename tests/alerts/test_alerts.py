@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,12 +32,15 @@ from candlekeep.sim.exchange import SimExchange
 from candlekeep.sources.sim_source import SimSource
 from candlekeep.state import ops_tables as o
 from candlekeep.state import tables as t
+from candlekeep.state.reader import Reader
 from candlekeep.state.statuses import RunStatus
 from tests.alerts.conftest import (
     SMTP_PASSWORD,
     HttpServer,
     MailFactory,
+    SilentServer,
     dead_port,
+    until,
 )
 
 M = 60_000
@@ -77,13 +81,6 @@ def succeeding(spec: JobSpec) -> JobSpec:
     noop = get_job_type("noop")
     assert noop is not None
     return dataclasses.replace(spec, job_type=noop, params=Params())
-
-
-async def until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not cond():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.002)
 
 
 def posted(server: HttpServer, path: str = HOOK) -> list[dict[str, Any]]:
@@ -192,6 +189,94 @@ async def test_repeats_are_limited_and_one_recovery_is_sent(
     assert slack[0]["text"].startswith("\U0001F534 *job ingest.1m failed*\n")
     assert "&lt;script&gt;" in slack[0]["text"] and "<script>" not in slack[0]["text"]
     assert "job ingest.1m recovered" in slack[2]["text"]
+
+
+async def test_an_alert_whose_repeat_failed_still_gets_its_recovery(
+        make: Make, http_server: HttpServer) -> None:
+    clock = FakeClock(NOW)
+    rt, specs = make(clock, {
+        "jobs": [{"name": "ingest", "type": "fail"}],
+        "alerts": {"channels": {"hook": hook(http_server)},
+                   "rules": [{"on": "job_failed", "channels": ["hook"]}]}})
+    failing = specs["ingest"]
+    await run_now(rt, failing)  # announced
+    http_server.status = {HOOK: 503}
+    clock.set(NOW + 2 * H)
+    await run_now(rt, failing)  # its repeat is refused: released, the alert stays announced
+    http_server.status = {}
+    clock.set(NOW + 2 * H + M)
+    back = await run_now(rt, succeeding(failing))
+    clock.set(NOW + 2 * H + 2 * M)
+    await run_now(rt, succeeding(failing))
+    assert [(h.path, json.loads(h.body)["state"]) for h in http_server.hits] == [
+        (HOOK, "firing"), (HOOK, "firing"), (HOOK, "resolved")]
+    recovery = posted(http_server)[2]
+    assert recovery["alerts"][0]["subject"]["run_id"] == back.run_id
+    assert "failing since 2026-01-01 09:00:0" in recovery["text"]
+
+
+async def test_a_mail_server_that_has_the_message_but_never_says_so_gets_it_once(
+        make: Make, mail_server: MailFactory, caplog: pytest.LogCaptureFixture) -> None:
+    mail = await mail_server("none", hold=True)
+    clock = FakeClock(NOW)
+    rt, specs = make(clock, {
+        "smtp": mail.smtp_config(timeout="1s"),
+        "jobs": [{"name": "ingest", "type": "fail"}],
+        "alerts": {"channels": {"ops": {"type": "email", "to": ["ops@example.org"]}},
+                   "rules": [{"on": "job_failed", "channels": ["ops"]}]}})
+    await run_now(rt, specs["ingest"])
+    assert len(mail.messages) == 1
+    clock.set(NOW + M)
+    await run_now(rt, specs["ingest"])
+    # it may have been delivered: the alert counts as told, so no second copy
+    assert len(mail.messages) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert "channel=ops" in line and "may have been delivered" in line
+    assert f"127.0.0.1:{mail.port} gave no answer within 1s" in line
+    with rt.state.engine.connect() as conn:
+        row = conn.execute(sa.select(o.alert_state)).one()
+    assert row.state == "firing" and row.sent == 1 and row.last_sent_at is not None
+
+
+async def test_a_silent_mail_server_is_given_up_on_and_tried_again(
+        make: Make, silent_server: SilentServer, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(NOW)
+    rt, specs = make(clock, {
+        "smtp": {"host": "127.0.0.1", "port": silent_server.port, "security": "none",
+                 "from": "ck@example.org", "timeout": "500ms"},
+        "jobs": [{"name": "ingest", "type": "fail"}],
+        "alerts": {"channels": {"ops": {"type": "email", "to": ["ops@example.org"]}},
+                   "rules": [{"on": "job_failed", "channels": ["ops"]}]}})
+    out = await run_now(rt, specs["ingest"])
+    assert out.status is RunStatus.FAILED and out.recorded
+    (line,) = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert f"127.0.0.1:{silent_server.port} gave no answer within 0.5s" in line
+    assert "may have been" not in line  # it never got as far as the message
+    assert silent_server.connections == 1
+    clock.set(NOW + M)
+    await run_now(rt, specs["ingest"])
+    assert silent_server.connections == 2  # nothing was delivered: tried again
+
+
+@pytest.mark.parametrize(("listen", "link"), [
+    ("127.0.0.1:8765", "http://127.0.0.1:8765/"),
+    ("[::1]:8765", "http://[::1]:8765/"),
+    ("0.0.0.0:8765", f"http://{socket.getfqdn()}:8765/"),
+    ("[::]:9000", f"http://{socket.getfqdn()}:9000/"),
+    (None, None),
+])
+async def test_the_dashboard_link_is_one_to_browse_to(
+        make: Make, http_server: HttpServer, listen: str | None, link: str | None) -> None:
+    clock = FakeClock(NOW)
+    api = {"api": {"listen": listen, "token": "tok-123456"}} if listen else {}
+    rt, specs = make(clock, {
+        **api, "jobs": [{"name": "ingest", "type": "fail"}],
+        "alerts": {"channels": {"hook": hook(http_server)},
+                   "rules": [{"on": "job_failed", "channels": ["hook"]}]}})
+    await run_now(rt, specs["ingest"])
+    (alert,) = posted(http_server)
+    hint = alert["text"].rsplit("\n\n", 1)[1]
+    assert hint == "More: candlekeep history ingest" + (f"; dashboard: {link}" if link else "")
 
 
 @pytest.mark.parametrize("security", ["ssl", "none"])
@@ -413,6 +498,40 @@ async def test_freshness_alerts_on_stale_and_missing_and_recovers_once(
     clock.set(NOW + 2 * H + 2 * M)
     await run_now(rt, fresh)
     assert len(posted(http_server)) == 3  # one recovery; ETH still within its 6h
+
+
+async def test_freshness_alerts_when_a_store_cannot_be_read(
+        make: Make, http_server: HttpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    shared = Reader.freshness
+
+    def freshness(reader: Reader) -> Any:  # the read model's own query, counted
+        reads.append(1)
+        return shared(reader)
+
+    monkeypatch.setattr(Reader, "freshness", freshness)
+    clock = FakeClock(NOW)
+    raw = sim_raw()
+    raw["stores"]["remote"] = {"type": "postgresql",
+                               "dsn": f"postgresql://postgres@127.0.0.1:{dead_port()}/x"}
+    raw["series"].append({"source": "sim", "symbols": ["SOL/USDT"], "timeframes": ["1h"],
+                          "start": NOW // DAY * DAY - 6 * H, "store": "remote"})
+    rt, specs = make(clock, {
+        **raw, "jobs": [{"name": "fresh", "type": "freshness"}],
+        "alerts": {"channels": {"hook": hook(http_server)},
+                   "rules": [{"on": "freshness", "channels": ["hook"]}]},
+    }, sources=sim_sources(clock))
+    await fetch(rt, "backfill", symbol="BTC/USDT")
+    await fetch(rt, "backfill", symbol="ETH/USDT")
+    assert (await run_now(rt, specs["fresh"])).status is RunStatus.SUCCESS
+    (alert,) = posted(http_server)
+    assert alert["state"] == "firing" and reads == [1]
+    assert [a["key"] for a in alert["alerts"]] == ["freshness:remote:sim:SOL/USDT:1h"]
+    assert alert["alerts"][0]["subject"]["status"] == "error"
+    assert alert["title"] == "series sim:SOL/USDT:1h in remote is unreadable"
+    assert "found data that is unreadable:" in alert["text"]
+    assert "remote series sim:SOL/USDT:1h: UNREADABLE, newest unknown" in alert["text"]
+    assert "store 'remote'" in alert["text"]  # the store's own error, as the check saw it
 
 
 async def test_failed_gaps_are_told_once_each_in_one_message(

@@ -1,7 +1,7 @@
 """Delivering to one channel: e-mail through ``alerts.smtp``, a webhook POST, a dead-man
-heartbeat ping. Each delivery is bounded by its channel's timeout, and what it raises
-(ChannelError) names the channel, never its URL or the mail password: webhook and
-heartbeat URLs carry their secret in the path."""
+heartbeat ping. Each delivery is bounded by its channel's timeout (an e-mail by smtplib's
+own, on every step), and what it raises (ChannelError) names the channel, never its URL or
+the mail password: webhook and heartbeat URLs carry their secret in the path."""
 
 from __future__ import annotations
 
@@ -26,7 +26,13 @@ from candlekeep.core.text import clean_text
 
 
 class ChannelError(CandlekeepError):
-    """A channel could not deliver; the text is safe to log."""
+    """A channel could not deliver; the text is safe to log. ``maybe_delivered``: it may
+    have all the same (the line failed after the message went out), so the alert counts
+    as told rather than be sent twice."""
+
+    def __init__(self, text: str, *, maybe_delivered: bool = False) -> None:
+        super().__init__(text)
+        self.maybe_delivered = maybe_delivered
 
 
 class _HideUrls(logging.Filter):
@@ -92,12 +98,10 @@ async def deliver(name: str, channel: ChannelConfig, message: Message,
             raise ChannelError(f"channel {name!r}: no mail server configured (smtp:)")
         mail = render.email(message, channel.to, smtp.sender)
         try:
-            await asyncio.wait_for(send_message_async(smtp, mail), smtp.timeout)
-        except TimeoutError:
-            raise ChannelError(f"channel {name!r}: mail server {smtp.host} gave no answer "
-                               f"within {smtp.timeout:g}s") from None
+            await send_message_async(smtp, mail)
         except MailError as exc:
-            raise ChannelError(f"channel {name!r}: {exc}") from None
+            raise ChannelError(f"channel {name!r}: {exc}",
+                               maybe_delivered=exc.maybe_delivered) from None
         return
     if isinstance(channel, WebhookChannel):
         payload = render.slack(message) if channel.format == "slack" else render.as_json(message)

@@ -4,15 +4,18 @@ state DB know. Titles name the job or series and what happened; bodies carry the
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from candlekeep.alerts.message import AlertState, Message, RuleKind, Subject
+from candlekeep.config.ops import ApiConfig
 from candlekeep.core.text import clean_text
 from candlekeep.core.timeutil import fmt_duration, fmt_ms
 from candlekeep.state.rows import FreshnessRow, GapRow
-from candlekeep.state.statuses import RunStatus
+from candlekeep.state.statuses import FreshnessStatus, RunStatus
 
 ERROR_CHARS = 1500
 """An error longer than this is cut: a stack of nested causes helps nobody in a chat."""
@@ -39,6 +42,20 @@ class Where:
     """Where people look next: the dashboard, when the config serves one."""
 
     dashboard: str | None = None
+
+    @classmethod
+    def serving(cls, api: ApiConfig | None) -> Where:
+        """The dashboard's address for a reader elsewhere: a wildcard bind (0.0.0.0, ::)
+        is no address to browse to, so this machine's name stands for it; no ``api:``,
+        no dashboard."""
+        if api is None:
+            return cls()
+        try:
+            wildcard = ipaddress.ip_address(api.host).is_unspecified
+        except ValueError:
+            wildcard = False  # a host name
+        return cls(f"http://{socket.getfqdn()}:{api.port}/" if wildcard
+                   else f"http://{api.listen}/")
 
     def hint(self, command: str) -> str:
         more = f"; dashboard: {self.dashboard}" if self.dashboard else ""
@@ -110,13 +127,31 @@ def freshness_key(row: FreshnessRow) -> str:
     return f"freshness:{row.store}:{row.subject}"
 
 
+_SAYS = {FreshnessStatus.OK: "ok", FreshnessStatus.STALE: "stale",
+         FreshnessStatus.MISSING: "missing", FreshnessStatus.ERROR: "unreadable"}
+"""A verdict as a message words it: an error verdict is a store that could not be read."""
+
+
+def _says(row: FreshnessRow) -> str:
+    return _SAYS[FreshnessStatus(row.status)]
+
+
 def _freshness_line(row: FreshnessRow) -> str:
-    newest = f"newest {fmt_ms(row.newest_ms)} UTC" if row.newest_ms is not None else "no data"
+    if row.newest_ms is not None:
+        newest = f"newest {fmt_ms(row.newest_ms)} UTC"
+    else:
+        newest = "newest unknown" if row.status == FreshnessStatus.ERROR else "no data"
     age = f", age {fmt_duration(row.age_ms)}" if row.age_ms is not None else ""
     allowed = f", allowed {fmt_duration(row.threshold_ms)}"
-    detail = f" ({row.detail})" if row.detail and row.status != "stale" else ""
-    return f"{row.store} {row.kind} {row.subject}: {row.status.upper()}, {newest}{age}{allowed}" \
-        f"{detail}"
+    detail = f" ({row.detail})" if row.detail and row.status != FreshnessStatus.STALE else ""
+    return f"{row.store} {row.kind} {row.subject}: {_says(row).upper()}, {newest}{age}" \
+        f"{allowed}{detail}"
+
+
+def _either(rows: Sequence[FreshnessRow]) -> str:
+    """``stale``, ``stale or missing``, ``stale, missing or unreadable``."""
+    words = [w for w in _SAYS.values() if w in {_says(r) for r in rows}]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _freshness_subject(row: FreshnessRow) -> Subject:
@@ -131,13 +166,13 @@ def freshness(rows: Sequence[FreshnessRow], state: AlertState, job: str, node: s
     firing = state is AlertState.FIRING
     if len(rows) == 1:
         r = rows[0]
-        title = (f"{r.kind} {r.subject} in {r.store} is {r.status}" if firing
+        title = (f"{r.kind} {r.subject} in {r.store} is {_says(r)}" if firing
                  else f"{r.kind} {r.subject} in {r.store} is fresh again")
     else:
-        title = (f"{len(rows)} series or datasets are stale or missing" if firing
+        title = (f"{len(rows)} series or datasets are {_either(rows)}" if firing
                  else f"{len(rows)} series or datasets are fresh again")
     summary = (f"The freshness check (job {job}, node {node}) at {fmt_ms(now_ms)} UTC found "
-               + ("data older than allowed:" if firing else "these current again:"))
+               + (f"data that is {_either(rows)}:" if firing else "these current again:"))
     return Message(RuleKind.FRESHNESS, state, title, summary,
                    tuple(_freshness_subject(r) for r in rows), now_ms, node,
                    hint=where.hint("candlekeep freshness"))

@@ -3,9 +3,9 @@ pings heartbeats, evaluates the rules (``alerts.rules``), claims each message in
 ``alert_state`` and delivers it to the rule's channels.
 
 It never raises into the run path and never fails a job: a channel that fails is logged
-(by name: URLs and passwords are secrets) and its claim released so the next evaluation
-tries again. Every channel is bounded by its timeout and all are sent concurrently; the
-state DB is reached in threads.
+(by name: URLs and passwords are secrets) and, when no channel delivered (or may have),
+its claim released so the next evaluation tries again. Every channel is bounded by its
+timeout and all are sent concurrently; the state DB is reached in threads.
 
 Rules that watch the same thing share one alert: two ``job_failed`` rules for a job send
 one message to the union of their channels, at most once per the shorter
@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from candlekeep.alerts import channels, claims, compose, reads
@@ -30,6 +31,8 @@ from candlekeep.core.timeutil import fmt_ms
 from candlekeep.state.statuses import FRESHNESS_ALERTING, FreshnessStatus, RunStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.scheduler.runpath import RunOutcome
     from candlekeep.scheduler.spec import JobSpec
@@ -43,6 +46,13 @@ T = TypeVar("T")
 FRESHNESS_JOB = "freshness"
 GAPS_REPAIR_JOB = "gaps_repair"
 _ALERTING = {s.value for s in FRESHNESS_ALERTING}
+
+
+class Delivery(Enum):
+    SENT = "sent"
+    FAILED = "failed"
+    MAYBE = "maybe"
+    """Failed after the message went out: it may have arrived, so it is not sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +72,7 @@ class AlertEngine:
         self._state = state
         self.clock = clock
         self.node = node
-        api = config.api
-        self.where = Where(f"http://{api.listen}/" if api is not None else None)
+        self.where = Where.serving(config.api)
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> AlertEngine:
@@ -144,7 +153,7 @@ class AlertEngine:
         announced = await self._db(claims.resolve, [key], now)
         if key in announced:
             message = compose.job_recovered(rule, key, run, announced[key], self.where)
-            await self._send(message, self._route(rules), now)
+            await self._send(message, self._route(rules), _unresolve([key], now))
 
     async def _freshness(self, spec: JobSpec) -> None:
         route = self._route(self._rules(RuleKind.FRESHNESS, spec.name))
@@ -159,9 +168,9 @@ class AlertEngine:
             claimed = await self._db(claims.fire, RuleKind.FRESHNESS.value, details, now,
                                      route.repeat_ms)
             if claimed:
-                message = compose.freshness([bad[k] for k in claimed], AlertState.FIRING,
+                message = compose.freshness([bad[c.key] for c in claimed], AlertState.FIRING,
                                             spec.name, self.node, now, self.where)
-                sends.append(self._send(message, route, now))
+                sends.append(self._send(message, route, _unfire(claimed)))
         recovered = firing & ok.keys()
         if recovered:
             announced = await self._db(claims.resolve, recovered, now)
@@ -169,7 +178,7 @@ class AlertEngine:
                 message = compose.freshness([ok[k] for k in sorted(announced)],
                                             AlertState.RESOLVED, spec.name, self.node, now,
                                             self.where)
-                sends.append(self._send(message, route, now))
+                sends.append(self._send(message, route, _unresolve(sorted(announced), now)))
         await _all(f"job={spec.name}", *sends)
 
     async def _gaps(self, spec: JobSpec) -> None:
@@ -182,9 +191,9 @@ class AlertEngine:
         details = {k: (g.last_error or "")[:500] or None for k, g in by_key.items()}
         claimed = await self._db(claims.fire, RuleKind.GAP_FAILED.value, details, now, None)
         if claimed:
-            message = compose.gaps_failed([by_key[k] for k in claimed], spec.name, self.node,
-                                          now, self.where)
-            await self._send(message, route, now)
+            message = compose.gaps_failed([by_key[c.key] for c in claimed], spec.name,
+                                          self.node, now, self.where)
+            await self._send(message, route, _unfire(claimed))
 
     # -- claims and delivery ------------------------------------------------------------
 
@@ -194,35 +203,34 @@ class AlertEngine:
         claimed = await self._db(claims.fire, message.rule.value, details, now,
                                  route.repeat_ms)
         if claimed:
-            await self._send(message, route, now)
+            await self._send(message, route, _unfire(claimed))
         else:
             log.info("alert suppressed (sent within repeat_every) rule=%s keys=%s",
                      message.rule, ",".join(message.keys))
 
-    async def _send(self, message: Message, route: Route, claimed_at: int) -> None:
-        """Deliver to every channel of the route at once; when none delivered, release
-        the claims so the next evaluation tries again."""
+    async def _send(self, message: Message, route: Route,
+                    release: Callable[[Engine], None]) -> None:
+        """Deliver to every channel of the route at once; when none delivered nor may
+        have, ``release`` the claims so the next evaluation tries again."""
         results = await asyncio.gather(*(self._deliver(name, message) for name in route.channels))
-        if any(results):
-            return
-        release = (claims.release_fire if message.state is AlertState.FIRING
-                   else claims.release_resolve)
-        await self._db(release, message.keys, claimed_at)
+        if all(r is Delivery.FAILED for r in results):
+            await self._db(release)
 
-    async def _deliver(self, name: str, message: Message) -> bool:
+    async def _deliver(self, name: str, message: Message) -> Delivery:
         channel = self.alerts.channels.get(name)
         try:
             if channel is None:
                 raise channels.ChannelError(f"channel {name!r} is not configured")
             await channels.deliver(name, channel, message, self.config.smtp)
         except Exception as exc:  # ChannelError is safe to show; anything else is a bug
-            log.warning("alert not delivered channel=%s rule=%s state=%s keys=%s error=%s",
-                        name, message.rule, message.state, ",".join(message.keys),
-                        _safe(exc))
-            return False
+            maybe = isinstance(exc, channels.ChannelError) and exc.maybe_delivered
+            log.warning("alert not delivered%s channel=%s rule=%s state=%s keys=%s error=%s",
+                        " (maybe it was: counted as sent)" if maybe else "", name,
+                        message.rule, message.state, ",".join(message.keys), _safe(exc))
+            return Delivery.MAYBE if maybe else Delivery.FAILED
         log.info("alert sent channel=%s rule=%s state=%s keys=%s", name, message.rule,
                  message.state, ",".join(message.keys))
-        return True
+        return Delivery.SENT
 
     async def _heartbeats(self, outcome: RunOutcome, spec: JobSpec) -> None:
         ok = outcome.status is RunStatus.SUCCESS
@@ -245,6 +253,14 @@ class AlertEngine:
         """``fn(state engine, *args)`` in a thread (opening the state DB, the first time,
         blocks too)."""
         return await asyncio.to_thread(lambda: fn(self._state().engine, *args))
+
+
+def _unfire(claimed: list[claims.Claim]) -> Callable[[Engine], None]:
+    return lambda engine: claims.release_fire(engine, claimed)
+
+
+def _unresolve(keys: list[str], now_ms: int) -> Callable[[Engine], None]:
+    return lambda engine: claims.release_resolve(engine, keys, now_ms)
 
 
 async def _all(what: str, *work: Awaitable[None]) -> None:

@@ -1,13 +1,14 @@
 """What the rules read from the state DB besides ``alert_state``: a job's recent ticks and
-the freshness verdicts. Blocking; the engine calls them in a thread."""
+the freshness verdicts (through the read model the CLI, the API and reports share).
+Blocking; the engine calls them in a thread."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from candlekeep.state import ops_tables as o
 from candlekeep.state import tables as t
+from candlekeep.state.reader import Reader
 from candlekeep.state.rows import FreshnessRow
 from candlekeep.state.statuses import RunStatus
 
@@ -47,10 +48,10 @@ def earlier_ticks(engine: Engine, job: str, run_id: int, count: int) -> list[Run
 
 
 def freshness_rows(engine: Engine) -> list[FreshnessRow]:
-    f = o.freshness.c
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(
-            f.kind, f.store, f.subject, f.newest_ms, f.age_ms, f.threshold_ms, f.rows,
-            f.status, f.detail, f.checked_at, f.status_since,
-        ).order_by(f.kind, f.store, f.subject)).all()
-    return [FreshnessRow(*r) for r in rows]
+    """The last verdict of every subject, as ``Reader.freshness`` reads it, on a
+    connection of the engine's own pool."""
+    conn = engine.raw_connection()
+    try:
+        return Reader(conn, pyformat=engine.dialect.name == "postgresql").freshness()
+    finally:
+        conn.close()

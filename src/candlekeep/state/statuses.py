@@ -58,5 +58,6 @@ class FreshnessStatus(StrEnum):
     """The store could not be read."""
 
 
-FRESHNESS_ALERTING = (FreshnessStatus.STALE, FreshnessStatus.MISSING)
-"""Statuses that raise a freshness alert; back to OK is its recovery."""
+FRESHNESS_ALERTING = (FreshnessStatus.STALE, FreshnessStatus.MISSING, FreshnessStatus.ERROR)
+"""Statuses that raise a freshness alert (a store unreadable for a day is news too); back
+to OK is its recovery."""
