@@ -208,6 +208,7 @@ async def test_registered_sections_show_up_and_a_failing_one_costs_only_itself(
     assert outcome.result is not None
     assert outcome.result.warnings == [
         "section broken: OperationalError: no such table: positions"]
+    assert sections.origin("positions") == f"registered by {__name__}"
     (got,) = inbox.messages
     text, _related, html, _png = _parts(got.message)
     plain = _lf(text.get_content())

@@ -1,5 +1,5 @@
-"""``candlekeep report …``: send a configured e-mail report now, or send again what the
-mail server did not take.
+"""``candlekeep report …``: send a configured e-mail report now, send again what the mail
+server did not take, list the sections a report may name.
 
 ``send`` runs the ``report`` job through the one run path, as the data commands do, so a
 report sent by hand is in the history like a scheduled one. The report modules (Jinja2,
@@ -102,3 +102,30 @@ def register(app: typer.Typer) -> None:
                           highlight=False, soft_wrap=True)
         if failed:
             raise typer.Exit(1)
+
+    @report_app.command("sections")
+    @friendly_errors
+    def sections_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+        """The sections a report may name (reports.NAME.sections): built in, from installed
+        packages (entry points of the group candlekeep.report_sections), and the plug-ins
+        skipped, with why."""
+        from rich.table import Table
+
+        from candlekeep.reports.sections import origin, plugin_failures, sections
+
+        found = sections()
+        failed = plugin_failures()
+        if as_json:
+            print_json({
+                "sections": [{"name": n, "title": s.title, "from": origin(n)}
+                             for n, s in sorted(found.items())],
+                "skipped": [{"entry_point": f.entry_point, "target": f.target,
+                             "problem": f.problem} for f in failed]})
+            return
+        table = Table("section", "title", "from", title="report sections")
+        for name, section in sorted(found.items()):
+            table.add_row(escape(name), escape(section.title), escape(origin(name)))
+        console.print(table)
+        for f in failed:
+            err_console.print(f"[yellow]skipped:[/] {escape(str(f))}", highlight=False,
+                              soft_wrap=True)

@@ -10,9 +10,12 @@ dataclasses.
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 from candlekeep.core.errors import CandlekeepError, ConfigError
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.reports.chart import Chart
     from candlekeep.state.reader import Reader
+
+log = logging.getLogger("candlekeep.reports")
 
 Cell = str | int | float | None
 Row = tuple[Cell, ...]
@@ -112,11 +117,33 @@ def sql_rows(sql: str) -> RowsFn:
 
 
 class SectionError(CandlekeepError):
-    """A section that must not be registered (its name is a built-in's)."""
+    """A section that must not be registered (its name is taken), or cannot be read (its
+    store has no such dataset); the message names what to fix."""
+
+
+GROUP = "candlekeep.report_sections"
+"""Entry points of installed packages, each naming a ``Section``: sections a report may use
+without anyone importing the package."""
+
+@dataclass(frozen=True, slots=True)
+class PluginFailure:
+    """An entry point that was skipped, and why."""
+
+    entry_point: str
+    target: str
+    """What the entry point names, ``module:attribute``."""
+    problem: str
+
+    def __str__(self) -> str:
+        return f"report section plug-in {self.entry_point!r} ({self.target}): {self.problem}"
 
 
 _SECTIONS: dict[str, Section] = {}
+_ORIGIN: dict[str, str] = {}
+"""Where each section came from, for listings: built-in, a plug-in, or the registering
+module."""
 _BUILTIN: set[str] = set()
+_failures: list[PluginFailure] = []
 _loaded = False
 
 
@@ -131,18 +158,78 @@ def register_section(section: Section, *, builtin: bool = False) -> None:
     else:
         _BUILTIN.add(section.name)
     _SECTIONS[section.name] = section
+    # the calling module: what a listing names for a section registered by code
+    _ORIGIN[section.name] = "built-in" if builtin else \
+        f"registered by {sys._getframe(1).f_globals.get('__name__', '?')}"
 
 
 def _load() -> None:
+    """Built-ins, then every ``candlekeep.report_sections`` entry point, once.
+
+    As with job-type plug-ins (``jobs.registry``): one that fails to import, names
+    something that is not a Section, or takes a built-in's or another plug-in's name is
+    skipped whole (whatever its import registered goes too), logged, and kept in
+    ``plugin_failures()``, so a broken package costs its own sections, not the report."""
     global _loaded
-    if not _loaded:
-        _loaded = True
-        from candlekeep.reports import builtin  # noqa: F401 - registers on import
+    if _loaded:
+        return
+    _loaded = True
+    from candlekeep.reports import builtin  # noqa: F401 - registers on import
+
+    for ep in entry_points(group=GROUP):
+        before, origins = dict(_SECTIONS), dict(_ORIGIN)
+        try:
+            _load_plugin(ep, before, origins)
+        except Exception as exc:  # a broken plug-in must not cost the other sections
+            _SECTIONS.clear()
+            _SECTIONS.update(before)
+            _ORIGIN.clear()
+            _ORIGIN.update(origins)
+            problem = str(exc) if isinstance(exc, SectionError) else \
+                f"{type(exc).__name__}: {exc}"
+            failure = PluginFailure(ep.name, ep.value, problem)
+            _failures.append(failure)
+            log.error("skipped %s", failure)
+
+
+def _load_plugin(ep: EntryPoint, before: dict[str, Section], origins: dict[str, str]) -> None:
+    obj = ep.load()
+    if not isinstance(obj, Section):
+        kind = type(obj).__name__
+        raise SectionError(f"got a {kind}; a {GROUP} entry point must name a Section "
+                           "(candlekeep.reports.sections.Section)")
+    if obj.name in _BUILTIN:
+        raise SectionError(f"report section {obj.name!r} is built in; choose another name")
+    for name, held in before.items():  # what importing the plug-in replaced
+        if _SECTIONS.get(name) is not held:
+            raise SectionError(f"report section {name!r} is already registered "
+                               f"({origins[name]}); choose another name")
+    taken = before.get(obj.name)
+    if taken is not None and taken is not obj:
+        raise SectionError(f"report section {obj.name!r} is already registered "
+                           f"({origins[obj.name]}); choose another name")
+    dist = ep.dist.name if ep.dist is not None else "?"
+    _SECTIONS[obj.name] = obj
+    _ORIGIN[obj.name] = f"plug-in {ep.name} of {dist}"
 
 
 def sections() -> dict[str, Section]:
     _load()
     return dict(_SECTIONS)
+
+
+def origin(name: str) -> str:
+    """Where section ``name`` came from: ``built-in``, ``plug-in NAME of PACKAGE`` or
+    ``registered by MODULE``."""
+    _load()
+    return _ORIGIN[name]
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """Plug-ins that were skipped (logged once, when first looked for), so that a listing,
+    or the error for an unknown section, can say which failed and why."""
+    _load()
+    return list(_failures)
 
 
 def resolve(config: Config, report: str) -> list[Section]:
@@ -160,8 +247,10 @@ def resolve(config: Config, report: str) -> list[Section]:
     out = []
     for i, name in enumerate(cfg.sections):
         if name not in known:
+            failed = "; ".join(str(f) for f in plugin_failures())
             raise ConfigError(file, f"reports.{report}.sections[{i}]",
                               f"unknown section {name!r}",
-                              f"known sections: {', '.join(sorted(known))}")
+                              f"known sections: {', '.join(sorted(known))}"
+                              + (f"; plug-ins skipped: {failed}" if failed else ""))
         out.append(known[name])
     return out
