@@ -35,6 +35,19 @@ from candlekeep.state.rows import (
 
 TERMINAL = ("success", "failed", "timed_out", "cancelled", "abandoned", "skipped")
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
+_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+"""String literals and quoted identifiers: what a parameter rewrite must leave alone."""
+
+
+def pyformat_sql(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s``, with every other ``%`` doubled (a
+    ``LIKE 'BTC%'`` would otherwise be read as a placeholder); text inside quotes is left
+    as written, but for its ``%``."""
+    parts = _QUOTED.split(sql)
+    for i, part in enumerate(parts):
+        part = part.replace("%", "%%")
+        parts[i] = part if i % 2 else _PARAM.sub(r"%(\1)s", part)
+    return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +70,7 @@ class Reader:
         """Any read-only statement, written with ``:name`` parameters in SQL both engines
         accept (report sections and plug-ins use it)."""
         if self.pyformat:
-            sql = _PARAM.sub(r"%(\1)s", sql)
+            sql = pyformat_sql(sql)
         cur = self.conn.cursor()
         try:
             cur.execute(sql, params or {})
