@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from candlekeep.state import tables as t
-from candlekeep.state.reader import Reader
+from candlekeep.state.db import reader_on
 from candlekeep.state.rows import FreshnessRow
 from candlekeep.state.statuses import RunStatus
 
@@ -50,8 +50,5 @@ def earlier_ticks(engine: Engine, job: str, run_id: int, count: int) -> list[Run
 def freshness_rows(engine: Engine) -> list[FreshnessRow]:
     """The last verdict of every subject, as ``Reader.freshness`` reads it, on a
     connection of the engine's own pool."""
-    conn = engine.raw_connection()
-    try:
-        return Reader(conn, pyformat=engine.dialect.name == "postgresql").freshness()
-    finally:
-        conn.close()
+    with reader_on(engine) as reader:
+        return reader.freshness()

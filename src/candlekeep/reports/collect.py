@@ -74,13 +74,8 @@ def period(config: Config, name: str, now_ms: int) -> str:
 @contextlib.contextmanager
 def state_reader(runtime: Runtime) -> Iterator[Reader]:
     """A reader on the runtime's own state DB connection (the one a daemon already has)."""
-    from candlekeep.state.reader import Reader
-
-    conn = runtime.state.engine.raw_connection()
-    try:
-        yield Reader(conn, pyformat=runtime.state.dialect == "postgresql")
-    finally:
-        conn.close()
+    with runtime.state.reader() as reader:
+        yield reader
 
 
 def collect(runtime: Runtime, name: str, to: Sequence[str], now_ms: int) -> Report:

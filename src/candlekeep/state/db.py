@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -15,6 +16,8 @@ from candlekeep.state.rows import GapRow, RunRow
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from candlekeep.state.reader import Reader
 
 
 def normalise_url(url: str) -> str:
@@ -72,6 +75,19 @@ def dialect_insert(dialect: str, table: sa.Table) -> Any:
 
     return (postgresql.insert(table) if dialect == "postgresql"
             else sqlite.insert(table))
+
+
+@contextlib.contextmanager
+def reader_on(engine: Engine) -> Iterator[Reader]:
+    """The listings' reader on a connection of ``engine``'s pool: a process that has the
+    state DB open (a daemon, the API) reads with the very statements the CLI runs."""
+    from candlekeep.state.reader import Reader
+
+    conn = engine.raw_connection()
+    try:
+        yield Reader(conn, pyformat=engine.dialect.name == "postgresql")
+    finally:
+        conn.close()
 
 
 def _gap_row(r: Any) -> GapRow:
@@ -237,19 +253,17 @@ class StateDB:
 
     # -- runs ----------------------------------------------------------------------------
 
+    def reader(self) -> contextlib.AbstractContextManager[Reader]:
+        """The listings' reader on a connection of this engine's pool."""
+        return reader_on(self.engine)
+
     def list_runs(
         self, job: str | None = None, since_ms: int | None = None,
         status: str | None = None, limit: int | None = 200,
     ) -> list[RunRow]:
         """Run history, newest first (the same query ``candlekeep history`` runs)."""
-        from candlekeep.state.reader import Reader
-
-        conn = self.engine.raw_connection()
-        try:
-            return Reader(conn, pyformat=self.dialect == "postgresql").runs(
-                job, since_ms, status, limit)
-        finally:
-            conn.close()
+        with self.reader() as reader:
+            return reader.runs(job, since_ms, status, limit)
 
 
 def _ms(value: Any) -> int:
