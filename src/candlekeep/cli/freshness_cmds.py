@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         Exits 1 when anything is stale, missing or unreadable, so it can gate a check.
         """
         from candlekeep.cli.data_cmds import run_job
+        from candlekeep.queries.encode import plain
         from candlekeep.queries.freshness import freshness as read_freshness
         from candlekeep.state.reader import reading
 
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
             views = read_freshness(reader)
         now = int(time.time() * 1000)
         if as_json:
-            print_json([v.as_dict() for v in views])
+            print_json(plain(views))
         else:
             table = Table(title="freshness")
             for col, just in (("store", "left"), ("subject", "left"), ("status", "left"),

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeutil import iso_ms
@@ -34,9 +34,6 @@ class FreshnessView:
     checked_at: int
     status_since: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
 class SeriesStatusView:
@@ -61,9 +58,6 @@ class SeriesStatusView:
     @property
     def series(self) -> SeriesKey:
         return SeriesKey(self.source, self.symbol, self.timeframe)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def freshness(reader: Reader) -> list[FreshnessView]:
