@@ -12,12 +12,12 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
 from pydantic import BaseModel
 
 from candlekeep.core.errors import CandlekeepError
+from candlekeep.core.plugins import PluginFailure, load_group
 from candlekeep.jobs.base import JobContext, JobFn, JobType, Params, SeriesFilter, SourcesFn
 
 log = logging.getLogger("candlekeep.jobs")
@@ -30,19 +30,6 @@ _MARK = "__candlekeep_job_type__"
 
 class JobTypeError(CandlekeepError):
     """A job type that must not be registered: its name is taken or its params are loose."""
-
-
-@dataclass(frozen=True)
-class PluginFailure:
-    """An entry point that was skipped, and why."""
-
-    entry_point: str
-    target: str
-    """What the entry point names, ``module:attribute``."""
-    problem: str
-
-    def __str__(self) -> str:
-        return f"job plug-in {self.entry_point!r} ({self.target}): {self.problem}"
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -109,22 +96,16 @@ def _load() -> None:
     # Built-ins register themselves on import.
     from candlekeep.jobs import builtin  # noqa: F401
 
-    for ep in entry_points(group=GROUP):
-        before = dict(_REGISTRY)
-        try:
-            _load_plugin(ep, before)
-        except Exception as exc:  # a broken plug-in must not take the daemon down
-            # Whatever its import registered goes too: a plug-in is used whole or not at all.
-            _REGISTRY.clear()
-            _REGISTRY.update(before)
-            problem = str(exc) if isinstance(exc, JobTypeError) else \
-                f"{type(exc).__name__}: {exc}"
-            failure = PluginFailure(ep.name, ep.value, problem)
-            _failures.append(failure)
-            log.error("skipped %s", failure)
+    def restore(before: dict[str, JobType]) -> None:
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
+
+    _failures.extend(load_group(GROUP, "job", _load_plugin, lambda: dict(_REGISTRY), restore,
+                                JobTypeError, log))
 
 
-def _load_plugin(ep: EntryPoint, before: dict[str, JobType]) -> None:
+def _load_plugin(ep: EntryPoint) -> None:
+    before = dict(_REGISTRY)
     obj = ep.load()
     jt = obj if isinstance(obj, JobType) else getattr(obj, _MARK, None)
     if not isinstance(jt, JobType):

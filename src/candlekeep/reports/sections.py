@@ -15,10 +15,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING, Any
 
 from candlekeep.core.errors import CandlekeepError, ConfigError
+from candlekeep.core.plugins import PluginFailure, load_group
 
 if TYPE_CHECKING:
     from candlekeep.config.models import Config
@@ -125,19 +126,6 @@ GROUP = "candlekeep.report_sections"
 """Entry points of installed packages, each naming a ``Section``: sections a report may use
 without anyone importing the package."""
 
-@dataclass(frozen=True, slots=True)
-class PluginFailure:
-    """An entry point that was skipped, and why."""
-
-    entry_point: str
-    target: str
-    """What the entry point names, ``module:attribute``."""
-    problem: str
-
-    def __str__(self) -> str:
-        return f"report section plug-in {self.entry_point!r} ({self.target}): {self.problem}"
-
-
 _SECTIONS: dict[str, Section] = {}
 _ORIGIN: dict[str, str] = {}
 """Where each section came from, for listings: built-in, a plug-in, or the registering
@@ -176,23 +164,19 @@ def _load() -> None:
     _loaded = True
     from candlekeep.reports import builtin  # noqa: F401 - registers on import
 
-    for ep in entry_points(group=GROUP):
-        before, origins = dict(_SECTIONS), dict(_ORIGIN)
-        try:
-            _load_plugin(ep, before, origins)
-        except Exception as exc:  # a broken plug-in must not cost the other sections
-            _SECTIONS.clear()
-            _SECTIONS.update(before)
-            _ORIGIN.clear()
-            _ORIGIN.update(origins)
-            problem = str(exc) if isinstance(exc, SectionError) else \
-                f"{type(exc).__name__}: {exc}"
-            failure = PluginFailure(ep.name, ep.value, problem)
-            _failures.append(failure)
-            log.error("skipped %s", failure)
+    def restore(before: tuple[dict[str, Section], dict[str, str]]) -> None:
+        _SECTIONS.clear()
+        _SECTIONS.update(before[0])
+        _ORIGIN.clear()
+        _ORIGIN.update(before[1])
+
+    _failures.extend(load_group(GROUP, "report section", _load_plugin,
+                                lambda: (dict(_SECTIONS), dict(_ORIGIN)), restore,
+                                SectionError, log))
 
 
-def _load_plugin(ep: EntryPoint, before: dict[str, Section], origins: dict[str, str]) -> None:
+def _load_plugin(ep: EntryPoint) -> None:
+    before, origins = dict(_SECTIONS), dict(_ORIGIN)
     obj = ep.load()
     if not isinstance(obj, Section):
         kind = type(obj).__name__
