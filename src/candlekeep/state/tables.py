@@ -41,6 +41,10 @@ runs = sa.Table(
     sa.Index("ix_runs_status", "status"),
     sa.Index("ix_runs_scheduled", "scheduled_for"),
     sa.Index("ix_runs_finished", "finished_at"),
+    # Pages of history come newest first, (scheduled_for, attempt) descending: read from
+    # an index's end, with or without a status, never sorted whole.
+    sa.Index("ix_runs_scheduled_attempt", "scheduled_for", "attempt"),
+    sa.Index("ix_runs_status_scheduled", "status", "scheduled_for", "attempt"),
 )
 
 gaps = sa.Table(
@@ -62,6 +66,10 @@ gaps = sa.Table(
     sa.Index("ix_gaps_status", "status"),
     # Repaired gaps grow forever: "repaired in the last 24 h" reads only its time range.
     sa.Index("ix_gaps_status_repaired", "status", "repaired_at"),
+    # A page of gaps in one status, in series order, and the oldest open gap: read in
+    # order from these, never sorted whole.
+    sa.Index("ix_gaps_status_series", "status", "source", "symbol", "timeframe", "gap_start"),
+    sa.Index("ix_gaps_status_detected", "status", "detected_at"),
 )
 
 checkpoints = sa.Table(
