@@ -10,19 +10,21 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from tests.scheduler.procs import ENV, write_config
+from candlekeep.core.timeframes import DAY_MS
+from tests.scheduler.procs import ENV, wait_for, write_config
 
-T = TypeVar("T")
+__all__ = ["DAY_MS", "TOKEN", "Served", "cli", "market_config", "now_ms", "serving",
+           "wait_for"]
+
 TOKEN = "api-test-token-3c9f1e"
-DAY_MS = 86_400_000
 SERVING = re.compile(r"serving the API on (http://\S+)")
 
 JOBS: list[dict[str, Any]] = [
@@ -62,16 +64,6 @@ def cli(cfg: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str:
         raise AssertionError(f"candlekeep {' '.join(args)} exited {out.returncode}\n"
                              f"{out.stdout}\n{out.stderr}")
     return out.stdout
-
-
-def wait_for(what: str, fn: Callable[[], T | None], deadline_s: float = 30) -> T:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

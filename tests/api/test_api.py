@@ -4,9 +4,11 @@ and the API agreeing, auth, bad input, the offline docs and metrics."""
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -250,6 +252,12 @@ def test_the_token_is_never_logged_or_shown(site: tuple[Path, Served]) -> None:
     for path in ("/jobs", "/system/health", "/openapi.json", "/metrics"):
         assert TOKEN not in api.get(path).text
     api.get("/runs?limit=0")  # an error response too
+    # where a careless server would write it: a failed login's form, a refused header
+    bad = api.client.post(api.url + "/login", data={"token": f"{TOKEN}-typo", "next": "/"})
+    assert bad.status_code == 401 and TOKEN not in bad.text
+    with httpx.Client(base_url=api.url) as fresh:  # no session cookie of other tests
+        wrong = fresh.get("/jobs", headers={"Authorization": f"Bearer {TOKEN}-typo"})
+    assert wrong.status_code == 401 and TOKEN not in wrong.text
     log = api.log()
     assert '"GET /jobs HTTP/1.1" 200' in log  # access lines are written…
     assert TOKEN not in log  # …without the token
@@ -276,3 +284,36 @@ def test_every_route_answers_exactly_its_documented_model(site: tuple[Path, Serv
         data = api.json(path)
         assert data or path == "/nodes", path  # no daemon has run here
         assert plain(TypeAdapter(model).validate_python(data)) == data, path
+
+
+def raw_request(url: str, head: str, body: bytes) -> bytes:
+    """What the server answers to ``head`` and the start of ``body`` on a socket, the rest
+    of the body never sent: a server waiting for it times out the read."""
+    where = urlsplit(url)
+    assert where.hostname is not None and where.port is not None
+    with socket.create_connection((where.hostname, where.port), timeout=10) as conn:
+        conn.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        return conn.recv(4096)
+
+
+def test_a_huge_login_form_is_refused_before_it_is_read(site: tuple[Path, Served]) -> None:
+    """A login body is read up to 4 KiB: a declared 300 MB, or chunks without end, get 413
+    at once instead of being gathered in memory."""
+    _, api = site
+    declared = raw_request(api.url, "POST /login HTTP/1.1\nHost: 127.0.0.1\n"
+                           "Content-Type: application/x-www-form-urlencoded\n"
+                           "Content-Length: 300000000\n", b"token=" + b"a" * 8000)
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
+    chunk = b"1000\r\n" + b"a" * 4096 + b"\r\n"
+    streamed = raw_request(api.url, "POST /login HTTP/1.1\nHost: 127.0.0.1\n"
+                           "Content-Type: application/x-www-form-urlencoded\n"
+                           "Transfer-Encoding: chunked\n", chunk * 3)
+    assert streamed.startswith(b"HTTP/1.1 413"), streamed[:200]
+    assert api.get("/health", token=None).status_code == 200
+
+
+def test_a_bad_since_is_named_not_echoed(site: tuple[Path, Served]) -> None:
+    _, api = site
+    resp = api.get("/runs?since=2026-13-45")
+    assert resp.status_code == 422 and resp.json()["errors"][0]["parameter"] == "since"
+    assert "2026-13-45" not in resp.text

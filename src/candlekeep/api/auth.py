@@ -1,9 +1,13 @@
 """Who may read: with ``api.token`` set, every route but ``/health`` and ``/metrics`` wants
 ``Authorization: Bearer <token>`` or the session cookie that ``POST /login`` sets for
-browsers (HttpOnly, SameSite=Strict; its value is derived from the token, never the token
-itself, so a new token ends every session).
+browsers (HttpOnly, SameSite=Strict, Secure when served beyond this host).
 
-Comparisons are constant-time. The token is never logged, echoed or put in an error.
+The cookie is ``<issued-at>.<HMAC-SHA256(token, issued-at)>``: never the token itself, a new
+token ends every session, and the server refuses one older than ``SESSION_S`` whatever the
+browser keeps. Comparisons are constant-time; a failed login waits ``FAILED_LOGIN_S``
+(awaited: other requests go on) so guessing is slow. A login form is read up to
+``MAX_FORM`` bytes and refused beyond, before the rest arrives. The token is never logged,
+echoed or put in an error.
 """
 
 from __future__ import annotations
@@ -17,9 +21,14 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from candlekeep.core.clock import Clock
+
 COOKIE = "candlekeep_session"
 SESSION_S = 7 * 86400
 MAX_FORM = 4096
+FAILED_LOGIN_S = 0.5
+FUTURE_SKEW_S = 300
+"""A cookie issued this much 'later' than now still counts (the clock was set back)."""
 
 
 class NotAuthenticated(Exception):
@@ -28,10 +37,11 @@ class NotAuthenticated(Exception):
 
 
 class Auth:
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, clock: Clock, *, secure: bool = False) -> None:
         self._token = token.encode() if token else None
-        self._session = (hmac.new(self._token, b"candlekeep-session-v1", hashlib.sha256)
-                         .hexdigest().encode() if self._token else None)
+        self.clock = clock
+        self.secure = secure
+        """Cookies only over HTTPS: set when the API is served beyond this host."""
 
     @property
     def enabled(self) -> bool:
@@ -40,9 +50,23 @@ class Auth:
     def token_ok(self, given: str) -> bool:
         return self._token is not None and hmac.compare_digest(given.encode(), self._token)
 
+    def _mac(self, issued: str) -> str:
+        assert self._token is not None
+        return hmac.new(self._token, f"candlekeep-session-v2:{issued}".encode(),
+                        hashlib.sha256).hexdigest()
+
     def session_value(self) -> str:
-        assert self._session is not None
-        return self._session.decode()
+        """A new session cookie's value, issued now."""
+        issued = str(self.clock.now_ms() // 1000)
+        return f"{issued}.{self._mac(issued)}"
+
+    def session_ok(self, value: str) -> bool:
+        issued, _, mac = value.partition(".")
+        if self._token is None or not issued.isdigit() or len(issued) > 12:
+            return False
+        age = self.clock.now_ms() // 1000 - int(issued)
+        return (-FUTURE_SKEW_S <= age < SESSION_S
+                and hmac.compare_digest(mac.encode(), self._mac(issued).encode()))
 
     def allowed(self, request: Request) -> bool:
         if self._token is None:
@@ -51,8 +75,7 @@ class Auth:
         if header[:7].lower() == "bearer " and self.token_ok(header[7:].strip()):
             return True
         cookie = request.cookies.get(COOKIE)
-        return (cookie is not None and self._session is not None
-                and hmac.compare_digest(cookie.encode(), self._session))
+        return cookie is not None and self.session_ok(cookie)
 
     async def __call__(self, request: Request) -> None:
         """The dependency every protected route carries."""
@@ -106,6 +129,20 @@ def _page(next_path: str, message: str = "", status: int = 200) -> HTMLResponse:
                         status_code=status, headers=_HEADERS)
 
 
+async def _form_body(request: Request) -> bytes | None:
+    """The request's body, or None when it is (or says it is) over ``MAX_FORM`` bytes:
+    read no further than that, whatever was declared or keeps coming."""
+    declared = request.headers.get("content-length", "")
+    if declared and (not declared.isdigit() or int(declared) > MAX_FORM):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return None
+    return bytes(body)
+
+
 def router(auth: Auth) -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
@@ -119,23 +156,28 @@ def router(auth: Auth) -> APIRouter:
 
     @r.post("/login")
     async def login(request: Request) -> Response:
-        body = await request.body()
-        form = parse_qs(body[:MAX_FORM].decode("utf-8", "replace"), max_num_fields=10)
+        body = await _form_body(request)
+        if body is None:
+            return JSONResponse({"detail": f"a login form is at most {MAX_FORM} bytes"},
+                                status_code=413, headers={"Connection": "close"})
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
         target = _safe_next((form.get("next") or [""])[0])
         if not auth.enabled:
             return RedirectResponse(target, status_code=303)
-        if len(body) > MAX_FORM or not auth.token_ok((form.get("token") or [""])[0]):
+        if not auth.token_ok((form.get("token") or [""])[0]):
+            await auth.clock.sleep(FAILED_LOGIN_S)
             return _page(target, "That is not the API token.", status=401)
         resp = RedirectResponse(target, status_code=303)
         resp.set_cookie(COOKIE, auth.session_value(), max_age=SESSION_S, path="/",
                         httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        secure=auth.secure or request.url.scheme == "https")
         return resp
 
     @r.post("/logout")
     def logout() -> Response:
         resp = RedirectResponse("/login", status_code=303)
-        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=auth.secure)
         return resp
 
     return r

@@ -1,5 +1,5 @@
 """What every route of one API app shares: the config, the jobs, the state DB pool, the
-probes, the auth check and the clock."""
+probes, the auth check, the clock and how long answers are reused."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class ApiContext:
     pool: ReaderPool
     prober: Prober
     auth: Auth
+    keep_s: float
+    """How long ``/ingestion/status`` and ``/metrics`` answers are reused (0: never)."""
 
     def now_ms(self) -> int:
         return self.runtime.clock.now_ms()

@@ -5,6 +5,10 @@ Reads run on a few threads of the pool's own, as many as it holds connections: h
 concurrent requests queue for them instead of becoming hundreds of runnable threads (which
 fight the event loop for the GIL) or hundreds of connections. A request whose connection
 cannot be had or used gets a 503 naming the state DB, and the next request tries again.
+
+The schema is created or upgraded when the database first answers, and again whenever a
+read finds a table missing: a state DB dropped and created anew is served again once the
+schema is back, not refused until a restart.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from candlekeep.api.errors import StateDBUnavailable, db_errors
+from candlekeep.api.errors import StateDBUnavailable, db_errors, describe_db_error
+from candlekeep.api.quiet import Throttled
 from candlekeep.scheduler.control import redact_url
 from candlekeep.state.db import make_engine
 from candlekeep.state.migrate import ensure_schema
@@ -39,6 +45,8 @@ class ReaderPool:
         self._errors = db_errors()
         self._schema_ok = False
         self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="candlekeep-api-db")
+        self.outage = Throttled(log)
+        """Warnings about the state DB, at most one a minute of each kind."""
 
     def ensure_schema(self) -> bool:
         """Create or upgrade the schema once the database answers (the API may start
@@ -48,10 +56,16 @@ class ReaderPool:
         try:
             ensure_schema(self.engine)
         except self._errors as exc:
-            log.warning("state DB not ready url=%s error=%s", self.url, exc)
+            self.outage.warning("not-ready", "state DB not ready url=%s error=%s", self.url,
+                                describe_db_error(exc))
             return False
         self._schema_ok = True
         return True
+
+    async def prepare(self) -> bool:
+        """``ensure_schema`` on one of the pool's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads,
+                                                                self.ensure_schema)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Reader]:
@@ -64,6 +78,8 @@ class ReaderPool:
         try:
             yield Reader(conn, pyformat=self.pyformat)
         except self._errors as exc:
+            if _missing_table(exc):
+                self._schema_ok = False  # dropped and made anew: create it again
             raise StateDBUnavailable(exc) from exc
         finally:
             with contextlib.suppress(Exception):
@@ -80,3 +96,11 @@ class ReaderPool:
     def dispose(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
+
+
+def _missing_table(exc: BaseException) -> bool:
+    """A table the schema has is not there: SQLite's "no such table", PostgreSQL's
+    undefined_table (SQLSTATE 42P01)."""
+    inner = getattr(exc, "orig", None) or exc
+    return getattr(inner, "sqlstate", None) == "42P01" or (
+        isinstance(inner, sqlite3.Error) and "no such table" in str(inner))

@@ -1,20 +1,25 @@
 """Every error is JSON with a ``detail`` a person can act on: 422 names the parameter,
-404 the path, 503 the state DB; values are never echoed back (a huge or hostile query
-string stays out of responses and logs)."""
+404 the path, 503 the state DB, 500 (anything unforeseen) points to the server's log, which
+has the exception; values are never echoed back (a huge or hostile query string stays out
+of responses and logs)."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from candlekeep.core.text import clean_text
+
+if TYPE_CHECKING:
+    from candlekeep.api.quiet import Throttled
 
 log = logging.getLogger("candlekeep.api")
 
@@ -52,6 +57,7 @@ RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"model": Problem, "description": "No valid token or session."},
     422: {"model": InvalidParams, "description": "A query parameter is invalid."},
     503: {"model": Unavailable, "description": "The state DB is unavailable."},
+    500: {"model": Problem, "description": "An unexpected error; the server's log has it."},
 }
 """The error answers of every protected route, for the OpenAPI document."""
 
@@ -113,13 +119,45 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
                         headers=getattr(exc, "headers", None))
 
 
-async def _state_db(_request: Request, exc: Exception) -> JSONResponse:
-    log.warning("state DB unavailable path=%s error=%s", _request.url.path, exc)
-    return JSONResponse({"detail": f"state DB unavailable: {exc}", "component": "state_db"},
-                        status_code=503)
+INTERNAL = "internal error: the server's log has the cause"
 
 
-def install(app: FastAPI) -> None:
+class Unexpected:
+    """Whatever no handler claimed (a bug, a value this version does not know): a 500 in
+    the Problem shape, the exception and its traceback in the log, never in the answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            log.exception("request failed method=%s path=%s", scope.get("method"),
+                          str(scope.get("path", ""))[:200])
+            if started:  # too late for an answer of our own
+                raise
+            await JSONResponse({"detail": INTERNAL}, status_code=500)(scope, receive, send)
+
+
+def install(app: FastAPI, outage: Throttled) -> None:
+    async def state_db(request: Request, exc: Exception) -> JSONResponse:
+        outage.warning("unavailable", "state DB unavailable path=%s error=%s",
+                       request.url.path[:200], exc)
+        return JSONResponse({"detail": f"state DB unavailable: {exc}",
+                             "component": "state_db"}, status_code=503)
+
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(StateDBUnavailable, _state_db)
+    app.add_exception_handler(StateDBUnavailable, state_db)
+    app.add_middleware(Unexpected)  # type: ignore[arg-type]

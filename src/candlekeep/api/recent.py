@@ -1,6 +1,7 @@
 """Answers kept for a moment: the routes that monitors poll hard (``/ingestion/status``)
 compute once per key and second, however many requests arrive, and concurrent askers
-of the same key share one computation. Errors are never kept."""
+of the same key share one computation. Errors are never kept. ``keep_s`` 0 turns both off:
+every request computes its own answer (what a benchmark of the work itself needs)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Recent:
         self._pending: dict[Hashable, asyncio.Future[bytes]] = {}
 
     async def get(self, key: Hashable, make: Callable[[], Awaitable[bytes]]) -> bytes:
+        if self.keep_s <= 0:
+            return await make()
         hit = self._kept.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.keep_s:
             return hit[1]

@@ -30,8 +30,6 @@ from candlekeep.queries.encode import plain
 from candlekeep.scheduler.control import PidFile
 from candlekeep.state.statuses import RunStatus
 
-STATUS_KEEP_S = 1.0
-
 
 def as_json(view: object, status_code: int = 200) -> Response:
     return JSONResponse(plain(view), status_code=status_code)
@@ -40,6 +38,11 @@ def as_json(view: object, status_code: int = 200) -> Response:
 def encode(view: object) -> bytes:
     """What ``as_json`` sends, as bytes to keep."""
     return bytes(as_json(view).body)
+
+
+SINCE_HELP = ("not a time: give a duration back from now (24h, 7d), an ISO time "
+              "(2026-01-01T00:00:00Z) or epoch ms")
+"""The same words whatever was wrong: the value itself is never echoed."""
 
 
 def _since(value: str | None, now_ms: int) -> int | None:
@@ -52,14 +55,14 @@ def _since(value: str | None, now_ms: int) -> int | None:
         if value[-1].isalpha() and "-" not in value:
             return now_ms - int(parse_duration(value) * 1000)
         return to_ms(value)
-    except ValueError as exc:
-        raise RequestValidationError([{"loc": ("query", "since"), "msg": str(exc),
+    except ValueError:
+        raise RequestValidationError([{"loc": ("query", "since"), "msg": SINCE_HELP,
                                        "type": "value_error"}]) from None
 
 
 def router(ctx: ApiContext) -> APIRouter:
     r = APIRouter(dependencies=[Depends(ctx.auth)], responses=RESPONSES)
-    status_answers = Recent(STATUS_KEEP_S)
+    status_answers = Recent(ctx.keep_s)
 
     @r.get("/ingestion/status", response_model=list[qf.SeriesStatusView], tags=["data"])
     async def ingestion_status(source: p.Source = None, symbol: p.Symbol = None,

@@ -7,11 +7,12 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from candlekeep import __version__
 from candlekeep.api.context import ApiContext
 from candlekeep.api.errors import RESPONSES, StateDBUnavailable
+from candlekeep.api.metrics import Metrics
 from candlekeep.api.routes import as_json
 from candlekeep.queries.freshness import FreshnessView, freshness
 from candlekeep.queries.health import HealthStatus, HealthView, SystemStatus, health
@@ -21,7 +22,7 @@ LIVE = Response(f'{{"status":"ok","version":"{__version__}"}}'.encode(),
                 media_type="application/json")
 
 
-def public_router(metrics: CollectorRegistry) -> APIRouter:
+def public_router(metrics: Metrics) -> APIRouter:
     """Routes that need no token: a liveness probe and a scrape must work without one."""
     r = APIRouter(tags=["system"])
 
@@ -34,10 +35,11 @@ def public_router(metrics: CollectorRegistry) -> APIRouter:
 
     @r.get("/metrics", response_class=Response, responses={200: {
         "content": {CONTENT_TYPE_LATEST: {}}}})
-    def scrape() -> Response:
+    async def scrape() -> Response:
         """Prometheus text format: cluster facts from the state DB, read at scrape time,
-        and this process's own counters (see the help text of each metric)."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        and this process's own counters (see the help text of each metric). A scrape is
+        reused for up to a second, however many scrapers ask."""
+        return Response(await metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
     return r
 
@@ -60,17 +62,18 @@ def router(ctx: ApiContext) -> APIRouter:
         freshness) with its status and the worst of them; HTTP 503 when ``down``."""
         state_db, stores = await asyncio.gather(ctx.prober.state_db(), ctx.prober.stores())
         found: tuple[list[NodeView], list[FreshnessView]] | None = None
+        unread: str | None = None
         if state_db.reachable:
             now = ctx.now_ms()
             try:
                 found = await ctx.pool.run(lambda reader: (nodes(reader, now),
                                                            freshness(reader)))
-            except StateDBUnavailable:
-                found = None
+            except StateDBUnavailable as exc:  # answers a ping, yet the routes get 503
+                unread = str(exc)
         now = ctx.now_ms()
         view = health(ctx.config, state_db, stores, found[0] if found else None,
                       found[1] if found else None,
-                      any(s.scheduled for s in ctx.specs), now)
+                      any(s.scheduled for s in ctx.specs), now, read_error=unread)
         return as_json(view, 503 if view.status == HealthStatus.DOWN else 200)
 
     return r

@@ -158,8 +158,13 @@ def register(app: typer.Typer) -> None:
                               f"unreachable?); it keeps retrying: see {info.log}[/]",
                               highlight=False)
             return
+        api = None
+        if cfg.api is not None:  # the web stack is imported here, never by the scheduler
+            from candlekeep.api.server import ApiServer
+
+            api = ApiServer(cfg, specs)
         run_daemon(cfg, specs, options, json_logs=common.state(ctx).log_json,
-                     console=not detached, detached=detached)
+                   console=not detached, detached=detached, api=api)
 
     @app.command()
     @friendly_errors

@@ -28,22 +28,21 @@ def register(app: typer.Typer) -> None:
         insecure: bool = typer.Option(False, "--insecure", help="Serve a non-loopback "
                                       "address without api.token (behind a proxy that "
                                       "authenticates)."),
+        keep: float | None = typer.Option(
+            None, "--answer-cache", min=0, hidden=True,
+            help="Benchmarks and debugging: seconds /ingestion/status and /metrics answers "
+                 "are reused (default 1; 0 computes every request)."),
     ) -> None:
         """Serve the HTTP API, /metrics and the dashboard until Ctrl-C."""
-        from candlekeep.api.app import create_app
-        from candlekeep.api.server import address, bind, check_exposure, server, share_logging
-        from candlekeep.config.ops import ApiConfig
+        from candlekeep.api.server import ApiServer, share_logging
         from candlekeep.scheduler.validate import load_jobs
 
         st = common.state(ctx)
         cfg = st.config()
-        api = cfg.api or ApiConfig()
-        where = host or api.host
-        check_exposure(where, api.token is not None, insecure or api.insecure)
-        specs = load_jobs(cfg)
-        sock = bind(where, api.port if port is None else port)
+        srv = ApiServer(cfg, load_jobs(cfg), host=host, port=port, insecure=insecure,
+                        access_log=st.verbose > 0, keep_s=keep)
         share_logging(logging.INFO if st.verbose else logging.WARNING)
-        err_console.print(f"serving the API on {address(sock)} (docs at /docs)",
-                          highlight=False, soft_wrap=True)
-        srv = server(create_app(cfg, specs), access_log=st.verbose > 0)
-        srv.run(sockets=[sock])
+        url = srv.open()
+        err_console.print(f"serving the API on {url} (docs at /docs)", highlight=False,
+                          soft_wrap=True)
+        srv.run()

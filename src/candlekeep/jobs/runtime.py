@@ -134,6 +134,12 @@ class Runtime:
             self._sources[name] = _make_source(name, cfg, self.clock)
         return self._sources[name]
 
+    def open_sources(self) -> list[Source]:
+        """The sources made so far, by name: their ``stats`` count what this process's
+        jobs asked of the exchanges (what ``/metrics`` reports)."""
+        with self._making:
+            return sorted(self._sources.values(), key=lambda s: s.name)
+
     @property
     def _file(self) -> str:
         return str(self.config.config_path or "candlekeep.yaml")

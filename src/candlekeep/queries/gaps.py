@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from candlekeep.core.timeframes import parse_timeframe
+from candlekeep.core.timeframes import DAY_MS, parse_timeframe
 from candlekeep.core.timeutil import iso_ms
 from candlekeep.state.reader import Reader
 from candlekeep.state.rows import GapRow
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,8 @@ class ProbeView:
     reachable: bool
     latency_ms: float | None
     error: str | None
+    busy: bool = False
+    """Another process holds it for writing (a DuckDB file): degraded, not down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,9 @@ SLOW_MS = 1000.0
 
 
 def _probe(p: ProbeView) -> ComponentHealth:
+    if p.busy:
+        return ComponentHealth(p.name, p.kind, HealthStatus.DEGRADED, p.error or "busy",
+                               p.latency_ms)
     if not p.reachable:
         return ComponentHealth(p.name, p.kind, HealthStatus.DOWN,
                                f"unreachable: {p.error}", p.latency_ms)
@@ -145,10 +150,16 @@ def _freshness(verdicts: Sequence[FreshnessView]) -> ComponentHealth:
 
 def health(config: Config, state_db: ProbeView, stores: Sequence[ProbeView],
            found_nodes: Sequence[NodeView] | None, verdicts: Sequence[FreshnessView] | None,
-           scheduled: bool, now_ms: int) -> HealthView:
+           scheduled: bool, now_ms: int, read_error: str | None = None) -> HealthView:
     """Judge the probes and what the state DB says; ``found_nodes`` and ``verdicts`` are
-    None when the state DB could not be read (its own component says why)."""
-    parts = [_probe(state_db), *(_probe(s) for s in stores)]
+    None when the state DB could not be read: unreachable (its probe says why) or,
+    ``read_error``, answering but unreadable (a table missing): down either way, as the
+    routes that read it are."""
+    db = _probe(state_db)
+    if read_error is not None and db.status != HealthStatus.DOWN:
+        db = ComponentHealth(state_db.name, state_db.kind, HealthStatus.DOWN,
+                             f"answers, but cannot be read: {read_error}", state_db.latency_ms)
+    parts = [db, *(_probe(s) for s in stores)]
     if found_nodes is not None:
         parts += _nodes(found_nodes, scheduled, now_ms)
     for name, src in config.sources.items():

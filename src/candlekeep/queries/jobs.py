@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
 
+from candlekeep.core.timeframes import DAY_MS
 from candlekeep.core.timeutil import fmt_duration, fmt_ms, iso_ms
 from candlekeep.scheduler.describe import describe
 from candlekeep.scheduler.spec import JobSpec
@@ -13,9 +16,18 @@ from candlekeep.state.reader import Reader
 from candlekeep.state.rows import RunRow
 from candlekeep.state.statuses import RunStatus, Trigger
 
-DAY_MS = 86_400_000
 FAILING = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED)
 """A job whose latest run ended so counts as failing."""
+E = TypeVar("E", bound=StrEnum)
+
+
+def as_known(kind: type[E], value: str) -> E | str:
+    """``value`` as a member of ``kind``, or as written when this version does not know it
+    (a newer node's status): shown, never a failed request."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
 
 
 def relative(ts_ms: int | None, now_ms: int) -> str:
@@ -40,7 +52,8 @@ class JobView:
     """The next tick (epoch ms); None for manual-only or disabled jobs."""
     next_run_utc: str | None
     next_run_relative: str | None
-    last_status: RunStatus | None
+    last_status: RunStatus | str | None
+    """A RunStatus; a status this version does not know (a newer node's) as written."""
     last_scheduled_for: int | None
     last_started_at: int | None
     last_finished_at: int | None
@@ -78,7 +91,7 @@ def job_overview(specs: Sequence[JobSpec], reader: Reader, now_ms: int) -> list[
             schedule_words=describe(trig.expr, trig.timezone) if trig else "manual only",
             enabled=s.enabled, next_run=nxt, next_run_utc=fmt_ms(nxt) if nxt else None,
             next_run_relative=relative(nxt, now_ms) if nxt else None,
-            last_status=RunStatus(r.status) if r is not None else None,
+            last_status=as_known(RunStatus, r.status) if r is not None else None,
             last_scheduled_for=r.scheduled_for if r is not None else None,
             last_started_at=r.started_at if r is not None else None,
             last_finished_at=r.finished_at if r is not None else None,
@@ -187,8 +200,9 @@ class RunView:
     duration_ms: int | None
     node: str
     attempt: int
-    trigger: Trigger
-    status: RunStatus
+    trigger: Trigger | str
+    status: RunStatus | str
+    """A RunStatus; one this version does not know (a newer node's) as written."""
     rows_written: int
     requests: int
     error: str | None
@@ -196,8 +210,8 @@ class RunView:
 
 def run_view(r: RunRow) -> RunView:
     return RunView(r.id, r.job, r.scheduled_for, iso_ms(r.scheduled_for), r.started_at,
-                   r.finished_at, r.duration_ms, r.node, r.attempt, Trigger(r.trigger),
-                   RunStatus(r.status), r.rows_written, r.requests, r.error)
+                   r.finished_at, r.duration_ms, r.node, r.attempt, as_known(Trigger, r.trigger),
+                   as_known(RunStatus, r.status), r.rows_written, r.requests, r.error)
 
 
 @dataclass(frozen=True, slots=True)

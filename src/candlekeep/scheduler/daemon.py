@@ -4,6 +4,9 @@ the commands that steer a daemon from outside live in control.py).
 Besides the PID file's lock, the state DB is checked: a live node of the same name (by
 default the host name) refuses a second daemon on the same state DB from this host,
 whatever its data_dir.
+
+What else the daemon serves in its loop (the HTTP API) comes in as a ``Service`` built by
+the CLI: the scheduler never imports the web stack.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from candlekeep.config.models import Config
 from candlekeep.jobs.runtime import Runtime
@@ -41,12 +43,7 @@ from candlekeep.scheduler.spec import JobSpec
 from candlekeep.scheduler.store import LEASE_FACTOR, SchedulerStore
 from candlekeep.state.db import StateDB
 
-if TYPE_CHECKING:
-    from candlekeep.api.server import EmbeddedServer
-
 log = logging.getLogger("candlekeep.scheduler")
-API_STOP_S = 10.0
-"""How long the API gets to finish its requests once the engine has drained."""
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 
@@ -114,67 +111,64 @@ def _check_node(store: SchedulerStore, node: str) -> None:
 
 
 async def _connect(runtime: Runtime, stop: asyncio.Event) -> StateDB | None:
-    """The state DB, retried with backoff while it is unreachable (logged, not fatal)."""
+    """The state DB, retried with backoff while it is unreachable (logged, not fatal).
+    Connecting (and upgrading the schema) runs in a thread: a database that accepts and
+    never answers holds that thread, not the loop the API answers in; a stop request
+    ends the wait at once."""
     delay = 0.5
     while not stop.is_set():
-        try:
-            return runtime.state
-        except Exception as exc:
-            log.error("state DB unreachable url=%s error=%r retry_in=%.1fs",
-                      redact_url(runtime.config.state_url), exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(30.0, delay * 2)
+        attempt = asyncio.ensure_future(asyncio.to_thread(lambda: runtime.state))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([attempt, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not attempt.done():
+            attempt.add_done_callback(_discard)  # its thread ends within the connect timeout
+            return None
+        exc = attempt.exception()
+        if exc is None:
+            return attempt.result()
+        log.error("state DB unreachable url=%s error=%r retry_in=%.1fs",
+                  redact_url(runtime.config.state_url), exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(30.0, delay * 2)
     return None
 
 
-@dataclass
-class _Api:
-    """The HTTP API served in the daemon's loop (``api:`` in the config)."""
+def _discard(fut: asyncio.Future[StateDB]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "never retrieved" warning at exit
 
-    server: EmbeddedServer
-    sock: socket.socket
-    task: asyncio.Future[None] | None = None
 
-    @classmethod
-    def bind(cls, config: Config, specs: Sequence[JobSpec], runtime: Runtime) -> _Api | None:
-        """Check the exposure rule and bind the port before anything starts: a busy port
-        is one clear error, not a daemon without its API."""
-        if config.api is None:
-            return None
-        from candlekeep.api.app import create_app
-        from candlekeep.api.server import bind, check_exposure, embedded, share_logging
+class Service(Protocol):
+    """Something served in the daemon's loop beside the engine: the HTTP API
+    (``candlekeep.api.server.ApiServer``, which the ``start`` command builds)."""
 
-        api = config.api
-        check_exposure(api.host, api.token is not None, api.insecure)
-        sock = bind(api.host, api.port)
-        share_logging(logging.INFO)
-        return cls(embedded(create_app(config, list(specs), runtime), access_log=False), sock)
-
-    def start(self) -> None:
-        from candlekeep.api.server import address
-
-        self.task = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
-        log.info("api serving url=%s", address(self.sock))
+    def start(self, runtime: Runtime, on_exit: Callable[[BaseException], None]) -> None:
+        """Begin serving in the running loop on the daemon's ``runtime``; raise, naming
+        the cause, when it cannot (a busy port). ``on_exit`` hears of an end that
+        ``stop`` did not ask for."""
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        if self.task is not None:
-            try:
-                await asyncio.wait_for(self.task, API_STOP_S)
-            except Exception as exc:  # a stuck connection must not hold the daemon's exit
-                log.warning("api did not stop cleanly error=%r", exc)
-        self.sock.close()
+        """Finish (bounded: a stuck connection never holds the daemon's exit)."""
 
 
 async def serve(config: Config, specs: Sequence[JobSpec], options: EngineOptions,
-                node: str, pidfile: PidFile | None = None) -> None:
-    """Run the engine (and the API, when configured) until SIGTERM/SIGINT; the stop
-    request file may set the timeout."""
+                node: str, pidfile: PidFile | None = None, api: Service | None = None
+                ) -> None:
+    """Run the engine (and ``api``, when given) until SIGTERM/SIGINT; the stop request
+    file may set the timeout.
+
+    If the API ends by itself, the daemon logs why, drains its running jobs and stops
+    with an error rather than running on unwatched: /health and /metrics would be gone
+    while the process looks alive. A supervisor (systemd's Restart=on-failure) starts it
+    afresh; restarting the API inside a process in an unknown state would hide a failure
+    that may recur at once."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     engine: Engine | None = None
     pid = os.getpid()
+    failed: list[BaseException] = []
 
     def on_signal(signame: str) -> None:
         timeout = read_stop_request(config.data_dir, pid)
@@ -184,45 +178,57 @@ async def serve(config: Config, specs: Sequence[JobSpec], options: EngineOptions
         if engine is not None:
             engine.request_stop(timeout)
 
+    def on_api_exit(exc: BaseException) -> None:
+        log.error("api stopped unexpectedly, stopping the daemon error=%r", exc)
+        failed.append(exc)
+        stop.set()
+        if engine is not None:
+            engine.request_stop(options.stop_timeout_s)
+
     runtime = Runtime(config, node=node)
-    api = _Api.bind(config, specs, runtime)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     store: SchedulerStore | None = None
+    started_api = False
     try:
-        if api is not None:
-            api.start()  # before the state DB answers: /health and /system/health say so
+        if api is not None:  # before the state DB answers: /health and /system/health say so
+            api.start(runtime, on_api_exit)
+            started_api = True
         state = await _connect(runtime, stop)
-        if state is None:
-            return
-        lease_ms = int(options.heartbeat_s * 1000) * LEASE_FACTOR
-        store = SchedulerStore(state, Owner(node, runtime.instance, lease_ms),
-                               max_skip_rows=options.max_skip_rows, pooled=True,
-                               db_clock=options.db_clock)
-        await asyncio.to_thread(_check_node, store, node)
-        engine = Engine(runtime, specs, options, store=store)
-        if stop.is_set():
-            engine.request_stop(options.stop_timeout_s)
-        running = asyncio.ensure_future(engine.run())
-        started = asyncio.ensure_future(engine.started.wait())
-        await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
-        if started.done() and pidfile is not None:
-            pidfile.mark_ready()
-        started.cancel()
-        await running
+        if state is not None:
+            lease_ms = int(options.heartbeat_s * 1000) * LEASE_FACTOR
+            store = SchedulerStore(state, Owner(node, runtime.instance, lease_ms),
+                                   max_skip_rows=options.max_skip_rows, pooled=True,
+                                   db_clock=options.db_clock)
+            await asyncio.to_thread(_check_node, store, node)
+            engine = Engine(runtime, specs, options, store=store)
+            if stop.is_set():
+                engine.request_stop(options.stop_timeout_s)
+            running = asyncio.ensure_future(engine.run())
+            started = asyncio.ensure_future(engine.started.wait())
+            await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
+            if started.done() and pidfile is not None:
+                pidfile.mark_ready()
+            started.cancel()
+            await running
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if api is not None:
+        if api is not None and started_api:
             await api.stop()
         if store is not None:
             store.dispose()
         await runtime.aclose()
+    if failed:
+        raise DaemonError(f"the HTTP API stopped unexpectedly ({failed[0]}); the daemon "
+                          "stopped with it: see the log for the cause")
 
 
 def run_daemon(config: Config, specs: Sequence[JobSpec], options: EngineOptions, *,
-               json_logs: bool = False, console: bool = True, detached: bool = False) -> None:
-    """Hold the PID file and serve; raises DaemonError if another daemon holds it."""
+               json_logs: bool = False, console: bool = True, detached: bool = False,
+               api: Service | None = None) -> None:
+    """Hold the PID file and serve (with ``api`` beside the engine); raises DaemonError if
+    another daemon holds it."""
     node = default_node(config)
     pidfile = PidFile(config.data_dir)
     info = PidInfo(pid=os.getpid(), node=node, host=socket.gethostname(),
@@ -236,7 +242,7 @@ def run_daemon(config: Config, specs: Sequence[JobSpec], options: EngineOptions,
             log.warning("replaced a stale PID file pid=%s node=%s", stale.pid, stale.node)
         log.info("daemon starting pid=%s node=%s state=%s log=%s jobs=%s", info.pid, node,
                  info.state, path, sum(1 for s in specs if s.scheduled))
-        asyncio.run(serve(config, specs, options, node, pidfile))
+        asyncio.run(serve(config, specs, options, node, pidfile, api))
     finally:
         pidfile.release()
 

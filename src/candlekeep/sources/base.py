@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import weakref
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -43,7 +42,6 @@ class Source(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self.stats = SourceStats()
-        _OPEN.add(self)
 
     def count_request(self, weight: int = 0) -> None:
         """Record one HTTP (or in-process) request in the source totals and the job's meter."""
@@ -86,11 +84,3 @@ class Source(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-
-_OPEN: weakref.WeakSet[Source] = weakref.WeakSet()
-
-
-def open_sources() -> list[Source]:
-    """Every source object alive in this process (what ``/metrics`` reports request
-    counts of: they are per process, like the sources' rate budgets)."""
-    return sorted(_OPEN, key=lambda s: s.name)
