@@ -5,18 +5,26 @@ p99 at most 1.5x the p99 of a bare FastAPI app answering a constant, and
 ``/ingestion/status`` on a 10M-candle DuckDB store at most 5x (it reads ``series_state``,
 one row per series, never the candle table).
 
+``/ingestion/status`` is measured twice: as served (an answer is reused for a second and
+shared by concurrent askers, so most requests get kept bytes) and uncached, from a second
+``candlekeep serve --answer-cache 0`` (the hidden bench/debug option: every request reads
+the state DB and judges every series), which is what "never scans the table" is about; the
+5x goal applies to both.
+
 Set-up (kept in ``--dir`` and reused): a config with a DuckDB store holding ``--series`` 1m
 series of ``--per-series`` candles (10 x 1M by default, written through the store's
 upsert), a SQLite state DB, and ``series_state`` reconciled from the store by the
 freshness check's ``refresh_series_state``. The API runs as ``candlekeep serve`` with a
-token (so requests pay for auth, as in production); the bare app runs under the same
-uvicorn defaults in its own process. One server runs at a time.
+token (so requests pay for auth, as in production); the bare app (a prebuilt response, as
+``/health`` sends) runs under the same uvicorn defaults in its own process.
 
 Load: ``wrk`` (``apt-get install wrk``) when installed, else an httpx client in a second
-process. Each run gets a 2 s warm-up first. Both servers run throughout and the targets
+process. Each run gets a 2 s warm-up first. All servers run throughout and the targets
 are loaded one at a time, in ``--rounds`` interleaved rounds, so that load from other
 processes on the host hits all of them alike; the medians over the rounds are printed
-(p50, p99, requests/s) with the two ratios against the goals.
+(p50, p99, requests/s) with the ratios against the goals. Errors are answers outside 2xx
+(wrk: outside 2xx/3xx; no target redirects) and socket errors. Exit status 1 when any
+round had an error or a goal was missed.
 
     python bench/api.py [--seconds 20] [--rounds 3] [--connections 200] [--series 10]
                         [--per-series 1000000] [--dir /tmp/candlekeep-bench-api]
@@ -43,7 +51,8 @@ import yaml
 from common import T0, candle_batch
 
 TOKEN = "bench-token"
-GOALS = {"/health": 1.5, "/ingestion/status": 5.0}
+UNCACHED = "/ingestion/status uncached"
+GOALS = {"/health": 1.5, "/ingestion/status": 5.0, UNCACHED: 5.0}
 
 
 @dataclass(frozen=True)
@@ -100,12 +109,14 @@ def bare_server(port: int) -> None:
     """A FastAPI app answering a constant, under uvicorn's defaults (``--bare``)."""
     import uvicorn
     from fastapi import FastAPI
+    from fastapi.responses import Response
 
     app = FastAPI()
+    answer = Response(b'{"status":"ok"}', media_type="application/json")
 
     @app.get("/")
-    async def constant() -> dict[str, str]:
-        return {"status": "ok"}
+    async def constant() -> Response:
+        return answer
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
@@ -188,7 +199,7 @@ async def _httpx_workers(url: str, seconds: float, conns: int,
             while (t := time.perf_counter()) < end:
                 try:
                     resp = await client.get(url)
-                    errors += resp.status_code != 200
+                    errors += not 200 <= resp.status_code < 300
                 except httpx.HTTPError:
                     errors += 1
                 lat.append((time.perf_counter() - t) * 1000)
@@ -233,19 +244,23 @@ def main() -> None:
     cfg = build(args.dir, args.series, args.per_series)
     print(f"loader: {'wrk' if shutil.which('wrk') else 'httpx'}, {args.connections} "
           f"connections, {args.seconds:g}s per target, {args.rounds} round(s)")
-    bare_port, api_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
+    bare_port, api_port, raw_port = free_port(), free_port(), free_port()
+    api, raw = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{raw_port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     targets = {"bare": (f"http://127.0.0.1:{bare_port}/", {}),
-               **{path: (api + path, auth) for path in GOALS}}
+               "/health": (api + "/health", auth),
+               "/ingestion/status": (api + "/ingestion/status", auth),
+               UNCACHED: (raw + "/ingestion/status", auth)}
+    serve = [sys.executable, "-m", "candlekeep", "--config", str(cfg), "serve", "--port"]
     procs = [start([sys.executable, __file__, "--bare", str(bare_port)], targets["bare"][0]),
-             start([sys.executable, "-m", "candlekeep", "--config", str(cfg), "serve",
-                    "--port", str(api_port)], api + "/health")]
+             start([*serve, str(api_port)], api + "/health"),
+             start([*serve, str(raw_port), "--answer-cache", "0"], raw + "/health")]
     runs: dict[str, list[Result]] = {name: [] for name in targets}
     try:
-        rows = httpx.get(api + "/ingestion/status", headers=auth, timeout=10).json()
-        assert len(rows) == args.series and all(r["rows_estimate"] == args.per_series
-                                                for r in rows), rows[:1]
+        for url in (api, raw):
+            rows = httpx.get(url + "/ingestion/status", headers=auth, timeout=10).json()
+            assert len(rows) == args.series and all(r["rows_estimate"] == args.per_series
+                                                    for r in rows), rows[:1]
         for _ in range(args.rounds):  # interleaved: a busy moment on the host hits all
             for name, (url, headers) in targets.items():
                 runs[name].append(load(url, args.seconds, args.connections, headers))
@@ -257,17 +272,22 @@ def main() -> None:
                             errors=sum(r.errors for r in rs))
                for name, rs in runs.items()}
     base = results["bare"]
-    print(f"{'target':<20}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}"
+    print(f"{'target':<28}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}"
           f"{'p99/bare':>10}{'goal':>7}   (medians of the rounds; p99 of each round: "
           "ms)")
+    failed = False
     for name, r in results.items():
         ratio = r.p99_ms / base.p99_ms
         goal = GOALS.get(name)
-        verdict = "" if goal is None else f"{'ok' if ratio <= goal else 'MISS'} {goal:g}x"
+        missed = goal is not None and ratio > goal
+        failed = failed or missed or r.errors > 0
+        verdict = "" if goal is None else f"{'MISS' if missed else 'ok'} {goal:g}x"
         each = " ".join(f"{x.p99_ms:.0f}" for x in runs[name])
-        print(f"{name:<20}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.rps:>10.0f}{r.errors:>8}"
+        print(f"{name:<28}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.rps:>10.0f}{r.errors:>8}"
               f"{ratio:>10.2f}{verdict:>9}   {each}")
-
+    if failed:
+        print("FAILED: errors in a round or a goal missed")
+        raise SystemExit(1)
 
 if __name__ == "__main__":
     main()
