@@ -20,6 +20,7 @@ from candlekeep.sources.binance_archive.parse import (
     read_kline_zip,
 )
 from candlekeep.sources.binance_archive.paths import ArchiveFile, Market, Period
+from candlekeep.sources.binance_archive.plan import BulkPlan, RestRange, plan_range
 
 NOW = to_ms("2025-03-01")
 DAY = date(2025, 1, 2)
@@ -190,3 +191,72 @@ def test_empty_and_header_only_files_are_rejected() -> None:
         read(DAILY, *zipped(DAILY, []))
     with pytest.raises(BadArchiveFileError, match="no candle rows"):
         read(DAILY, *zipped(DAILY, [], header=True))
+
+
+def names(plan: BulkPlan) -> list[str]:
+    return [p.file.zip_name for p in plan.files]
+
+
+PLAN_NOW = to_ms("2025-03-05T13:20:00Z")
+
+
+def test_plan_whole_months_then_days_then_today_from_rest() -> None:
+    plan = plan_range(Market.SPOT, "BTCUSDT", "1m", to_ms("2025-01-01"), PLAN_NOW, PLAN_NOW)
+    assert names(plan) == ["BTCUSDT-1m-2025-01.zip", "BTCUSDT-1m-2025-02.zip",
+                           "BTCUSDT-1m-2025-03-01.zip", "BTCUSDT-1m-2025-03-02.zip",
+                           "BTCUSDT-1m-2025-03-03.zip", "BTCUSDT-1m-2025-03-04.zip"]
+    assert (plan.files[1].start_ms, plan.files[1].end_ms) == (to_ms("2025-02-01"),
+                                                             to_ms("2025-03-01"))
+    assert plan.rest == (RestRange(to_ms("2025-03-05"), PLAN_NOW),)
+
+
+def test_plan_future_end_leaves_today_and_later_to_rest() -> None:
+    plan = plan_range(Market.USDM, "BTCUSDT", "1h", to_ms("2025-03-04"), to_ms("2025-04-01"),
+                      PLAN_NOW)
+    assert names(plan) == ["BTCUSDT-1h-2025-03-04.zip"]
+    assert plan.rest == (RestRange(to_ms("2025-03-05"), to_ms("2025-04-01")),)
+
+
+def test_plan_range_starting_mid_month_and_mid_day() -> None:
+    start = to_ms("2025-01-29T06:00:00Z")
+    plan = plan_range(Market.SPOT, "BTCUSDT", "1m", start, to_ms("2025-02-10"), PLAN_NOW)
+    assert names(plan) == ["BTCUSDT-1m-2025-01-29.zip", "BTCUSDT-1m-2025-01-30.zip",
+                           "BTCUSDT-1m-2025-01-31.zip", "BTCUSDT-1m-2025-02.zip"]
+    assert plan.files[0].start_ms == start and plan.files[0].end_ms == to_ms("2025-01-30")
+    assert (plan.files[3].start_ms, plan.files[3].end_ms) == (to_ms("2025-02-01"),
+                                                             to_ms("2025-02-10"))
+    assert plan.rest == ()
+    # a past month mostly in range takes its monthly file, trimmed
+    plan = plan_range(Market.SPOT, "BTCUSDT", "1m", to_ms("2025-01-10"), to_ms("2025-02-01"),
+                      PLAN_NOW)
+    assert names(plan) == ["BTCUSDT-1m-2025-01.zip"]
+    assert plan.files[0].start_ms == to_ms("2025-01-10")
+
+
+def test_plan_on_the_first_of_the_month_has_no_daily_files() -> None:
+    now = to_ms("2025-03-01T00:30:00Z")
+    plan = plan_range(Market.COINM, "BTCUSD_PERP", "5m", to_ms("2025-02-01"), now, now)
+    assert names(plan) == ["BTCUSD_PERP-5m-2025-02.zip"]
+    assert plan.rest == (RestRange(to_ms("2025-03-01"), now),)
+
+
+def test_plan_daily_and_weekly_use_monthly_files_and_rest_for_this_month() -> None:
+    plan = plan_range(Market.SPOT, "BTCUSDT", "1d", to_ms("2024-12-01"), PLAN_NOW, PLAN_NOW)
+    assert names(plan) == ["BTCUSDT-1d-2024-12.zip", "BTCUSDT-1d-2025-01.zip",
+                           "BTCUSDT-1d-2025-02.zip"]
+    assert plan.rest == (RestRange(to_ms("2025-03-01"), PLAN_NOW),)
+    # 2025-03-01 is a Saturday: the week opened Monday 2025-02-24 is still open, so the
+    # archive stops before it and REST takes it
+    now = to_ms("2025-03-01T10:00:00Z")
+    plan = plan_range(Market.SPOT, "BTCUSDT", "1w", to_ms("2025-01-06"), now, now)
+    assert names(plan) == ["BTCUSDT-1w-2025-01.zip", "BTCUSDT-1w-2025-02.zip"]
+    assert plan.files[1].end_ms == to_ms("2025-02-24")
+    assert plan.rest == (RestRange(to_ms("2025-02-24"), now),)
+
+
+def test_plan_of_a_range_entirely_today_or_empty() -> None:
+    today = to_ms("2025-03-05T01:00:00Z")
+    plan = plan_range(Market.SPOT, "BTCUSDT", "1m", today, PLAN_NOW, PLAN_NOW)
+    assert plan == BulkPlan((), (RestRange(today, PLAN_NOW),))
+    assert plan_range(Market.SPOT, "BTCUSDT", "1m", PLAN_NOW, PLAN_NOW, PLAN_NOW) == BulkPlan(
+        (), ())
