@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,6 +26,7 @@ from starlette.routing import Route
 
 from candlekeep.core.clock import Clock
 from candlekeep.core.timeframes import DAY_MS, TIMEFRAMES
+from candlekeep.sim.archive import ArchiveSpec, SimArchive, kline_fields
 from candlekeep.sim.exchange import (
     Admission,
     Api,
@@ -65,10 +64,6 @@ def _interval_label(window_s: float) -> tuple[str, int]:
     return "SECOND", seconds
 
 
-def _strings(values: np.ndarray) -> pa.Array:
-    return pc.cast(pa.array(values), pa.string())
-
-
 def format_klines(arrays: CandleArrays, tf_ms: int) -> str:
     """The 12-field kline arrays, numbers as strings the way Binance sends them.
 
@@ -77,13 +72,10 @@ def format_klines(arrays: CandleArrays, tf_ms: int) -> str:
     """
     if len(arrays) == 0:
         return "[]"
-    a = arrays
+    f = kline_fields(arrays, tf_ms)
     rows = pc.binary_join_element_wise(
-        _strings(a.ts), ',"', _strings(a.open), '","', _strings(a.high), '","',
-        _strings(a.low), '","', _strings(a.close), '","', _strings(a.volume), '",',
-        _strings(a.ts + (tf_ms - 1)), ',"', _strings(a.quote_volume), '",',
-        _strings(a.trades), ',"', _strings(np.round(a.volume * 0.5, 5)), '","',
-        _strings(np.round(a.quote_volume * 0.5, 4)), '","0"', "",
+        f[0], ',"', f[1], '","', f[2], '","', f[3], '","', f[4], '","', f[5], '",', f[6],
+        ',"', f[7], '",', f[8], ',"', f[9], '","', f[10], '","', f[11], '"', "",
     )
     return "[[" + "],[".join(rows.to_pylist()) + "]]"
 
@@ -91,8 +83,9 @@ def format_klines(arrays: CandleArrays, tf_ms: int) -> str:
 class SimServerApp:
     """Routes and per-request bookkeeping; one instance per served exchange."""
 
-    def __init__(self, exchange: SimExchange) -> None:
+    def __init__(self, exchange: SimExchange, archive: ArchiveSpec | None = None) -> None:
         self.exchange = exchange
+        self.archive = SimArchive(exchange, archive)
         routes = [
             Route("/api/v3/ping", self._endpoint("spot", "ping", self.ping)),
             Route("/api/v3/time", self._endpoint("spot", "time", self.time)),
@@ -102,6 +95,7 @@ class SimServerApp:
             Route("/fapi/v1/time", self._endpoint("fapi", "time", self.time)),
             Route("/fapi/v1/exchangeInfo", self._endpoint("fapi", "exchangeInfo", self.info)),
             Route("/fapi/v1/klines", self._endpoint("fapi", "klines", self.klines)),
+            *self.archive.routes(),
         ]
         self.app = Starlette(routes=routes)
 
@@ -257,22 +251,24 @@ def exchange_info(exchange: SimExchange, api: Api) -> dict[str, Any]:
             "exchangeFilters": [], "symbols": symbols}
 
 
-def create_app(exchange: SimExchange) -> Starlette:
-    return SimServerApp(exchange).app
+def create_app(exchange: SimExchange, archive: ArchiveSpec | None = None) -> Starlette:
+    return SimServerApp(exchange, archive).app
 
 
-def _uvicorn_server(exchange: SimExchange, host: str, port: int) -> Any:
+def _uvicorn_server(exchange: SimExchange, host: str, port: int,
+                    archive: ArchiveSpec | None = None) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(create_app(exchange), host=host, port=port, log_level="warning",
-                            access_log=False, lifespan="off", loop="asyncio")
+    config = uvicorn.Config(create_app(exchange, archive), host=host, port=port,
+                            log_level="warning", access_log=False, lifespan="off", loop="asyncio")
     return uvicorn.Server(config)
 
 
 @contextmanager
 def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
-                  port: int = 0) -> Iterator[str]:
-    """Serve ``exchange`` from a background thread; yields ``http://host:port``.
+                  port: int = 0, *, archive: ArchiveSpec | None = None) -> Iterator[str]:
+    """Serve ``exchange`` (REST and archive) from a background thread; yields
+    ``http://host:port``.
 
     The socket is bound here, before the thread starts, so the port is known at once and a
     port of 0 picks a free one. Returns only after uvicorn reports it is serving.
@@ -282,7 +278,7 @@ def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
     sock.bind((host, port))
     sock.listen(256)
     bound_port = sock.getsockname()[1]
-    server = _uvicorn_server(exchange, host, bound_port)
+    server = _uvicorn_server(exchange, host, bound_port, archive)
     failure: list[BaseException] = []
 
     def run() -> None:
