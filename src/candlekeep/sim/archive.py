@@ -321,7 +321,9 @@ class SimArchive:
         info.external_attr = 0o644 << 16
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
-            zf.writestr(info, self.csv_bytes(f, fault))
+            # Deflate level 1: five times faster than the default for 8 % more bytes, so
+            # the sim is not what a bulk or HEAD-probe benchmark measures.
+            zf.writestr(info, self.csv_bytes(f, fault), compresslevel=1)
         body = buf.getvalue()
         built = Built(body, hashlib.sha256(body).hexdigest(), hashlib.md5(body).hexdigest())
         with self._lock:
