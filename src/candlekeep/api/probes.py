@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from candlekeep.api.errors import describe_db_error
+from candlekeep.core.errors import StoreBusyError
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.queries.health import Component, ProbeView
 from candlekeep.state.db import make_engine, reader_on
@@ -123,13 +124,5 @@ class Prober:
 
 
 def _locked(exc: BaseException) -> bool:
-    """Another process holds a DuckDB file's lock (DuckDB's own error, under the store's)."""
-    seen: BaseException | None = exc
-    for _ in range(10):  # a chain is short; a cycle must not hang the probe
-        if seen is None:
-            break
-        if type(seen).__module__.startswith(("duckdb", "_duckdb")) and \
-                "lock" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """Another process holds the store (the store says so with its own error type)."""
+    return isinstance(exc, StoreBusyError)

@@ -50,3 +50,8 @@ class BadReplyError(SourceError):
 
 class StoreError(CandlekeepError):
     """A store could not complete a read or write."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store (a DuckDB file's single writer) longer than the
+    caller waits: the store is there and well, only busy."""

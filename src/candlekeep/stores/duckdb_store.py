@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from candlekeep.config.store_types import DuckDBStoreConfig
 from candlekeep.core.datasets import CANDLES, Dataset
-from candlekeep.core.errors import StoreError
+from candlekeep.core.errors import StoreBusyError, StoreError
 from candlekeep.core.schema import CANDLE_KEY, CANDLE_SCHEMA, GAP_SCHEMA, TS_TYPE
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
@@ -282,8 +282,8 @@ def _connect_with_retry(
             delay = min(delay * 2, _MAX_RETRY_DELAY_S)
 
 
-def _lock_error(path: Path, timeout_s: float, exc: duckdb.Error) -> StoreError:
-    return StoreError(
+def _lock_error(path: Path, timeout_s: float, exc: duckdb.Error) -> StoreBusyError:
+    return StoreBusyError(
         f"DuckDB file {path} is in use by another process (DuckDB allows one writer per "
         f"file); gave up after {timeout_s:g}s. Retry when the other command has finished. "
         f"({exc})"
