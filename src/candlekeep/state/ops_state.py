@@ -48,24 +48,26 @@ def _smaller(column: sa.ColumnElement[int], value: sa.ColumnElement[int]) -> sa.
     return sa.case((column.is_(None), value), (value < column, value), else_=column)
 
 
+_SERIES_KEY = ["store", "source", "symbol", "timeframe"]
+
+
 def note_written(engine: Engine, store: str, marks: Sequence[SeriesMark], now_ms: int) -> None:
     """Widen each series' known range and add its rows, atomically against other writers
     (the newest candle never moves back because a slower writer commits later)."""
     if not marks:
         return
+    c = o.series_state.c
     with engine.begin() as conn:
-        for m in marks:
-            stmt = dialect_insert(conn.dialect.name, o.series_state).values(
-                store=store, source=m.series.source, symbol=m.series.symbol,
-                timeframe=m.series.timeframe, first_ms=m.first_ms, last_ms=m.last_ms,
-                rows=m.rows, updated_at=now_ms)
-            ex = stmt.excluded
-            c = o.series_state.c
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["store", "source", "symbol", "timeframe"],
-                set_={"first_ms": _smaller(c.first_ms, ex.first_ms),
-                      "last_ms": _bigger(c.last_ms, ex.last_ms),
-                      "rows": c.rows + ex.rows, "updated_at": ex.updated_at}))
+        stmt = dialect_insert(conn.dialect.name, o.series_state)
+        ex = stmt.excluded
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=_SERIES_KEY,
+            set_={"first_ms": _smaller(c.first_ms, ex.first_ms),
+                  "last_ms": _bigger(c.last_ms, ex.last_ms),
+                  "rows": c.rows + ex.rows, "updated_at": ex.updated_at}),
+            [{"store": store, "source": m.series.source, "symbol": m.series.symbol,
+              "timeframe": m.series.timeframe, "first_ms": m.first_ms, "last_ms": m.last_ms,
+              "rows": m.rows, "updated_at": now_ms} for m in marks])
 
 
 def reconcile(engine: Engine, store: str, spans: Iterable[tuple[SeriesKey, int, int, int]],
@@ -79,37 +81,37 @@ def reconcile(engine: Engine, store: str, spans: Iterable[tuple[SeriesKey, int, 
     c = o.series_state.c
     found = list(spans)
     with engine.begin() as conn:
-        for series, first_ms, last_ms, count in found:
-            stmt = dialect_insert(conn.dialect.name, o.series_state).values(
-                store=store, source=series.source, symbol=series.symbol,
-                timeframe=series.timeframe, first_ms=first_ms, last_ms=last_ms, rows=count,
-                updated_at=now_ms, scanned_at=now_ms)
+        if found:
+            stmt = dialect_insert(conn.dialect.name, o.series_state)
             ex = stmt.excluded
             written_since = c.updated_at > scan_started_ms
-            if keep_newest:
-                last = _bigger(c.last_ms, ex.last_ms)
-            else:
-                last = sa.case((written_since, _bigger(c.last_ms, ex.last_ms)),
-                               else_=ex.last_ms)
+            last = (_bigger(c.last_ms, ex.last_ms) if keep_newest else
+                    sa.case((written_since, _bigger(c.last_ms, ex.last_ms)),
+                            else_=ex.last_ms))
             conn.execute(stmt.on_conflict_do_update(
-                index_elements=["store", "source", "symbol", "timeframe"],
+                index_elements=_SERIES_KEY,
                 set_={"first_ms": sa.case((written_since, _smaller(c.first_ms, ex.first_ms)),
                                           else_=ex.first_ms),
                       "last_ms": last,
                       "rows": sa.case((written_since, _bigger(c.rows, ex.rows)),
                                       else_=ex.rows),
-                      "scanned_at": ex.scanned_at}))
+                      "scanned_at": ex.scanned_at}),
+                [{"store": store, "source": k.source, "symbol": k.symbol,
+                  "timeframe": k.timeframe, "first_ms": first, "last_ms": last_ms,
+                  "rows": count, "updated_at": now_ms, "scanned_at": now_ms}
+                 for k, first, last_ms, count in found])
         if keep_newest:
             return
         seen = {k for k, *_ in found}
-        rows = conn.execute(sa.select(c.source, c.symbol, c.timeframe, c.updated_at).where(
-            c.store == store)).all()
-        for r in rows:
-            key = SeriesKey(r.source, r.symbol, r.timeframe)
-            if key not in seen and r.updated_at <= scan_started_ms:
-                conn.execute(o.series_state.delete().where(
-                    c.store == store, c.source == r.source, c.symbol == r.symbol,
-                    c.timeframe == r.timeframe, c.updated_at <= scan_started_ms))
+        rows = conn.execute(sa.select(c.source, c.symbol, c.timeframe).where(
+            c.store == store, c.updated_at <= scan_started_ms)).all()
+        gone = [{"src": r.source, "sym": r.symbol, "tf": r.timeframe} for r in rows
+                if SeriesKey(r.source, r.symbol, r.timeframe) not in seen]
+        if gone:
+            conn.execute(o.series_state.delete().where(
+                c.store == store, c.source == sa.bindparam("src"),
+                c.symbol == sa.bindparam("sym"), c.timeframe == sa.bindparam("tf"),
+                c.updated_at <= scan_started_ms), gone)
 
 
 def save_verdicts(engine: Engine, verdicts: Sequence[Verdict], now_ms: int) -> dict[
@@ -121,12 +123,8 @@ def save_verdicts(engine: Engine, verdicts: Sequence[Verdict], now_ms: int) -> d
     with engine.begin() as conn:
         rows = conn.execute(sa.select(f.kind, f.store, f.subject, f.status)).all()
         old = {(r.kind, r.store, r.subject): FreshnessStatus(r.status) for r in rows}
-        for v in verdicts:
-            stmt = dialect_insert(conn.dialect.name, o.freshness).values(
-                kind=v.kind.value, store=v.store, subject=v.subject, newest_ms=v.newest_ms,
-                age_ms=v.age_ms, threshold_ms=v.threshold_ms, rows=v.rows,
-                status=v.status.value, detail=v.detail, checked_at=now_ms,
-                status_since=now_ms)
+        if verdicts:
+            stmt = dialect_insert(conn.dialect.name, o.freshness)
             ex = stmt.excluded
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["kind", "store", "subject"],
@@ -134,7 +132,12 @@ def save_verdicts(engine: Engine, verdicts: Sequence[Verdict], now_ms: int) -> d
                       "threshold_ms": ex.threshold_ms, "rows": ex.rows, "status": ex.status,
                       "detail": ex.detail, "checked_at": ex.checked_at,
                       "status_since": sa.case((f.status != ex.status, ex.status_since),
-                                              else_=f.status_since)}))
+                                              else_=f.status_since)}),
+                [{"kind": v.kind.value, "store": v.store, "subject": v.subject,
+                  "newest_ms": v.newest_ms, "age_ms": v.age_ms,
+                  "threshold_ms": v.threshold_ms, "rows": v.rows, "status": v.status.value,
+                  "detail": v.detail, "checked_at": now_ms, "status_since": now_ms}
+                 for v in verdicts])
     return {(v.kind.value, v.store, v.subject): old.get((v.kind.value, v.store, v.subject))
             for v in verdicts}
 
