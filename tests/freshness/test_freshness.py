@@ -27,6 +27,7 @@ from candlekeep.sim.exchange import SimExchange
 from candlekeep.sources.sim_source import SimSource
 from candlekeep.state.reader import reading
 from candlekeep.state.statuses import FreshnessStatus
+from tests.jobs.conftest import make_config
 
 M = 60_000
 H = 60 * M
@@ -134,15 +135,9 @@ async def make_runtime(tmp_path: Path) -> AsyncIterator[Factory]:
     made: list[Runtime] = []
 
     def factory(clock: FakeClock, **extra: Any) -> Runtime:
-        raw: dict[str, Any] = {
-            "data_dir": "data",
-            "stores": {"main": {"type": "duckdb", "path": "data/candles.duckdb"}},
-            "sources": {"sim": {"type": "sim", "seed": 7}},
-            "series": [{"source": "sim", "symbols": ["BTC/USDT", "ETH/USDT"],
-                        "timeframes": ["1m", "1h"], "start": START}],
-        }
-        raw.update(extra)
-        cfg = parse_config(raw, str(tmp_path / "candlekeep.yaml"), tmp_path)
+        series = extra.pop("series", [{"source": "sim", "symbols": ["BTC/USDT", "ETH/USDT"],
+                                       "timeframes": ["1m", "1h"], "start": START}])
+        cfg = make_config(tmp_path, series, **extra)
         ex = SimExchange(7, {"BTC/USDT": "2017-08-17", "ETH/USDT": "2017-08-17"},
                          clock=clock, holes=None, transient=None)
         rt = Runtime(cfg, clock=clock, sources={"sim": SimSource("sim", exchange=ex,

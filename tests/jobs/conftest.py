@@ -19,12 +19,15 @@ NOW = 1_767_225_600_000 + 13 * 3_600_000 + 17 * 60_000 + 12_345  # 2026-01-01 13
 START = NOW // DAY * DAY - 2 * DAY
 
 
-def make_config(tmp_path: Path, series: list[dict[str, Any]]) -> Any:
+def make_config(tmp_path: Path, series: list[dict[str, Any]], **extra: Any) -> Any:
+    """Source ``sim``, DuckDB store ``main``, these series; ``extra`` top-level sections
+    replace or add to that."""
     raw = {
         "data_dir": "data",
         "stores": {"main": {"type": "duckdb", "path": "data/candles.duckdb"}},
         "sources": {"sim": {"type": "sim", "seed": 7}},
         "series": series,
+        **extra,
     }
     return parse_config(raw, str(tmp_path / "candlekeep.yaml"), tmp_path)
 
