@@ -10,7 +10,6 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -172,22 +171,6 @@ async def silent_server() -> AsyncIterator[SilentServer]:
     box.hang_up()
     server.close()
     await server.wait_closed()
-
-
-async def until(cond: Callable[[], bool], what: str) -> None:
-    """Poll ``cond`` until it holds, failing after a generous deadline."""
-    deadline = time.monotonic() + 10
-    while not cond():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.002)
-
-
-def dead_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @dataclass(frozen=True)

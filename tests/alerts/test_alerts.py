@@ -39,9 +39,8 @@ from tests.alerts.conftest import (
     HttpServer,
     MailFactory,
     SilentServer,
-    dead_port,
-    until,
 )
+from tests.waiting import free_port, until
 
 M = 60_000
 H = 60 * M
@@ -358,7 +357,7 @@ async def test_failing_channels_never_fail_the_job_and_hide_their_secrets(
         make: Make, http_server: HttpServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     http_server.status = {HOOK: 500, PING: 500}
-    port = dead_port()
+    port = free_port()
     clock = FakeClock(NOW)
     rt, specs = make(clock, {
         "smtp": {"host": "127.0.0.1", "port": port, "security": "starttls",
@@ -513,7 +512,7 @@ async def test_freshness_alerts_when_a_store_cannot_be_read(
     clock = FakeClock(NOW)
     raw = sim_raw()
     raw["stores"]["remote"] = {"type": "postgresql",
-                               "dsn": f"postgresql://postgres@127.0.0.1:{dead_port()}/x"}
+                               "dsn": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
     raw["series"].append({"source": "sim", "symbols": ["SOL/USDT"], "timeframes": ["1h"],
                           "start": NOW // DAY * DAY - 6 * H, "store": "remote"})
     rt, specs = make(clock, {

@@ -9,7 +9,8 @@ from email.message import EmailMessage
 
 from candlekeep.alerts.smtp import SEND_THREADS, MailError, send_message_async
 from candlekeep.config.ops import SmtpConfig
-from tests.alerts.conftest import SilentServer, until
+from tests.alerts.conftest import SilentServer
+from tests.waiting import until
 
 STALLED = 40
 """More sends than any default pool has threads (at most 32)."""

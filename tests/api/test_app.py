@@ -12,7 +12,7 @@ import logging
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from candlekeep.scheduler.store import SchedulerStore
 from candlekeep.scheduler.validate import load_jobs
 from candlekeep.state import tables as t
 from candlekeep.state.db import StateDB
+from tests.waiting import free_port, until
 
 TOKEN = "in-process-token-8d2a"
 HOUR_MS = 3_600_000
@@ -53,19 +54,6 @@ def make_config(tmp_path: Path, *, token: str | None = TOKEN, **extra: Any) -> C
     })
 
 
-async def until(what: str, check: Callable[[], Any], deadline_s: float = 10) -> Any:
-    """Poll ``check`` (sync or async) in this loop until it is truthy."""
-    end = asyncio.get_running_loop().time() + deadline_s
-    while asyncio.get_running_loop().time() < end:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @contextlib.asynccontextmanager
 async def running(config: Config, runtime: Runtime, **kw: Any
                   ) -> AsyncIterator[tuple[ApiServer, httpx.AsyncClient]]:
@@ -83,7 +71,7 @@ async def running(config: Config, runtime: Runtime, **kw: Any
                 except httpx.TransportError:
                     return False
 
-            await until("the API to answer", live)
+            await until(live, "the API to answer")
             yield srv, client
     finally:
         await srv.stop()
@@ -228,7 +216,7 @@ async def test_a_failed_login_waits_without_holding_other_requests(tmp_path: Pat
     runtime = Runtime(config, clock=clock)
     async with running(config, runtime) as (_, api):
         login = asyncio.ensure_future(api.post("/login", data={"token": "wrong"}))
-        await until("the failed login to wait", lambda: clock.sleepers == 1)
+        await until(lambda: clock.sleepers == 1, "the failed login to wait")
         assert (await api.get("/health")).status_code == 200
         assert not login.done()
         await clock.advance(FAILED_LOGIN_S)
@@ -279,9 +267,7 @@ async def test_cookies_are_secure_when_served_beyond_this_host(tmp_path: Path) -
 
 
 def test_nothing_stays_bound_when_the_app_cannot_be_built(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = make_config(tmp_path, state="nosuchdb://nowhere/x")
     with pytest.raises(Exception, match="nosuchdb") as failed:
         ApiServer(config, [], host="127.0.0.1", port=port).open()
@@ -303,7 +289,7 @@ async def test_the_daemon_stops_with_an_error_when_its_api_dies(tmp_path: Path) 
     srv = ApiServer(config, [], host="127.0.0.1", port=0)
     daemon = asyncio.ensure_future(serve(config, [], EngineOptions(heartbeat_s=0.5),
                                          "api-test", api=srv))
-    await until("the API to serve", lambda: srv.server is not None and srv.server.started)
+    await until(lambda: srv.server is not None and srv.server.started, "the API to serve")
     async with httpx.AsyncClient(base_url=srv.url) as client:
         assert (await client.get("/health")).status_code == 200
     assert srv.server is not None

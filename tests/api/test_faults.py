@@ -18,15 +18,9 @@ from candlekeep.state.version import SCHEMA_VERSION
 from tests.api.serving import TOKEN, cli, market_config, serving, wait_for
 from tests.pg import PG_ADMIN, throwaway_database
 from tests.scheduler.procs import ENV, Daemon
+from tests.waiting import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_state_db_unreachable_keeps_health_up_and_names_it(tmp_path: Path) -> None:

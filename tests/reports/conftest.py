@@ -7,9 +7,8 @@ import asyncio
 import email
 import email.policy
 import shutil
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,6 +24,7 @@ from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.manual import run_now
 from candlekeep.scheduler.validate import load_jobs
 from candlekeep.state.statuses import RunStatus
+from tests.waiting import free_port
 
 DAY = 86_400_000
 FAILING_ERROR = "<script>alert(1)</script> disk & quota exceeded"
@@ -56,14 +56,6 @@ class Inbox:
         return "250 OK"
 
 
-async def until(cond: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    """Poll ``cond`` (a run in another task, rendering in a thread) up to a deadline."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
 class SmtpServer:
     """An aiosmtpd server on a chosen loopback port, started when a test says so (the
     port refuses connections until then: a mail server that is down, then back)."""
@@ -91,13 +83,6 @@ def later_inbox() -> Iterator[SmtpServer]:
         yield server
     finally:
         server.stop()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from candlekeep.scheduler.manual import run_now
 from candlekeep.scheduler.validate import load_jobs
 from candlekeep.state.statuses import RunStatus
 from tests.cli.conftest import cli
-from tests.reports.conftest import DAY, Inbox, SmtpServer, config_dict, free_port, until
+from tests.reports.conftest import DAY, Inbox, SmtpServer, config_dict
+from tests.waiting import free_port, until
 
 HOUR = 3_600_000
 

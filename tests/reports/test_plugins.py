@@ -18,7 +18,8 @@ from candlekeep.core.errors import ConfigError
 from candlekeep.reports import builtin, sections
 from tests.cli.conftest import cli
 from tests.reports import plugin_sections
-from tests.reports.conftest import FAILING_JOB, Inbox, config_dict, free_port, write_config
+from tests.reports.conftest import FAILING_JOB, Inbox, config_dict, write_config
+from tests.waiting import free_port
 
 EXAMPLE = "tests.reports.plugin_sections"
 REPO = Path(__file__).resolve().parents[2]

@@ -34,10 +34,10 @@ from tests.reports.conftest import (
     FAILING_JOB,
     Inbox,
     config_dict,
-    free_port,
     run_jobs,
     write_config,
 )
+from tests.waiting import free_port
 
 
 def _parts(msg: EmailMessage) -> tuple[EmailMessage, EmailMessage, EmailMessage, EmailMessage]:
