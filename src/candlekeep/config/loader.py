@@ -163,6 +163,7 @@ def _check_references(cfg: Config, file: str) -> None:
     for name, src in cfg.sources.items():
         if isinstance(src, CcxtSourceConfig):
             _check_ccxt_exchange(file, f"sources.{name}.exchange", src.exchange)
+            _check_bulk(file, name, src)
     for i, s in enumerate(cfg.series):
         key = f"series[{i}]"
         if s.source not in cfg.sources:
@@ -254,6 +255,23 @@ def _check_buffer_folders(cfg: Config, file: str) -> None:
 def _tf_order(tf: str) -> tuple[int, str]:
     from candlekeep.core.timeframes import TIMEFRAMES
     return (TIMEFRAMES.get(tf, 1 << 62), tf)
+
+
+def _check_bulk(file: str, name: str, src: CcxtSourceConfig) -> None:
+    from candlekeep.sources.binance_archive.paths import archive_exchanges, archive_market
+
+    if src.bulk is None or not src.bulk.enabled:
+        return
+    if archive_market(src.exchange, src.market_type) is None:
+        raise ConfigError(
+            file, f"sources.{name}.bulk",
+            f"the bulk archive serves Binance only, not {src.exchange} {src.market_type}",
+            f"remove the bulk block or set enabled: false (served: "
+            f"{', '.join(archive_exchanges())})")
+    if not src.bulk.base_url.startswith(("http://", "https://")):
+        raise ConfigError(file, f"sources.{name}.bulk.base_url",
+                          f"not an http(s) URL: {src.bulk.base_url!r}",
+                          "use e.g. https://data.binance.vision")
 
 
 def _check_ccxt_exchange(file: str, key: str, exchange: str) -> None:

@@ -24,6 +24,7 @@ from candlekeep.config.store_types import (
 )
 from candlekeep.core.timeframes import TIMEFRAMES
 from candlekeep.core.timeutil import parse_duration, to_ms
+from candlekeep.sources.binance_archive.paths import DEFAULT_BASE_URL
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, written as ``30s``, ``10m``, ``4h``."""
@@ -59,6 +60,18 @@ class RateLimitConfig(_Model):
     window: Duration = 60.0
 
 
+class BulkConfig(_Model):
+    """Bulk history from Binance's public-data archive (spot, USDⓈ-M and COIN-M sources).
+
+    Backfill takes past months and days from the archive's ZIPs and only the rest through
+    REST; ``base_url`` points at a mirror, a proxy or the simulated exchange."""
+
+    enabled: bool = True
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = Field(default=4, ge=1, le=64, description="parallel downloads")
+    timeout: Duration = 120.0
+
+
 class CcxtSourceConfig(_Model):
     type: Literal["ccxt"]
     exchange: str
@@ -72,6 +85,7 @@ class CcxtSourceConfig(_Model):
     api_key: SecretStr | None = None
     secret: SecretStr | None = None
     password: SecretStr | None = None
+    bulk: BulkConfig | None = None
 
     @field_validator("api_key", "secret", "password", mode="before")
     @classmethod
@@ -120,6 +134,13 @@ class RetentionConfig(_Model):
     nodes: Duration | None = 7 * 86400.0
 
 
+class SloConfig(_Model):
+    """The share of a job's runs that must succeed within a rolling window."""
+
+    target: float = Field(default=0.95, gt=0, le=1)
+    window: Duration = 30 * 86400.0
+
+
 class JobConfig(_Model):
     name: str = Field(min_length=1)
     type: str
@@ -132,6 +153,7 @@ class JobConfig(_Model):
     max_concurrent: int = Field(default=1, ge=1)
     timeout: Duration | None = None
     retries: RetriesConfig = RetriesConfig()
+    slo: SloConfig | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 

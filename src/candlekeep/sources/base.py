@@ -18,6 +18,8 @@ class MarketInfo:
     active: bool = True
     listing_ms: int | None = None
     timeframes: tuple[str, ...] = ()
+    market_id: str | None = None
+    """The exchange's own id (``BTCUSDT`` for ``BTC/USDT``): what its files and URLs use."""
 
 
 @dataclass

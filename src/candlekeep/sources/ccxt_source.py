@@ -415,7 +415,7 @@ class CcxtSource(Source):
             created = m.get("created")
             result[symbol] = MarketInfo(symbol, active is not False,
                                         int(created) if created is not None else None,
-                                        timeframes)
+                                        timeframes, m.get("id"))
         return result
 
     async def fetch_candles(self, symbol: str, timeframe: str, start_ms: int,

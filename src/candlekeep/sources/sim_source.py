@@ -68,7 +68,8 @@ class SimSource(Source):
     async def markets(self) -> dict[str, MarketInfo]:
         now = self.clock.now_ms()
         return {
-            m.symbol: MarketInfo(m.symbol, m.listing_ms <= now, m.listing_ms, tuple(TIMEFRAMES))
+            m.symbol: MarketInfo(m.symbol, m.listing_ms <= now, m.listing_ms, tuple(TIMEFRAMES),
+                                  m.market_id)
             for m in self.exchange.markets(self._api)
         }
 

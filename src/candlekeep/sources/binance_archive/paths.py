@@ -24,6 +24,28 @@ class Market(StrEnum):
     COINM = "futures/cm"
 
 
+_MARKETS: dict[tuple[str, str], Market] = {
+    ("binance", "spot"): Market.SPOT,
+    ("binance", "swap"): Market.USDM,
+    ("binance", "future"): Market.USDM,
+    ("binanceusdm", "swap"): Market.USDM,
+    ("binanceusdm", "future"): Market.USDM,
+    ("binancecoinm", "swap"): Market.COINM,
+    ("binancecoinm", "future"): Market.COINM,
+}
+
+
+def archive_market(exchange: str, market_type: str) -> Market | None:
+    """The archive folder holding a CCXT exchange's market type, None if it has none
+    (``binance`` with ``swap`` means USDⓈ-M, as in CCXT's ``defaultType``)."""
+    return _MARKETS.get((exchange, market_type))
+
+
+def archive_exchanges() -> list[str]:
+    """``exchange market_type`` pairs the archive serves, for error messages."""
+    return [f"{e} {t}" for e, t in _MARKETS]
+
+
 class Period(StrEnum):
     MONTHLY = "monthly"
     DAILY = "daily"
