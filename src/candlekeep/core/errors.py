@@ -38,6 +38,11 @@ class RateLimitedError(TransientSourceError):
         self.retry_after = retry_after
 
 
+class GeoBlockedError(SourceError):
+    """The exchange refuses this host's location (HTTP 451): no retry or fix on our side
+    changes that, so callers that can do without the reply report it and carry on."""
+
+
 class BadReplyError(SourceError):
     """The exchange answered with data that fails validation; nothing of it is stored."""
 

@@ -106,6 +106,7 @@ class ArchiveSpec:
     futures_header_from_ms: int = to_ms("2022-05-01")
     intervals: tuple[str, ...] = tuple(TIMEFRAMES)  # the interval folders listed
     cache_files: int = 32
+    cache_sizes: int = 1_000_000  # (size, MD5) of files built once: what HEAD answers from
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,7 @@ class _Series:
     gen_symbol: str
     hole_symbol: str
     listing_ms: int
+    delisting_ms: int | None = None
 
 
 def _ms_to_date(ms: int) -> date:
@@ -250,17 +252,24 @@ class SimArchive:
         self.exchange = exchange
         self.spec = spec or ArchiveSpec()
         self._series: dict[Market, dict[str, _Series]] = {m: {} for m in Market}
+        # Delisted markets too, those exchangeInfo no longer shows included: their files stay.
         for m in exchange.markets("spot"):
-            self._series[Market.SPOT][m.market_id] = _Series(m.symbol, m.symbol, m.listing_ms)
+            self._series[Market.SPOT][m.market_id] = _Series(m.symbol, m.symbol, m.listing_ms,
+                                                             m.delisting_ms)
         for m in exchange.markets("fapi"):
-            self._series[Market.UM][m.market_id] = _Series(m.symbol, m.symbol, m.listing_ms)
+            self._series[Market.UM][m.market_id] = _Series(m.symbol, m.symbol, m.listing_ms,
+                                                           m.delisting_ms)
             # COIN-M has no REST face in the sim: its inverse perpetual shares the USDⓈ-M
-            # perpetual's listing and holes, with its own generated prices.
+            # perpetual's listing, delisting and holes, with its own generated prices.
             self._series[Market.CM].setdefault(
-                f"{m.base}USD_PERP", _Series(f"{m.base}/USD:{m.base}", m.symbol, m.listing_ms))
+                f"{m.base}USD_PERP", _Series(f"{m.base}/USD:{m.base}", m.symbol, m.listing_ms,
+                                             m.delisting_ms))
         self._lock = threading.Lock()
         self._used: dict[int, int] = {}
         self._cache: OrderedDict[tuple[str, FaultKind | None], Built] = OrderedDict()
+        # Sizes outlive the bodies: a HEAD (the availability tracker's probe) answers from
+        # here after one build, where building a 1m day takes about 10 ms.
+        self._sizes: dict[tuple[str, FaultKind | None], tuple[int, str]] = {}
         self.requests = 0
 
     # ----------------------------------------------------------------- content
@@ -277,6 +286,8 @@ class SimArchive:
         if series is None or f.interval not in TIMEFRAMES:
             return False
         listing_day = DAY_MS * (series.listing_ms // DAY_MS)
+        if series.delisting_ms is not None and f.start_ms >= series.delisting_ms:
+            return False  # files stop after the delisting
         return f.end_ms > listing_day and self.published_ms(f) <= self.exchange.clock.now_ms()
 
     def candles(self, f: ArchiveFile) -> CandleArrays:
@@ -330,7 +341,21 @@ class SimArchive:
             self._cache[cache_key] = built
             while len(self._cache) > self.spec.cache_files:
                 self._cache.popitem(last=False)
+            if cache_key not in self._sizes:
+                if len(self._sizes) >= self.spec.cache_sizes:
+                    del self._sizes[next(iter(self._sizes))]
+                self._sizes[cache_key] = (len(body), built.md5)
         return built
+
+    def size_and_md5(self, f: ArchiveFile, fault: FaultKind | None = None) -> tuple[int, str]:
+        """The zip's length and MD5 (its ETag) as ``build`` makes it: remembered for every
+        file built, so only the first HEAD of a file pays for building it."""
+        with self._lock:
+            known = self._sizes.get((f.key, fault))
+        if known is None:
+            built = self.build(f, fault)
+            known = (len(built.body), built.md5)
+        return known
 
     def checksum_text(self, f: ArchiveFile, digest: str) -> bytes:
         return f"{digest}  {f.zip_name}\n".encode()
@@ -371,9 +396,22 @@ class SimArchive:
                 return Response(b"<Error><Code>InternalError</Code></Error>",
                                 status_code=transport.status, media_type="application/xml")
             await asyncio.sleep(transport.delay_s)
+        head = request.method == "HEAD"
         content = self._fault((FaultKind.WRONG_DATE, FaultKind.BAD_NUMBER), f.key,
-                              consume=not is_checksum)
-        built = await run_in_threadpool(self.build, f, content.kind if content else None)
+                              consume=not (is_checksum or head))
+        kind = content.kind if content else None
+        if head and not is_checksum:
+            # A HEAD transfers no body: no ZIP is built once its size is known, and the
+            # body faults (a cut transfer) do not apply.
+            with self._lock:
+                known = self._sizes.get((f.key, kind))
+            if known is None:
+                known = await run_in_threadpool(self.size_and_md5, f, kind)
+            size, md5 = known
+            return Response(b"", media_type="application/zip", headers={
+                "Content-Length": str(size), "Last-Modified": _http_date(self.published_ms(f)),
+                "ETag": f'"{md5}"'})
+        built = await run_in_threadpool(self.build, f, kind)
         headers = {"Last-Modified": _http_date(self.published_ms(f)),
                    "ETag": f'"{built.md5}"'}
         if is_checksum:
@@ -452,11 +490,10 @@ class SimArchive:
         parsed = parse_key(key)
         assert parsed is not None
         f, is_checksum = parsed
-        built = self.build(f)
-        if is_checksum:
-            text = self.checksum_text(f, built.sha256)
-            return len(text), hashlib.md5(text).hexdigest()
-        return len(built.body), built.md5
+        if not is_checksum:
+            return self.size_and_md5(f)
+        text = self.checksum_text(f, self.build(f).sha256)
+        return len(text), hashlib.md5(text).hexdigest()
 
     def listing_xml(self, prefix: str, delimiter: str, marker: str, max_keys: int) -> str:
         if delimiter == "/":

@@ -36,8 +36,8 @@ from candlekeep.sim.generator import (
 )
 
 Api = Literal["spot", "fapi"]
-FaultKind = Literal["429", "418", "500", "502", "503", "504", "truncate", "slow", "high_low",
-                    "off_grid", "duplicate"]
+FaultKind = Literal["429", "418", "451", "500", "502", "503", "504", "truncate", "slow",
+                    "high_low", "off_grid", "duplicate"]
 
 DEFAULT_SYMBOLS: dict[str, str] = {
     "BTC/USDT": "2017-08-17",
@@ -144,6 +144,19 @@ class _RateState:
 
 
 @dataclass(frozen=True, slots=True)
+class Delisting:
+    """A market that stopped trading at ``at``: no candles (and no archive files) after it.
+
+    Binance keeps a delisted USDⓈ-M perpetual in exchangeInfo for a while with status
+    ``SETTLING`` (CCXT marks it inactive), then drops it; its archive files stay. With
+    ``in_exchange_info=False`` the market is already dropped: only the archive knows it.
+    """
+
+    at: int | str
+    in_exchange_info: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SimMarket:
     symbol: str  # unified: BTC/USDT, or BTC/USDT:USDT for a USDⓈ-M perpetual
     market_id: str  # exchange id: BTCUSDT
@@ -151,6 +164,13 @@ class SimMarket:
     quote: str
     listing_ms: int
     price_decimals: int
+    delisting_ms: int | None = None
+    in_exchange_info: bool = True
+
+    def trading(self, now_ms: int) -> bool:
+        """Listed and not delisted at ``now_ms``."""
+        return self.listing_ms <= now_ms and (self.delisting_ms is None
+                                              or now_ms < self.delisting_ms)
 
 
 def _listing(value: int | str | None) -> int:
@@ -172,7 +192,10 @@ class SimExchange:
         transient: TransientSpec | None = TransientSpec(),
         extra_holes: Iterable[Hole] = (),
         faults: Faults | None = None,
+        delistings: Mapping[str, Delisting | int | str] | None = None,
     ) -> None:
+        """``delistings`` maps a symbol of ``symbols`` (spot form, ``OLD/USDT``) to when it
+        stopped trading, on spot and futures alike."""
         self.seed = seed
         self.clock: Clock = clock or SystemClock()
         self.generator = CandleGenerator(seed)
@@ -187,15 +210,23 @@ class SimExchange:
             if isinstance(symbols, Mapping)
             else {s: _listing(None) for s in symbols}
         )
+        delisted = {s: d if isinstance(d, Delisting) else Delisting(d)
+                    for s, d in (delistings or {}).items()}
+        unknown = sorted(set(delisted) - set(listed))
+        if unknown:
+            raise ValueError(f"delistings name symbols the sim does not list: {unknown}")
         self._spot: dict[str, SimMarket] = {}
         self._fapi: dict[str, SimMarket] = {}
         for symbol, listing_ms in listed.items():
             base, quote = symbol.split(":", 1)[0].split("/", 1)
             perp = f"{base}/{quote}:{quote}"
+            gone = delisted.get(symbol)
+            end_ms = None if gone is None else to_ms(gone.at)
+            in_info = gone is None or gone.in_exchange_info
             self._spot[base + quote] = SimMarket(symbol, base + quote, base, quote, listing_ms,
-                                                 price_decimals(seed, symbol))
+                                                 price_decimals(seed, symbol), end_ms, in_info)
             self._fapi[base + quote] = SimMarket(perp, base + quote, base, quote, listing_ms,
-                                                 price_decimals(seed, perp))
+                                                 price_decimals(seed, perp), end_ms, in_info)
         self._by_symbol = {m.symbol: m for m in (*self._spot.values(), *self._fapi.values())}
         self._lock = threading.Lock()
         self._served: set[tuple[str, str, int]] = set()
@@ -209,7 +240,12 @@ class SimExchange:
     # ----------------------------------------------------------------- markets
 
     def markets(self, api: Api = "spot") -> list[SimMarket]:
+        """Every market ever listed, delisted ones included (the archive serves them all)."""
         return list((self._spot if api == "spot" else self._fapi).values())
+
+    def info_markets(self, api: Api = "spot") -> list[SimMarket]:
+        """The markets exchangeInfo shows: all but the delisted ones already dropped."""
+        return [m for m in self.markets(api) if m.in_exchange_info]
 
     def market_by_id(self, api: Api, market_id: str) -> SimMarket | None:
         return (self._spot if api == "spot" else self._fapi).get(market_id)
@@ -244,6 +280,8 @@ class SimExchange:
         tf = parse_timeframe(timeframe)
         market = self.market(symbol)
         absent = ts < tf.floor(market.listing_ms)
+        if market.delisting_ms is not None:
+            absent |= ts >= market.delisting_ms
         if self.holes is not None and self.holes.probability > 0:
             h = self.holes
             for back in (0, 1):  # a hole may spill over from the previous period
@@ -306,6 +344,9 @@ class SimExchange:
         """
         tf = parse_timeframe(timeframe)
         now_open = tf.floor(self.clock.now_ms())
+        delisted = self.market(symbol).delisting_ms
+        if delisted is not None:  # nothing to scan for after the last candle
+            now_open = min(now_open, tf.floor(delisted - 1))
         hi = now_open if end_ms is None else min(tf.floor(end_ms), now_open)
         if limit <= 0:
             return self.generator.arrays(symbol, timeframe, np.empty(0, np.int64))
@@ -440,7 +481,7 @@ class SimExchange:
         if kind in ("429", "418"):
             adm.status = int(kind)
             adm.retry_after_s = forced.retry_after_s if forced.retry_after_s is not None else 1
-        elif kind in ("500", "502", "503", "504"):
+        elif kind in ("451", "500", "502", "503", "504"):
             adm.status = int(kind)
         elif kind == "truncate":
             adm.truncate = True
@@ -504,6 +545,7 @@ def _corrupt(arrays: CandleArrays, kind: str, tf_ms: int) -> CandleArrays:
 __all__ = [
     "DEFAULT_SYMBOLS",
     "Admission",
+    "Delisting",
     "Faults",
     "Hole",
     "HoleSpec",

@@ -45,6 +45,9 @@ WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 SPOT_MAX_LIMIT = 1000
 FAPI_MAX_LIMIT = 1500
 EXCHANGE_INFO_WEIGHT = {"spot": 20, "fapi": 1}
+GEO_BLOCK_MESSAGE = ("Service unavailable from a restricted location according to 'b. "
+                     "Eligibility' in https://www.binance.com/en/terms. Please contact "
+                     "customer service if you believe you received this message in error.")
 
 
 def _json(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -116,6 +119,9 @@ class SimServerApp:
                        else "Too much request weight used; please use the websocket for "
                             "live updates to avoid polling the API.")
                 return _error(-1003, msg, adm.status, headers)
+            if adm.status == 451:
+                # Binance's geo-block: HTTP 451 with code 0 (CCXT's handler lets code 0 by).
+                return _error(0, GEO_BLOCK_MESSAGE, 451, headers)
             if adm.status >= 500:
                 return _error(-1001, "Internal error; unable to process your request. "
                               "Please try again.", adm.status, headers)
@@ -176,7 +182,7 @@ class SimServerApp:
         if limit < 1 or limit > max_limit:
             return _error(-1130, "Invalid data sent for a parameter.", 400, headers)
         market = self.exchange.market_by_id(api, market_id)
-        if market is None:
+        if market is None or not market.in_exchange_info:
             return _error(-1121, "Invalid symbol.", 400, headers)
         if interval not in TIMEFRAMES:
             return _error(-1120, "Invalid interval.", 400, headers)
@@ -192,7 +198,7 @@ def exchange_info(exchange: SimExchange, api: Api) -> dict[str, Any]:
     now = exchange.clock.now_ms()
     interval, num = _interval_label(exchange.faults.window_s)
     symbols: list[dict[str, Any]] = []
-    for m in exchange.markets(api):
+    for m in exchange.info_markets(api):
         tick = f"{10.0 ** -m.price_decimals:.{m.price_decimals}f}"
         filters: list[dict[str, Any]] = [
             {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000",
@@ -203,12 +209,14 @@ def exchange_info(exchange: SimExchange, api: Api) -> dict[str, Any]:
              "maxQty": "100.00000000", "stepSize": "0.00000000"},
         ]
         listed = m.listing_ms <= now
+        delisted = m.delisting_ms is not None and m.delisting_ms <= now
         if api == "spot":
             filters.append({"filterType": "NOTIONAL", "minNotional": "5.00000000",
                             "applyMinToMarket": True, "maxNotional": "9000000.00000000",
                             "applyMaxToMarket": False, "avgPriceMins": 5})
             symbols.append({
-                "symbol": m.market_id, "status": "TRADING" if listed else "PRE_TRADING",
+                "symbol": m.market_id,
+                "status": "BREAK" if delisted else "TRADING" if listed else "PRE_TRADING",
                 "baseAsset": m.base, "baseAssetPrecision": 8, "quoteAsset": m.quote,
                 "quotePrecision": 8, "quoteAssetPrecision": 8,
                 "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
@@ -226,8 +234,11 @@ def exchange_info(exchange: SimExchange, api: Api) -> dict[str, Any]:
             filters.append({"filterType": "MIN_NOTIONAL", "notional": "5"})
             symbols.append({
                 "symbol": m.market_id, "pair": m.market_id, "contractType": "PERPETUAL",
-                "deliveryDate": 4133404800000, "onboardDate": m.listing_ms,
-                "status": "TRADING" if listed else "PENDING_TRADING",
+                # A delisted perpetual settles: its delivery date becomes the delisting.
+                "deliveryDate": m.delisting_ms if delisted else 4133404800000,
+                "onboardDate": m.listing_ms,
+                "status": ("SETTLING" if delisted else "TRADING" if listed
+                           else "PENDING_TRADING"),
                 "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
                 "baseAsset": m.base, "quoteAsset": m.quote, "marginAsset": m.quote,
                 "pricePrecision": m.price_decimals, "quantityPrecision": 3,

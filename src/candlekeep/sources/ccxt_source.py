@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.core.errors import (
     BadReplyError,
+    GeoBlockedError,
     RateLimitedError,
     SourceError,
     TransientSourceError,
@@ -339,6 +340,9 @@ class CcxtSource(Source):
     def _on_unmapped_error(self, code: int, reason: str, body: str | None) -> None:
         """A 4xx CCXT did not map: CCXT would call some of them (400, 403, 404) "exchange
         not available", i.e. retryable, but a request the exchange refuses stays refused."""
+        if code == 451:
+            raise GeoBlockedError(
+                f"source {self.name}: HTTP 451 (geo-blocked): {self._scrub(_snippet(body))}")
         if 400 <= code < 500 and code != 408:
             raise SourceError(
                 f"source {self.name}: HTTP {code} {reason}: {self._scrub(_snippet(body))}")
