@@ -88,7 +88,10 @@ def register(app: typer.Typer) -> None:
         end: str | None = typer.Option(None, "--end", help="Up to this date (UTC)."),
         restart: bool = typer.Option(False, "--restart/--resume",
                                      help="Ignore checkpoints (default: resume)."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be fetched."),
+        bulk: bool = typer.Option(True, "--bulk/--no-bulk",
+                                  help="Use the archive of sources with a bulk block."),
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Say what would be fetched: files and REST ranges."),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Fetch history of the configured series; resumes where it stopped."""
@@ -96,6 +99,7 @@ def register(app: typer.Typer) -> None:
         res = common.run(run_job(ctx, "backfill", {
             "source": source, "symbol": symbol, "timeframe": timeframe,
             "start": _date(start, "--start"), "end": _date(end, "--end"), "restart": restart,
+            "bulk": bulk,
         }, dry_run=dry_run, show_progress=not as_json))
         report(res, t0, as_json, "backfill")
 

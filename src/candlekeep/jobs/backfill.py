@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
+from candlekeep.jobs.bulk_fetch import close_archives, open_archives
+from candlekeep.jobs.gaps import scan_gaps
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.series_fetch import SyncRange, sync_all
 
@@ -15,6 +17,8 @@ class BackfillParams(SeriesFilter):
     end: int | None = None
     restart: bool = False
     concurrency: int = 4
+    bulk: bool = True
+    """Use the archive of sources with a ``bulk`` block (False: REST only)."""
 
 
 @job_type("backfill", BackfillParams, "History from start (or listing) to now; resumable.",
@@ -34,4 +38,16 @@ async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
             ranges.append(SyncRange(plan, checkpoint, end, probe_listing=False))
         else:
             ranges.append(SyncRange(plan, start, end, probe_listing=True))
-    return await sync_all(ctx, ranges, CHECKPOINT, p.concurrency)
+    archives = await open_archives(ctx, {r.plan.key.source for r in ranges}) if p.bulk else {}
+    try:
+        result = await sync_all(ctx, ranges, CHECKPOINT, p.concurrency, archives)
+    finally:
+        archive_stats = await close_archives(archives)
+    if archives:
+        result.details["archive"] = archive_stats
+        bulk_plans = [r.plan for r in ranges if r.plan.key.source in archives]
+        if bulk_plans and not ctx.dry_run:
+            # Archive files hold what the exchange had, holes included: record those holes
+            # now, as the gap scan would, rather than leave them for the next scheduled scan.
+            result.details["gaps"] = await scan_gaps(ctx, bulk_plans)
+    return result

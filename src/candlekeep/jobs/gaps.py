@@ -69,11 +69,18 @@ def scan_store(ctx: JobContext, store_name: str, keys: list[SeriesKey], all_conf
 async def gaps_scan(ctx: JobContext, p: SeriesFilter) -> JobResult:
     res = JobResult()
     plans = p.plans(ctx.runtime)
+    res.details.update(await scan_gaps(ctx, plans, p.selects_all))
+    return res
+
+
+async def scan_gaps(ctx: JobContext, plans: list[SeriesPlan], all_configured: bool = False
+                    ) -> dict[str, int]:
+    """Scan the series of ``plans`` for gaps and record them; the counts found."""
     totals: dict[str, int] = defaultdict(int)
     found_gaps = missing = 0
     for store_name, keys in _by_store(plans).items():
         found, counts = await asyncio.to_thread(scan_store, ctx, store_name, keys,
-                                               p.selects_all)
+                                               all_configured)
         found_gaps += found.num_rows
         for k, v in counts.items():
             totals[k] += v
@@ -81,10 +88,9 @@ async def gaps_scan(ctx: JobContext, p: SeriesFilter) -> JobResult:
             tf = parse_timeframe(row["timeframe"])
             missing += (int(row["gap_end"].timestamp() * 1000)
                         - int(row["gap_start"].timestamp() * 1000)) // tf.ms + 1
-    res.details.update(gaps=found_gaps, missing_candles=missing, **totals)
     ctx.log.info("gaps scan series=%d gaps=%d missing=%d new=%d closed=%d", len(plans),
                  found_gaps, missing, totals["new"], totals["closed"])
-    return res
+    return {"gaps": found_gaps, "missing_candles": missing, **totals}
 
 
 class RepairParams(SeriesFilter):

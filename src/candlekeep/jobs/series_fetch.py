@@ -6,13 +6,16 @@ Backfill and ingest differ only in where they start; both go through ``sync_seri
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from candlekeep.core.errors import SourceError
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult
+from candlekeep.jobs.bulk_fetch import ArchiveWriter, SourceArchive, describe_plan
 from candlekeep.jobs.runtime import SeriesPlan
+from candlekeep.sources.binance_archive.plan import RestRange, plan_range
 
 PAGES_PER_WRITE = 8
 """Pages fetched (concurrently, within the rate budget) between two durable writes: large
@@ -27,11 +30,13 @@ class SyncRange:
     probe_listing: bool  # True when no data is known yet: start at the listing if later
 
 
-async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> JobResult:
+async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
+                      archive: SourceArchive | None = None) -> JobResult:
     """Fetch ``[start, end)`` of one series; each chunk is upserted, then checkpointed.
 
     A failure leaves every earlier chunk stored and the checkpoint just past it, so a rerun
-    resumes exactly there.
+    resumes exactly there. With an ``archive`` (a Binance source with ``bulk``), the past
+    comes from its files first and only the rest through REST.
     """
     plan, res = rng.plan, JobResult()
     key = plan.key
@@ -40,6 +45,27 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
     store = await ctx.store(plan.store)
     cursor, end = tf.ceil(rng.start_ms), rng.end_ms
     progress_key = str(key)
+    page = source.page_limit(key.timeframe)
+
+    async def rest(lo: int, hi: int) -> bool:
+        """REST from ``lo`` to ``hi``, checkpointing each write; False if cancelled."""
+        chunk_ms = page * PAGES_PER_WRITE * tf.ms
+        while lo < hi:
+            if ctx.cancel.is_set():
+                res.warnings.append(f"{key}: cancelled at {fmt_ms(lo)}")
+                return False
+            chunk_end = min(lo + chunk_ms, hi)
+            batch = await source.fetch_candles(key.symbol, key.timeframe, lo, chunk_end)
+            if batch.num_rows:
+                res.rows_written += await store.upsert_candles(batch)
+            await ctx.db.set_checkpoint(checkpoint_job, key, chunk_end, ctx.clock.now_ms())
+            ctx.progress.advance(progress_key, tf.count(lo, chunk_end))
+            lo = chunk_end
+        return True
+
+    def requests(r: RestRange) -> int:
+        return -(-tf.count(r.start_ms, r.end_ms) // page)
+
     try:
         if cursor >= end:
             return res
@@ -52,26 +78,33 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
                 ctx.log.info("series=%s starts at listing %s, not %s", key, fmt_ms(first),
                              fmt_ms(cursor))
                 cursor = first
-        chunk_ms = source.page_limit(key.timeframe) * PAGES_PER_WRITE * tf.ms
+        bulk = None
+        if archive is not None:
+            symbol_id = await archive.market_id(source, key.symbol)
+            if symbol_id is None:
+                res.warnings.append(f"{key}: exchange id unknown, so no archive files: REST")
+            else:
+                bulk = plan_range(archive.market, symbol_id, key.timeframe, cursor, end,
+                                  ctx.clock.now_ms())
         total = tf.count(cursor, end)
         ctx.progress.start(progress_key, total, str(key))
         if ctx.dry_run:
-            pages = -(-total // source.page_limit(key.timeframe))
-            res.details["plan"] = f"{key}: {total} candles {fmt_ms(cursor)} → {fmt_ms(end)} " \
-                                  f"in ~{pages} requests"
-            ctx.log.info("dry-run %s", res.details["plan"])
+            if bulk is not None:
+                line, detail = describe_plan(key, bulk, requests)
+                res.details["archive_plan"] = {str(key): detail}
+            else:
+                line = f"{key}: {total} candles {fmt_ms(cursor)} → {fmt_ms(end)} " \
+                       f"in ~{requests(RestRange(cursor, end))} requests"
+            res.details["plan"] = line
+            ctx.log.info("dry-run %s", line)
             return res
-        while cursor < end:
-            if ctx.cancel.is_set():
-                res.warnings.append(f"{key}: cancelled at {fmt_ms(cursor)}")
-                break
-            chunk_end = min(cursor + chunk_ms, end)
-            batch = await source.fetch_candles(key.symbol, key.timeframe, cursor, chunk_end)
-            if batch.num_rows:
-                res.rows_written += await store.upsert_candles(batch)
-            await ctx.db.set_checkpoint(checkpoint_job, key, chunk_end, ctx.clock.now_ms())
-            ctx.progress.advance(progress_key, tf.count(cursor, chunk_end))
-            cursor = chunk_end
+        if archive is not None and bulk is not None and bulk.files:
+            writer = ArchiveWriter(ctx, archive, key, source, store, checkpoint_job,
+                                   progress_key, rest, res)
+            if not await writer.write(bulk.files):
+                return res
+            cursor = bulk.files[-1].end_ms
+        await rest(cursor, end)
     except SourceError as exc:
         ctx.log.error("series=%s failed at=%s error=%s", key, fmt_ms(cursor), exc)
         res.errors.append(f"{key}: {exc}")
@@ -81,23 +114,30 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str) -> J
 
 
 async def sync_all(
-    ctx: JobContext, ranges: list[SyncRange], checkpoint_job: str, concurrency: int
+    ctx: JobContext, ranges: list[SyncRange], checkpoint_job: str, concurrency: int,
+    archives: Mapping[str, SourceArchive] | None = None,
 ) -> JobResult:
     """Run ``sync_series`` over many series, ``concurrency`` at a time; the source's rate
-    limiter keeps the combined pace within the exchange's budget."""
+    limiter keeps the combined pace within the exchange's budget (and the archive client's
+    download slots bound the files in flight)."""
+    archives = archives or {}
     sem = asyncio.Semaphore(max(1, concurrency))
     total = JobResult()
 
     async def one(rng: SyncRange) -> JobResult:
         async with sem:
-            return await sync_series(ctx, rng, checkpoint_job)
+            return await sync_series(ctx, rng, checkpoint_job,
+                                     archives.get(rng.plan.key.source))
 
-    plans = []
+    plans, files = [], {}
     for r in await asyncio.gather(*(one(r) for r in ranges)):
         total.merge(r)
         if "plan" in r.details:
             plans.append(r.details["plan"])
+        files.update(r.details.get("archive_plan", {}))
     total.details["series"] = len(ranges)
     if ctx.dry_run:
         total.details["plan"] = plans
+        if files:
+            total.details["archive_plan"] = files
     return total
