@@ -1,4 +1,5 @@
-"""Scheduler commands: start, stop, status, list (jobs), run, history, slo, prune, install.
+"""Scheduler commands: start, stop, status, list (jobs), run, history, prune, install
+(``slo`` is in slo_cmds).
 
 Only light modules are imported here; each command imports what it uses (the engine,
 the state DB, the job types) so that ``--help`` and ``list`` start in a blink.
@@ -424,48 +425,6 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         if not runs:
             console.print("no runs in this window")
-
-    @app.command()
-    @friendly_errors
-    def slo(
-        ctx: typer.Context,
-        days: float = typer.Option(30, "--days", help="Window length in days."),
-        target: float = typer.Option(0.95, "--target", help="Required share of ticks that "
-                                     "succeed (0..1)."),
-        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    ) -> None:
-        """Per job: share of scheduled ticks that succeeded (missed count as failed) vs target.
-
-        Exits 1 when a job misses the target, so it can gate a monitoring check.
-        """
-        if not 0 < target <= 1:
-            raise typer.BadParameter("must be in (0, 1]", param_hint="--target")
-        from candlekeep.scheduler.slo import slo_report
-
-        cfg, specs = _load(ctx)
-        rt = _runtime(cfg)
-        try:
-            rows = slo_report(specs, _store(rt), days, target, _now())
-        finally:
-            common.run(rt.aclose())
-        if as_json:
-            print_json(rows)
-        else:
-            table = Table()
-            for col in ("job", "schedule", "since (UTC)", "due ticks", "succeeded", "missed",
-                        "share", "target", "met"):
-                table.add_column(col)
-            for r in rows:
-                met = ("-" if r["met"] is None else "[green]yes[/]" if r["met"]
-                       else "[red]no[/]")
-                share = "-" if r["share"] is None else f"{r['share']:.2%}"
-                table.add_row(r["job"], r["schedule"],
-                              fmt_ms(r["since"]) if r["since"] is not None else "not yet seen",
-                              str(r["expected_ticks"]), str(r["succeeded"]), str(r["missed"]),
-                              share, f"{target:.2%}", met)
-            console.print(table)
-        if any(r["met"] is False for r in rows):
-            raise typer.Exit(1)
 
     @friendly_errors
     def prune_(

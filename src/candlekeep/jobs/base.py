@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from candlekeep.core.clock import Clock
 
 if TYPE_CHECKING:
-    from candlekeep.config.models import Config
+    from candlekeep.config.models import Config, SloConfig
     from candlekeep.jobs.facades import AsyncState, AsyncStore
     from candlekeep.jobs.runtime import Runtime, SeriesPlan
     from candlekeep.sources.base import Source
@@ -143,3 +143,6 @@ class JobType:
     description: str = ""
     sources: SourcesFn | None = None
     """The configured sources a run will call, for per-source concurrency limits."""
+    slo: SloConfig | None = None
+    """The objective a job of this type has when its config gives no ``slo:`` block
+    (``candlekeep slo``); None: only a configured block gives it one."""

@@ -13,12 +13,16 @@ import inspect
 import logging
 from collections.abc import Callable
 from importlib.metadata import EntryPoint
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from candlekeep.core.errors import CandlekeepError
 from candlekeep.core.plugins import PluginFailure, load_group
 from candlekeep.jobs.base import JobContext, JobFn, JobType, Params, SeriesFilter, SourcesFn
+
+if TYPE_CHECKING:
+    from candlekeep.config.models import SloConfig
 
 log = logging.getLogger("candlekeep.jobs")
 
@@ -38,15 +42,17 @@ _loaded = False
 
 
 def job_type(name: str, params: type[Params], description: str = "",
-             sources: SourcesFn | None = None) -> Callable[[JobFn], JobFn]:
-    """Register the decorated coroutine function as job type ``name``.
+             sources: SourcesFn | None = None,
+             slo: SloConfig | None = None) -> Callable[[JobFn], JobFn]:
+    """Register the decorated coroutine function as job type ``name`` (``slo``: the
+    objective its jobs have without an ``slo:`` block of their own).
 
     The function is returned unchanged but for a reference to its JobType, which is what
     lets a ``candlekeep.jobs`` entry point name the function rather than a JobType object.
     """
 
     def deco(fn: JobFn) -> JobFn:
-        jt = JobType(name, params, fn, description or (fn.__doc__ or "").strip(), sources)
+        jt = JobType(name, params, fn, description or (fn.__doc__ or "").strip(), sources, slo)
         register(jt)
         setattr(fn, _MARK, jt)
         return fn
