@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from candlekeep.cli.common import console, friendly_errors, print_json, run
@@ -17,6 +18,7 @@ from candlekeep.core.timeframes import DAY_MS
 
 if TYPE_CHECKING:
     from candlekeep.jobs.base import JobResult
+    from candlekeep.sim.archive import ArchiveSpec
 
 DEMO_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 NEW_LISTING = "CKEEP/USDT"
@@ -32,8 +34,10 @@ def write_demo_config(folder: Path, base_url: str, start_ms: int) -> Path:
     cfg: dict[str, Any] = {
         "data_dir": "data",
         "stores": {"main": {"type": "duckdb", "path": "data/candles.duckdb"}},
+        # bulk: backfill takes past days from the sim's copy of Binance's archive.
         "sources": {"simbinance": {"type": "ccxt", "exchange": "binance",
-                                   "market_type": "spot", "base_url": base_url}},
+                                   "market_type": "spot", "base_url": base_url,
+                                   "bulk": {"base_url": base_url}}},
         "series": [{"source": "simbinance", "symbols": [*DEMO_SYMBOLS, NEW_LISTING],
                     "timeframes": list(DEMO_TIMEFRAMES), "start": start_ms, "store": "main"}],
         "jobs": [
@@ -69,6 +73,21 @@ def _kept_sections(path: Path) -> dict[str, Any]:
     if "main" not in kept.get("stores", {"main": None}):
         del kept["stores"]
     return kept
+
+
+def demo_archive(start_ms: int) -> ArchiveSpec:
+    """The sim's archive with what the real one does now and then: a day not published yet
+    (backfill takes it through REST) and a file whose CHECKSUM disagrees (fetched once more,
+    then replaced, with a warning naming it)."""
+    from candlekeep.sim.archive import ArchiveFault, ArchiveSpec, FaultKind
+    from candlekeep.sources.binance_archive.paths import ArchiveFile, Market, Period, ms_day
+
+    def stem(symbol_id: str, interval: str) -> str:
+        f = ArchiveFile(Market.SPOT, symbol_id, interval, Period.DAILY, ms_day(start_ms))
+        return f.path.removesuffix(".zip")
+
+    return ArchiveSpec(faults=(ArchiveFault(FaultKind.MISSING, stem("ETHUSDT", "1m")),
+                               ArchiveFault(FaultKind.BAD_CHECKSUM, stem("SOLUSDT", "5m"))))
 
 
 async def _pipeline(cfg_path: Path, show_progress: bool) -> dict[str, Any]:
@@ -123,7 +142,7 @@ def register(app: typer.Typer) -> None:
         symbols: dict[str, int | str | None] = {s: None for s in DEMO_SYMBOLS}
         symbols[NEW_LISTING] = start + int(days * DAY_MS) // 2 // 60_000 * 60_000
         exchange = SimExchange(seed=7, symbols=symbols)
-        with run_in_thread(exchange) as base_url:
+        with run_in_thread(exchange, archive=demo_archive(start)) as base_url:
             cfg_path = write_demo_config(folder, base_url, start)
             out = run(_pipeline(cfg_path, not as_json))
         elapsed = time.monotonic() - t0
@@ -146,6 +165,15 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
+def _archive_note(details: dict[str, Any]) -> str:
+    a = details.get("archive")
+    if not a:
+        return ""
+    replaced = a.get("missing", 0) + a.get("rejected", 0) + a.get("unavailable", 0)
+    return (f", {a.get('rows', 0):,} candles from {a.get('files', 0)} archive files"
+            + (f" ({replaced} replaced)" if replaced else ""))
+
+
 def _print_summary(steps: dict[str, JobResult], out: dict[str, Any], requests: int, rows: int,
                    elapsed: float, cfg_path: Path) -> None:
     table = Table(title="demo steps")
@@ -161,11 +189,13 @@ def _print_summary(steps: dict[str, JobResult], out: dict[str, Any], requests: i
                          f"{d.get('confirmed_empty', 0)}",
             "freshness": f"{d.get('ok', 0)} fresh, {d.get('stale', 0)} stale, "
                          f"{d.get('missing', 0)} missing",
-        }.get(name, f"{d.get('series', 0)} series")
+        }.get(name, f"{d.get('series', 0)} series" + _archive_note(d))
         status = "[green]ok[/]" if r.ok else f"[red]{'; '.join(r.errors)[:80]}[/]"
         table.add_row(name, f"{r.rows_written:,}", f"{r.requests:,}",
                       f"{d.get('elapsed_s', 0):.1f}", f"{status} {note}")
     console.print(table)
+    for w in steps["backfill"].warnings:
+        console.print(f"[yellow]backfill warning:[/] {escape(w)}", highlight=False)
     console.print(coverage_table(out["coverage"]))
     gaps = out["gaps"]
     console.print(
