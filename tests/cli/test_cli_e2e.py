@@ -159,6 +159,12 @@ def test_demo_twice_is_idempotent(tmp_path: Path) -> None:
     first = cli_json_demo(tmp_path)
     assert first["ok"] and first["gaps"].get("confirmed_empty", 0) > 0
     assert first["gaps"].get("repaired", 0) > 0
+    backfill = first["steps"]["backfill"]
+    # The oldest day comes from the sim's archive (yesterday's files are not out yet), one
+    # of its files with a CHECKSUM that disagrees: replaced, and named in a warning.
+    assert backfill["details"]["archive"]["files"] > 0
+    assert backfill["details"]["archive"]["missing"] >= 1
+    assert any("SOLUSDT-5m-" in w and "CHECKSUM" in w for w in backfill["warnings"])
     assert all(c["coverage_pct"] == 100.0 for c in first["coverage"])
     new_listing = [c for c in first["coverage"] if c["symbol"] == "CKEEP/USDT"]
     assert new_listing and all(c["first_ms"] > first["coverage"][0]["first_ms"]

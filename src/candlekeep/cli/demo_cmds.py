@@ -78,7 +78,8 @@ def _kept_sections(path: Path) -> dict[str, Any]:
 def demo_archive(start_ms: int) -> ArchiveSpec:
     """The sim's archive with what the real one does now and then: a day not published yet
     (backfill takes it through REST) and a file whose CHECKSUM disagrees (fetched once more,
-    then replaced, with a warning naming it)."""
+    then replaced, with a warning naming it). A day's files appear a day after it ends, so
+    yesterday and today come through REST, where the late candles are that repair fills."""
     from candlekeep.sim.archive import ArchiveFault, ArchiveSpec, FaultKind
     from candlekeep.sources.binance_archive.paths import ArchiveFile, Market, Period, ms_day
 
@@ -86,7 +87,8 @@ def demo_archive(start_ms: int) -> ArchiveSpec:
         f = ArchiveFile(Market.SPOT, symbol_id, interval, Period.DAILY, ms_day(start_ms))
         return f.path.removesuffix(".zip")
 
-    return ArchiveSpec(faults=(ArchiveFault(FaultKind.MISSING, stem("ETHUSDT", "1m")),
+    return ArchiveSpec(daily_delay_ms=DAY_MS,
+                       faults=(ArchiveFault(FaultKind.MISSING, stem("ETHUSDT", "1m")),
                                ArchiveFault(FaultKind.BAD_CHECKSUM, stem("SOLUSDT", "5m"))))
 
 
@@ -133,7 +135,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Backfill, ingest, scan and repair against the built-in simulated exchange."""
         from candlekeep.queries.encode import plain
-        from candlekeep.sim.exchange import SimExchange
+        from candlekeep.sim.exchange import SimExchange, TransientSpec
         from candlekeep.sim.server import run_in_thread
 
         t0 = time.monotonic()
@@ -141,7 +143,9 @@ def register(app: typer.Typer) -> None:
         start = (now - int(days * DAY_MS)) // DAY_MS * DAY_MS
         symbols: dict[str, int | str | None] = {s: None for s in DEMO_SYMBOLS}
         symbols[NEW_LISTING] = start + int(days * DAY_MS) // 2 // 60_000 * 60_000
-        exchange = SimExchange(seed=7, symbols=symbols)
+        # Late data every day and series: repair always has something to fill.
+        exchange = SimExchange(seed=7, symbols=symbols,
+                               transient=TransientSpec(probability=1.0))
         with run_in_thread(exchange, archive=demo_archive(start)) as base_url:
             cfg_path = write_demo_config(folder, base_url, start)
             out = run(_pipeline(cfg_path, not as_json))
@@ -155,7 +159,8 @@ def register(app: typer.Typer) -> None:
                 "ok": ok, "config": str(cfg_path), "elapsed_s": round(elapsed, 2),
                 "requests": requests, "rows_written": rows, "gaps": out["gaps"],
                 "steps": {k: {"rows_written": v.rows_written, "requests": v.requests,
-                              "errors": v.errors, "details": v.details}
+                              "errors": v.errors, "warnings": v.warnings,
+                              "details": v.details}
                           for k, v in steps.items()},
                 "coverage": plain(out["coverage"]),
             })
