@@ -84,26 +84,6 @@ def test_list_and_history_do_not_read_whole_histories(tmp_path: Path) -> None:
     assert latest.runs_7d == 300
 
 
-def test_slo_counts_each_period_with_the_schedule_it_had(tmp_path: Path) -> None:
-    """An hour every 10 minutes, then an hour every 5: 6 + 12 ticks were due, not 24."""
-    from candlekeep.scheduler.slo import slo_report
-
-    db = StateDB(f"sqlite:///{tmp_path / 'state.db'}")
-    store = SchedulerStore(db, Owner("n", "h/1/x", 15_000))
-    t0 = NOW - 2 * 3_600_000
-    store.ensure_jobs([spec("j", "*/10 * * * *")], t0)
-    store.ensure_jobs([spec("j", "*/5 * * * *")], t0 + 3_600_000)
-    ticks = [t0 + k * 600_000 for k in range(1, 7)] + \
-        [t0 + 3_600_000 + k * 300_000 for k in range(1, 13)]
-    with db.engine.begin() as conn:
-        conn.execute(t.runs.insert(), [
-            {"job": "j", "scheduled_for": tick, "attempt": 1, "node": "n",
-             "trigger": "schedule", "status": "success", "started_at": tick,
-             "finished_at": tick + 5, "rows_written": 0, "requests": 0} for tick in ticks])
-    (row,) = slo_report([spec("j", "*/5 * * * *")], store, 30, 0.99, NOW)
-    assert (row["expected_ticks"], row["succeeded"], row["met"]) == (18, 18, True)
-
-
 class Recording:
     """A sqlite3 connection that keeps every statement a Reader runs, with its params."""
 
