@@ -95,8 +95,9 @@ def describe_plan(key: SeriesKey, plan: BulkPlan, rest_requests: Callable[[RestR
                 f"{files[0].zip_name} … {files[-1].zip_name}"
             parts.append(f"{len(files)} {label} file{'s' if len(files) > 1 else ''} ({span})")
     for r in plan.rest:
+        n = rest_requests(r)
         parts.append(f"REST {fmt_ms(r.start_ms)} → {fmt_ms(r.end_ms)} "
-                     f"(~{rest_requests(r)} requests)")
+                     f"(~{n} request{'' if n == 1 else 's'})")
     line = f"{key}: " + ("; ".join(parts) if parts else "nothing to fetch")
     detail: dict[str, object] = {
         "files": [p.file.zip_name for p in plan.files],
