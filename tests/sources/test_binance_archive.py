@@ -260,3 +260,36 @@ def test_plan_of_a_range_entirely_today_or_empty() -> None:
     assert plan == BulkPlan((), (RestRange(today, PLAN_NOW),))
     assert plan_range(Market.SPOT, "BTCUSDT", "1m", PLAN_NOW, PLAN_NOW, PLAN_NOW) == BulkPlan(
         (), ())
+
+
+COINM_HEADER = ("open_time,open,high,low,close,volume,close_time,base_asset_volume,count,"
+                "taker_buy_volume,taker_buy_base_asset_volume,ignore")
+
+
+def test_coinm_file_counts_contracts_and_reads_like_ccxt() -> None:
+    """COIN-M: column 5 is contracts, column 7 the base volume (CCXT's volume); the quote
+    volume is contracts times the contract size; its header names differ from USDⓈ-M's."""
+    f = ArchiveFile(Market.COINM, "BTCUSD_PERP", "1m", Period.DAILY, DAY)
+    body = "\n".join([COINM_HEADER, *rows(f.start_ms, 3)]) + "\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f.csv_name, body)
+    data = buf.getvalue()
+    t = read_kline_zip(data, hashlib.sha256(data).hexdigest(), f, source="cm",
+                       symbol="BTC/USD:BTC", now_ms=NOW, ingested_at_ms=NOW,
+                       contract_size=100.0)
+    assert t["volume"].to_pylist() == [150.0, 151.0, 152.0]
+    assert t["quote_volume"].to_pylist() == [150.0, 150.0, 150.0]  # 1.5 contracts x 100 USD
+    linear = read(DAILY, *zipped(DAILY, rows(DAILY.start_ms, 3)))
+    assert linear["volume"].to_pylist() == [1.5, 1.5, 1.5]
+
+
+def test_header_of_another_file_type_is_rejected() -> None:
+    f = ArchiveFile(Market.USDM, "BTCUSDT", "1m", Period.DAILY, DAY)
+    body = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f.csv_name, body + "1,2,3,4,5,6,true\n")
+    data = buf.getvalue()
+    with pytest.raises(BadArchiveFileError, match="line 1: unexpected header"):
+        read(f, data, hashlib.sha256(data).hexdigest())

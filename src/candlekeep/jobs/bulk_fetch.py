@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from candlekeep.jobs.facades import AsyncStore
-    from candlekeep.sources.base import Source
+    from candlekeep.sources.base import MarketInfo, Source
     from candlekeep.sources.binance_archive.client import ArchiveClient
     from candlekeep.sources.binance_archive.parse import ArchiveFileError
 
@@ -45,14 +45,10 @@ class SourceArchive:
     market: Market
     client: ArchiveClient
     lookahead: int
-    _ids: dict[str, str | None] = field(default_factory=dict)
-
-    async def market_id(self, source: Source, symbol: str) -> str | None:
-        """The exchange's id of ``symbol`` (the archive's folder name), None if unknown."""
-        if symbol not in self._ids:
-            info = (await source.markets()).get(symbol)
-            self._ids[symbol] = info.market_id if info is not None else None
-        return self._ids[symbol]
+    async def market_info(self, source: Source, symbol: str) -> MarketInfo | None:
+        """``symbol``'s market: its exchange id names the archive's folder, and an inverse
+        market's contract size converts its volumes."""
+        return (await source.markets()).get(symbol)
 
 
 async def open_archives(ctx: JobContext, sources: Iterable[str]) -> dict[str, SourceArchive]:
@@ -106,7 +102,7 @@ def describe_plan(key: SeriesKey, plan: BulkPlan, rest_requests: Callable[[RestR
     return line, detail
 
 
-WRITE_ROWS = 50_000
+WRITE_ROWS = 500_000
 """Rows gathered from consecutive files before one upsert: a store write has a fixed cost
 (tens of ms on DuckDB) that a day of 1h candles would otherwise pay 24 rows at a time; a
 month of 1m (44,640 rows) is about one write."""
@@ -125,6 +121,7 @@ class ArchiveWriter:
     progress_key: str
     rest: Callable[[int, int], Awaitable[bool]]
     result: JobResult
+    contract_size: float | None = None
     _pending: list[tuple[FilePiece, pa.Table]] = field(default_factory=list)
     _pending_rows: int = 0
 
@@ -175,7 +172,7 @@ class ArchiveWriter:
     async def _load(self, file: ArchiveFile) -> pa.Table:
         return await self.archive.client.candles(
             file, source=self.key.source, symbol=self.key.symbol,
-            now_ms=self.ctx.clock.now_ms())
+            now_ms=self.ctx.clock.now_ms(), contract_size=self.contract_size)
 
     async def _store(self, piece: FilePiece, table: pa.Table) -> None:
         """Queue ``piece``'s rows; written once a batch is large enough (see WRITE_ROWS)."""

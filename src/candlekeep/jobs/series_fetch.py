@@ -78,14 +78,14 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
                 ctx.log.info("series=%s starts at listing %s, not %s", key, fmt_ms(first),
                              fmt_ms(cursor))
                 cursor = first
-        bulk = None
+        bulk, market = None, None
         if archive is not None:
-            symbol_id = await archive.market_id(source, key.symbol)
-            if symbol_id is None:
+            market = await archive.market_info(source, key.symbol)
+            if market is None or market.market_id is None:
                 res.warnings.append(f"{key}: exchange id unknown, so no archive files: REST")
             else:
-                bulk = plan_range(archive.market, symbol_id, key.timeframe, cursor, end,
-                                  ctx.clock.now_ms())
+                bulk = plan_range(archive.market, market.market_id, key.timeframe, cursor,
+                                  end, ctx.clock.now_ms())
         total = tf.count(cursor, end)
         ctx.progress.start(progress_key, total, str(key))
         if ctx.dry_run:
@@ -100,7 +100,8 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
             return res
         if archive is not None and bulk is not None and bulk.files:
             writer = ArchiveWriter(ctx, archive, key, source, store, checkpoint_job,
-                                   progress_key, rest, res)
+                                   progress_key, rest, res,
+                                   market.contract_size if market is not None else None)
             if not await writer.write(bulk.files):
                 return res
             cursor = bulk.files[-1].end_ms

@@ -20,6 +20,8 @@ class MarketInfo:
     timeframes: tuple[str, ...] = ()
     market_id: str | None = None
     """The exchange's own id (``BTCUSDT`` for ``BTC/USDT``): what its files and URLs use."""
+    contract_size: float | None = None
+    """Set for inverse contracts only, whose volumes count contracts of this quote value."""
 
 
 @dataclass

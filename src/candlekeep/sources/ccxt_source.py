@@ -38,6 +38,7 @@ from candlekeep.core.errors import (
 from candlekeep.core.schema import candles_from_columns, empty_candles
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from candlekeep.sources.base import MarketInfo, Source
+from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy, call_with_retry
 
@@ -89,6 +90,11 @@ class Capabilities:
     klines_method: str | None = None
     end_param: str | None = "until"
     markets_types: tuple[str, ...] | None = None  # binance options.fetchMarkets.types
+    max_span_ms: int | None = None
+    """Longest startTime..endTime one request may span (COIN-M: 200 days)."""
+    inverse: bool = False
+    """Klines count volume in contracts: the base volume is column 7 (as CCXT reads it) and
+    the quote volume is contracts times the contract size."""
 
 
 _BINANCE_SPOT = Capabilities(1000, binance_spot_weight, 6000, 60.0, "publicGetKlines",
@@ -96,12 +102,18 @@ _BINANCE_SPOT = Capabilities(1000, binance_spot_weight, 6000, 60.0, "publicGetKl
 _BINANCE_USDM = Capabilities(1500, binance_futures_weight, 2400, 60.0, "fapiPublicGetKlines",
                              "endTime", ("linear",))
 
+_BINANCE_COINM = Capabilities(1500, binance_futures_weight, 2400, 60.0, "dapiPublicGetKlines",
+                              "endTime", ("inverse",), max_span_ms=200 * 86_400_000,
+                              inverse=True)
+
 CAPABILITIES: dict[tuple[str, str], Capabilities] = {
     ("binance", "spot"): _BINANCE_SPOT,
     ("binance", "swap"): _BINANCE_USDM,
     ("binance", "future"): _BINANCE_USDM,
     ("binanceusdm", "swap"): _BINANCE_USDM,
     ("binanceusdm", "future"): _BINANCE_USDM,
+    ("binancecoinm", "swap"): _BINANCE_COINM,
+    ("binancecoinm", "future"): _BINANCE_COINM,
 }
 
 _MARKET_TYPE_ALIASES = {"spot": "spot", "swap": "swap", "perp": "swap", "linear": "swap",
@@ -406,7 +418,10 @@ class CcxtSource(Source):
         return {tf for tf in TIMEFRAMES if tf in (self._ex.timeframes or {})}
 
     def page_limit(self, timeframe: str) -> int:
-        return self._page_limit
+        span = self.caps.max_span_ms
+        if span is None or timeframe not in TIMEFRAMES:
+            return self._page_limit
+        return max(1, min(self._page_limit, span // parse_timeframe(timeframe).ms))
 
     async def markets(self) -> dict[str, MarketInfo]:
         await self._ensure_markets()
@@ -419,7 +434,8 @@ class CcxtSource(Source):
             created = m.get("created")
             result[symbol] = MarketInfo(symbol, active is not False,
                                         int(created) if created is not None else None,
-                                        timeframes, m.get("id"))
+                                        timeframes, m.get("id"),
+                                        self.contract_size(m) if m.get("inverse") else None)
         return result
 
     async def fetch_candles(self, symbol: str, timeframe: str, start_ms: int,
@@ -431,7 +447,7 @@ class CcxtSource(Source):
         end = min(end_ms, tf.floor(self.clock.now_ms()))  # only closed candles exist
         if end <= first:
             return empty_candles()
-        step = self._page_limit * tf.ms
+        step = self.page_limit(tf.name) * tf.ms
         windows = [(s, min(s + step, end)) for s in range(first, end, step)]
         pages = await _gather_all(
             [self._fetch_page(market, symbol, tf, s, e) for s, e in windows])
@@ -489,7 +505,7 @@ class CcxtSource(Source):
                 request[caps.end_param] = end - 1
             method = getattr(self._ex, caps.klines_method)
             raw = await self._call(what, lambda: method(request))
-            table = self._binance_rows(raw, symbol, tf.name)
+            table = self._binance_rows(raw, symbol, tf.name, market)
         else:
             params: dict[str, Any] = {}
             if end is not None and caps.end_param:
@@ -505,7 +521,8 @@ class CcxtSource(Source):
                     self.name, symbol, timeframe, reason)
         return BadReplyError(self.name, symbol, f"{timeframe}: {reason}")
 
-    def _binance_rows(self, raw: Any, symbol: str, timeframe: str) -> pa.Table:
+    def _binance_rows(self, raw: Any, symbol: str, timeframe: str,
+                      market: dict[str, Any]) -> pa.Table:
         """Binance-style kline rows to a candle table, column by column."""
         if not isinstance(raw, list):
             raise self._reject(symbol, timeframe,
@@ -516,17 +533,29 @@ class CcxtSource(Source):
             cols = list(zip(*raw, strict=False))  # as many columns as the shortest row
             if len(cols) < 9:
                 raise ValueError("kline row with fewer than 9 fields")
+            volume, quote_volume = binance_volumes(
+                _floats(cols[5]), _floats(cols[7]), self.contract_size(market))
             return candles_from_columns(
                 self.name, symbol, timeframe,
                 pa.array(cols[0], pa.int64()),
                 _floats(cols[1]), _floats(cols[2]), _floats(cols[3]), _floats(cols[4]),
-                _floats(cols[5]),
+                volume,
                 ingested_at_ms=self.clock.now_ms(),
-                quote_volume=_floats(cols[7]),
+                quote_volume=quote_volume,
                 trades=pa.array(cols[8]).cast(pa.int64()),
             )
         except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise self._reject(symbol, timeframe, f"malformed klines: {exc}") from None
+
+    def contract_size(self, market: Mapping[str, Any]) -> float | None:
+        """The contract size of an inverse market (volumes count contracts), else None."""
+        if not (self.caps.inverse or market.get("inverse")):
+            return None
+        size = market.get("contractSize")
+        if size is None:
+            raise SourceError(f"source {self.name}: inverse market {market.get('symbol')} "
+                              "has no contract size")
+        return float(size)
 
     def _ohlcv_rows(self, raw: Any, symbol: str, timeframe: str) -> pa.Table:
         """CCXT's unified [ts, o, h, l, c, v] rows (no quote volume or trades there)."""

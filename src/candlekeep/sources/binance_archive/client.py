@@ -87,7 +87,7 @@ class ArchiveClient:
         await self._http.aclose()
 
     async def candles(self, file: ArchiveFile, *, source: str, symbol: str,
-                      now_ms: int) -> pa.Table:
+                      now_ms: int, contract_size: float | None = None) -> pa.Table:
         """The verified candles of ``file``; ArchiveFileError (naming it) when unusable.
 
         A checksum mismatch is fetched once more: a download cut by a proxy or a file being
@@ -95,12 +95,12 @@ class ArchiveClient:
         """
         try:
             try:
-                table = await self._candles_once(file, source, symbol, now_ms)
+                table = await self._candles_once(file, source, symbol, now_ms, contract_size)
             except ChecksumMismatchError as exc:
                 log.warning("archive checksum mismatch file=%s: fetching once more",
                             exc.file_name)
                 self.stats.refetched += 1
-                table = await self._candles_once(file, source, symbol, now_ms)
+                table = await self._candles_once(file, source, symbol, now_ms, contract_size)
         except ArchiveMissingError:
             self.stats.missing += 1
             raise
@@ -121,7 +121,7 @@ class ArchiveClient:
         del self.stats.rejected_files[:-50]
 
     async def _candles_once(self, file: ArchiveFile, source: str, symbol: str,
-                            now_ms: int) -> pa.Table:
+                            now_ms: int, contract_size: float | None) -> pa.Table:
         async with self._slots:
             checksum = await self._get(file.checksum_url(self.base_url),
                                        f"{file.zip_name}.CHECKSUM")
@@ -131,7 +131,8 @@ class ArchiveClient:
         # Unzipping and parsing a month of 1m candles takes tens of milliseconds of mostly
         # GIL-free Arrow work: off the loop, so downloads and writes continue meanwhile.
         return await asyncio.to_thread(read_kline_zip, data, expected, file, source=source,
-                                       symbol=symbol, now_ms=now_ms, ingested_at_ms=now_ms)
+                                       symbol=symbol, now_ms=now_ms, ingested_at_ms=now_ms,
+                                       contract_size=contract_size)
 
     async def _get(self, url: str, name: str) -> bytes:
         async def attempt() -> bytes:

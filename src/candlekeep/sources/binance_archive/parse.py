@@ -31,6 +31,7 @@ from candlekeep.core.errors import BadReplyError, SourceError
 from candlekeep.core.schema import CANDLE_SCHEMA, TS_TYPE
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.sources.binance_archive.paths import ArchiveFile
+from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.validate import validate_candles
 
 COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time",
@@ -91,17 +92,18 @@ def verify_checksum(data: bytes, expected_sha256: str, file: ArchiveFile) -> Non
 
 
 def read_kline_zip(data: bytes, expected_sha256: str, file: ArchiveFile, *, source: str,
-                   symbol: str, now_ms: int, ingested_at_ms: int) -> pa.Table:
+                   symbol: str, now_ms: int, ingested_at_ms: int,
+                   contract_size: float | None = None) -> pa.Table:
     """Verified candles of ``file`` (``symbol`` is the CCXT symbol stored with them).
 
     Column mapping follows the REST path (``CcxtSource._binance_rows``): volume is column 5,
-    quote_volume column 7, trades column 8, for every market, so archive and REST rows of
-    the same candle are identical.
+    quote_volume column 7 (COIN-M: see ``binance_volumes``), trades column 8, so archive and
+    REST rows of the same candle are identical.
     """
     verify_checksum(data, expected_sha256, file)
     csv_bytes = _unzip(data, file)
     return parse_kline_csv(csv_bytes, file, source=source, symbol=symbol, now_ms=now_ms,
-                           ingested_at_ms=ingested_at_ms)
+                           ingested_at_ms=ingested_at_ms, contract_size=contract_size)
 
 
 def _unzip(data: bytes, file: ArchiveFile) -> bytes:
@@ -117,8 +119,12 @@ def _unzip(data: bytes, file: ArchiveFile) -> bytes:
 
 
 def parse_kline_csv(csv_bytes: bytes, file: ArchiveFile, *, source: str, symbol: str,
-                    now_ms: int, ingested_at_ms: int) -> pa.Table:
-    """The CSV inside ``file`` to candles; BadArchiveFileError naming the line otherwise."""
+                    now_ms: int, ingested_at_ms: int,
+                    contract_size: float | None = None) -> pa.Table:
+    """The CSV inside ``file`` to candles; BadArchiveFileError naming the line otherwise.
+
+    ``contract_size`` is given for inverse (COIN-M) files, whose volumes count contracts
+    (see ``binance_volumes``)."""
     name = file.csv_name
     if not csv_bytes.strip():
         raise BadArchiveFileError(name, "empty CSV")
@@ -126,7 +132,9 @@ def parse_kline_csv(csv_bytes: bytes, file: ArchiveFile, *, source: str, symbol:
     first_line = 2 if header else 1  # CSV line of data row 0
     if header:
         got = csv_bytes.split(b"\n", 1)[0].strip().decode("ascii", "replace")
-        if tuple(got.split(",")) != COLUMNS:
+        names = got.split(",")
+        # COIN-M names columns 7 and 9-10 after the base asset; the order is the same.
+        if len(names) != len(COLUMNS) or names[:7] != list(COLUMNS[:7]):
             raise BadArchiveFileError(name, f"unexpected header {got[:200]!r}", 1)
     raw = _read(csv_bytes, name, header, first_line)
     n = raw.num_rows
@@ -144,6 +152,7 @@ def parse_kline_csv(csv_bytes: bytes, file: ArchiveFile, *, source: str, symbol:
         ts = pc.divide(ts, 1000)
     tf = parse_timeframe(file.interval)
     ts_np = ts.to_numpy()
+    volume, quote_volume = binance_volumes(raw["volume"], raw["quote_volume"], contract_size)
     _check_rows(ts_np, tf.ms, tf.offset_ms, file, first_line)
     table = pa.table(
         {
@@ -152,8 +161,8 @@ def parse_kline_csv(csv_bytes: bytes, file: ArchiveFile, *, source: str, symbol:
             "timeframe": pa.repeat(pa.scalar(file.interval, pa.string()), n),
             "ts": pa.array(ts_np, pa.int64()).cast(TS_TYPE),
             "open": raw["open"], "high": raw["high"], "low": raw["low"],
-            "close": raw["close"], "volume": raw["volume"],
-            "quote_volume": raw["quote_volume"], "trades": raw["count"],
+            "close": raw["close"], "volume": volume,
+            "quote_volume": quote_volume, "trades": raw["count"],
             "ingested_at": pa.repeat(pa.scalar(ingested_at_ms, pa.int64()), n).cast(TS_TYPE),
         },
         schema=CANDLE_SCHEMA,
