@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 import pyarrow as pa
@@ -53,7 +53,6 @@ class ArchiveStats:
     missing: int = 0
     rejected: int = 0
     unavailable: int = 0
-    rejected_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
         return {"files": self.files, "bytes": self.bytes, "rows": self.rows,
@@ -104,21 +103,15 @@ class ArchiveClient:
         except ArchiveMissingError:
             self.stats.missing += 1
             raise
-        except ArchiveUnavailableError as exc:
+        except ArchiveUnavailableError:
             self.stats.unavailable += 1
-            self._note_rejected(exc)
             raise
-        except ArchiveFileError as exc:
+        except ArchiveFileError:
             self.stats.rejected += 1
-            self._note_rejected(exc)
             raise
         self.stats.files += 1
         self.stats.rows += table.num_rows
         return table
-
-    def _note_rejected(self, exc: ArchiveFileError) -> None:
-        self.stats.rejected_files.append(str(exc))
-        del self.stats.rejected_files[:-50]
 
     async def _candles_once(self, file: ArchiveFile, source: str, symbol: str,
                             now_ms: int, contract_size: float | None) -> pa.Table:
