@@ -1,6 +1,7 @@
 """Importing this module registers every built-in job type."""
 
 from candlekeep.jobs import (  # noqa: F401
+    availability,
     backfill,
     command,
     flush,
