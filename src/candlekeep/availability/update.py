@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -153,9 +154,12 @@ async def run_update(plan: UpdatePlan, store: AvailabilityStore, exchange: Excha
     await _check_data_type(store, plan)
     today = dt.datetime.fromtimestamp(clock.now_ms() / 1000, dt.UTC).date()
     settled = settled_until(today, plan.publication_buffer_days)
+    t0 = time.monotonic()
     client = make_client(plan.concurrency, plan.timeout_s)
     try:
         listing = await _listing(client, plan, clock, rng, report)
+        log.debug("availability listing symbols=%d in %.2fs",
+                  len(listing.symbols) if listing else 0, time.monotonic() - t0)
         exchange_ids = {m.market_id: m for m in exchange.markets}
         listed = set(listing.symbols if listing else ())
         symbols = sorted(set(exchange_ids) | listed)
@@ -171,8 +175,10 @@ async def run_update(plan: UpdatePlan, store: AvailabilityStore, exchange: Excha
         if on_total is not None:
             on_total(len(targets))
         stored = await _stored_window(store, plan)
+        t1 = time.monotonic()
         probes = await probe_all(client, targets, concurrency=plan.concurrency, clock=clock,
                                  retry=plan.retry, rng=rng, on_done=progress)
+        log.debug("availability probes=%d in %.2fs", len(probes), time.monotonic() - t1)
         report.probes = len(probes)
         report.requests += sum(p.attempts for p in probes)
         report.rows_written += await _write_probes(store, plan, probes, stored, clock, report)
@@ -180,8 +186,11 @@ async def run_update(plan: UpdatePlan, store: AvailabilityStore, exchange: Excha
             await _volumes(client, store, plan, probes, stored, clock, rng, report)
     finally:
         await client.aclose()
+    t2 = time.monotonic()
     history = await store.read(projection("status"), where={"market": plan.market.value})
     _validate(plan, history, exchange, settled, report)
+    log.debug("availability validated rows=%d in %.2fs (run %.2fs)", history.num_rows,
+              time.monotonic() - t2, time.monotonic() - t0)
     return report
 
 
