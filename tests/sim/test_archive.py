@@ -21,6 +21,7 @@ from candlekeep.core.timeframes import DAY_MS, HOUR_MS
 from candlekeep.core.timeutil import to_ms
 from candlekeep.sim.archive import (
     CSV_HEADER,
+    CSV_HEADER_COINM,
     ArchiveFault,
     ArchiveSpec,
     FaultKind,
@@ -90,7 +91,7 @@ def fetch(http: httpx.Client, key: str) -> tuple[str, list[list[str]], bool]:
     lines = text.splitlines()
     header = not lines[0][0].isdigit()
     if header:
-        assert lines[0] == CSV_HEADER
+        assert lines[0] == (CSV_HEADER_COINM if "/futures/cm/" in key else CSV_HEADER)
     return csv_name, [line.split(",") for line in lines[header:]], header
 
 
@@ -101,7 +102,7 @@ def to_ms_rows(rows: list[list[str]], scale: int) -> list[list[str]]:
 
 def rest(http: httpx.Client, api: str, market_id: str, interval: str, start: int,
          end: int) -> list[list[str]]:
-    path = "/api/v3/klines" if api == "spot" else "/fapi/v1/klines"
+    path = {"spot": "/api/v3/klines", "fapi": "/fapi/v1/klines", "dapi": "/dapi/v1/klines"}[api]
     reply = http.get(path, params={"symbol": market_id, "interval": interval,
                                    "startTime": start, "endTime": end - 1, "limit": 1000})
     assert reply.status_code == 200
@@ -146,13 +147,31 @@ def test_futures_header_only_on_newer_files(http: httpx.Client) -> None:
     assert not header and len(old) == 31
 
 
-def test_coin_m_perpetual(http: httpx.Client) -> None:
+def test_coin_m_perpetual(http: httpx.Client, exchange: SimExchange) -> None:
     name, rows, header = fetch(
         http, "data/futures/cm/daily/klines/BTCUSD_PERP/1h/BTCUSD_PERP-1h-2025-01-01")
     assert name == "BTCUSD_PERP-1h-2025-01-01.csv" and header and len(rows) == 24
     assert rows[0][0] == str(to_ms("2025-01-01"))
+    day = to_ms("2025-01-01")
+    assert rows == rest(http, "dapi", "BTCUSD_PERP", "1h", day, day + DAY_MS)
+    # Inverse layout: whole contracts of 100 USD in column 5, the coin in column 7.
+    truth = exchange.expected("BTC/USD:BTC", "1h", day, day + DAY_MS)
+    assert [int(r[5]) * 100.0 for r in rows] == truth["quote_volume"].to_pylist()
+    assert [float(r[7]) for r in rows] == truth["volume"].to_pylist()
+    assert all(r[9].isdigit() and int(r[9]) <= int(r[5]) for r in rows)
     missing = "/data/futures/cm/daily/klines/BTCUSDT/1h/BTCUSDT-1h-2025-01-01.zip"
     assert http.get(missing).status_code == 404
+
+
+def test_coin_m_old_files_have_no_header_and_other_coins_count_10_usd(
+        http: httpx.Client, exchange: SimExchange) -> None:
+    _, rows, header = fetch(
+        http, "data/futures/cm/monthly/klines/ETHUSD_PERP/1d/ETHUSD_PERP-1d-2022-03")
+    assert not header and len(rows) == 31
+    start, end = to_ms("2022-03-01"), to_ms("2022-04-01")
+    assert rows == rest(http, "dapi", "ETHUSD_PERP", "1d", start, end)
+    truth = exchange.expected("ETH/USD:ETH", "1d", start, end)
+    assert [int(r[5]) * 10.0 for r in rows] == truth["quote_volume"].to_pylist()
 
 
 def test_non_ascii_symbol_is_url_quoted(http: httpx.Client) -> None:

@@ -268,3 +268,80 @@ def test_build_exchange_options() -> None:
     assert ex.faults.weight_limit == 100 and ex.faults.window_s == 10
     assert ex.holes is not None and ex.holes.period_ms == DAY_MS // 4
     assert ex.transient is None
+
+
+# ---------------------------------------------------------------------- COIN-M (/dapi)
+
+
+def dapi(client: httpx.Client, **params: str | int) -> httpx.Response:
+    return client.get("/dapi/v1/klines", params={"symbol": "BTCUSD_PERP", **params})
+
+
+def test_coin_m_exchange_info(client: httpx.Client) -> None:
+    info = client.get("/dapi/v1/exchangeInfo").json()
+    assert info["rateLimits"][0]["limit"] == 2400
+    btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSD_PERP")
+    assert btc["pair"] == "BTCUSD" and btc["contractType"] == "PERPETUAL"
+    assert btc["contractStatus"] == "TRADING" and "status" not in btc
+    assert (btc["contractSize"], btc["marginAsset"], btc["baseAsset"], btc["quoteAsset"]) == (
+        100, "BTC", "BTC", "USD")
+    eth = next(s for s in info["symbols"] if s["symbol"] == "ETHUSD_PERP")
+    assert eth["contractSize"] == 10 and eth["onboardDate"] == to_ms("2017-08-17")
+
+
+def test_coin_m_klines_inverse_layout(client: httpx.Client, sim: SimExchange) -> None:
+    rows = dapi(client, interval="1h", startTime=DAY, endTime=DAY + DAY_MS - 1).json()
+    truth = sim.expected("BTC/USD:BTC", "1h", DAY, DAY + DAY_MS)
+    assert [r[0] for r in rows] == truth["ts"].cast("int64").to_pylist()
+    assert all(r[5].isdigit() and r[9].isdigit() for r in rows)  # whole contracts
+    assert [int(r[5]) * 100.0 for r in rows] == truth["quote_volume"].to_pylist()
+    assert [float(r[7]) for r in rows] == truth["volume"].to_pylist()  # the coin volume
+    # COIN-M shares the USDⓈ-M perpetual's maintenance holes, not its prices.
+    um = sim.expected("BTC/USDT:USDT", "1m", DAY, DAY + DAY_MS)
+    cm = sim.expected("BTC/USD:BTC", "1m", DAY, DAY + DAY_MS)
+    assert um["ts"].equals(cm["ts"]) and not um["close"].equals(cm["close"])
+
+
+def test_coin_m_span_is_200_days_and_answers_newest_first(client: httpx.Client) -> None:
+    start = DAY - 200 * DAY_MS
+    r = dapi(client, interval="1d", startTime=start, endTime=DAY)  # exactly 200 days
+    assert r.status_code == 200 and len(r.json()) == 201
+    r = dapi(client, interval="1d", startTime=start, endTime=DAY + 1)
+    assert r.status_code == 400
+    assert r.json() == {"code": -1127, "msg": "More than 4800 hours between startTime and "
+                                              "endTime."}
+    # The newest ``limit`` of the span, where spot and USDⓈ-M give the oldest.
+    rows = dapi(client, interval="1d", startTime=start, endTime=DAY, limit=3).json()
+    assert [r[0] for r in rows] == [DAY - 2 * DAY_MS, DAY - DAY_MS, DAY]
+    # startTime alone: the span ends 200 days later; endTime alone: it starts 200 before.
+    rows = dapi(client, interval="1d", startTime=start, limit=1).json()
+    assert [r[0] for r in rows] == [DAY]
+    rows = dapi(client, interval="1w", endTime=DAY, limit=1500).json()
+    assert start <= rows[0][0] < start + 7 * DAY_MS and rows[-1][0] <= DAY
+    r = dapi(client, interval="1m", limit=1501)
+    assert r.status_code == 400 and r.json()["code"] == -1130
+
+
+def test_coin_m_has_its_own_weight_window() -> None:
+    ex = make(faults=Faults(fapi_weight_limit=3, dapi_weight_limit=3, ban_after=10))
+    with run_in_thread(ex) as url, httpx.Client(base_url=url) as c:
+        params: dict[str, str | int] = {"symbol": "BTCUSD_PERP", "interval": "1m", "limit": 1}
+        codes = [c.get("/dapi/v1/klines", params=params).status_code for _ in range(4)]
+        fapi = c.get("/fapi/v1/klines", params={"symbol": "BTCUSDT", "interval": "1m",
+                                                "limit": 1})
+    assert codes == [200, 200, 200, 429]
+    assert fapi.status_code == 200 and fapi.headers["x-mbx-used-weight-1m"] == "1"
+    assert ex.used_weight("dapi") == 4 and ex.used_weight("fapi") == 1
+
+
+def test_delisted_coin_m_perpetual_settles() -> None:
+    ex = SimExchange(7, {"OLD/USDT": "2020-01-01"}, clock=FakeClock(NOW),
+                     delistings={"OLD/USDT": "2024-06-01"})
+    with run_in_thread(ex) as url, httpx.Client(base_url=url) as c:
+        (old,) = c.get("/dapi/v1/exchangeInfo").json()["symbols"]
+        params: dict[str, str | int] = {"symbol": "OLDUSD_PERP", "interval": "1d"}
+        rows = c.get("/dapi/v1/klines", params={**params, "endTime": to_ms("2024-06-10")})
+        late = c.get("/dapi/v1/klines", params={**params, "endTime": NOW})
+    assert old["contractStatus"] == "SETTLING" and old["deliveryDate"] == to_ms("2024-06-01")
+    assert rows.json()[-1][0] == to_ms("2024-05-31")
+    assert late.json() == []  # the 200 days before now are all after the delisting

@@ -7,7 +7,8 @@ REST endpoints use, so a file and a klines reply for the same range agree exactl
 
 The real archive's quirks are reproduced by date, as Binance has them: spot files switched
 from millisecond to microsecond timestamps on 2025-01-01, futures files gained a header row
-in 2022 (``ArchiveSpec`` holds both switch dates). Failures are scripted per file with
+in 2022 (``ArchiveSpec`` holds both switch dates), COIN-M files count volume in contracts
+and name their columns after it. Failures are scripted per file with
 ``ArchiveFault``: missing or late files, a wrong CHECKSUM, a truncated ZIP, a bad number,
 another period's rows, 5xx and slow replies, and a listing page cut short.
 
@@ -40,13 +41,16 @@ from starlette.routing import Route
 
 from candlekeep.core.timeframes import DAY_MS, TIMEFRAMES, parse_timeframe
 from candlekeep.core.timeutil import to_ms
-from candlekeep.sim.exchange import SimExchange
+from candlekeep.sim.exchange import Api, SimExchange
 from candlekeep.sim.generator import CandleArrays
 
 BUCKET = "data.binance.vision"
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 CSV_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
               "taker_buy_volume,taker_buy_quote_volume,ignore")
+CSV_HEADER_COINM = ("open_time,open,high,low,close,volume,close_time,base_asset_volume,count,"
+                    "taker_buy_volume,taker_buy_base_asset_volume,ignore")
+"""COIN-M: ``volume`` and ``taker_buy_volume`` are contracts, columns 7 and 10 the coin."""
 CHECKSUM_SUFFIX = ".CHECKSUM"
 
 
@@ -56,6 +60,10 @@ class Market(StrEnum):
     SPOT = "spot"
     UM = "futures/um"
     CM = "futures/cm"
+
+
+_API_OF: dict[Market, Api] = {Market.SPOT: "spot", Market.UM: "fapi", Market.CM: "dapi"}
+"""The REST API whose markets (and candles) each archive market serves."""
 
 
 class Period(StrEnum):
@@ -159,12 +167,12 @@ class Built:
 
 @dataclass(frozen=True, slots=True)
 class _Series:
-    """Which generator series a market id serves and whose holes and listing it shares."""
+    """The exchange market a folder serves (its candles, holes and dates are the REST ones)."""
 
-    gen_symbol: str
-    hole_symbol: str
+    symbol: str
     listing_ms: int
     delisting_ms: int | None = None
+    contract_size: float | None = None  # COIN-M: its volumes count contracts
 
 
 def _ms_to_date(ms: int) -> date:
@@ -218,18 +226,30 @@ def parse_key(key: str) -> tuple[ArchiveFile, bool] | None:
     return (f, is_checksum) if f.label == label else None
 
 
-def kline_fields(arrays: CandleArrays, tf_ms: int, time_scale: int = 1) -> list[pa.Array]:
+def kline_fields(arrays: CandleArrays, tf_ms: int, time_scale: int = 1,
+                 contract_size: float | None = None) -> list[pa.Array]:
     """Binance's 12 kline fields as string columns, shared by REST JSON and archive CSV.
 
     ``time_scale`` 1000 gives the microsecond open and close times of newer spot files.
-    Arrow's string cast writes the shortest round-trip text of each float.
+    Arrow's string cast writes the shortest round-trip text of each float. With
+    ``contract_size`` (COIN-M) the layout is the inverse one: column 5 the number of
+    contracts (``quote_volume / contract_size``, whole by ``SimExchange.candle_arrays``),
+    column 7 the base asset volume, 9 the taker buy contracts, 10 the taker buy base volume.
     """
     a = arrays
+    if contract_size is None:
+        volume, turnover = _strings(a.volume), _strings(a.quote_volume)
+        taker_volume = _strings(np.round(a.volume * 0.5, 5))
+        taker_turnover = _strings(np.round(a.quote_volume * 0.5, 4))
+    else:
+        contracts = np.round(a.quote_volume / contract_size).astype(np.int64)
+        volume, turnover = _strings(contracts), _strings(a.volume)
+        taker_volume = _strings(contracts // 2)
+        taker_turnover = _strings(np.round(a.volume * 0.5, 8))
     return [_strings(a.ts * time_scale), _strings(a.open), _strings(a.high),
-            _strings(a.low), _strings(a.close), _strings(a.volume),
-            _strings((a.ts + tf_ms) * time_scale - 1), _strings(a.quote_volume),
-            _strings(a.trades), _strings(np.round(a.volume * 0.5, 5)),
-            _strings(np.round(a.quote_volume * 0.5, 4)),
+            _strings(a.low), _strings(a.close), volume,
+            _strings((a.ts + tf_ms) * time_scale - 1), turnover,
+            _strings(a.trades), taker_volume, taker_turnover,
             pa.array(["0"] * len(a), pa.string())]
 
 
@@ -253,17 +273,10 @@ class SimArchive:
         self.spec = spec or ArchiveSpec()
         self._series: dict[Market, dict[str, _Series]] = {m: {} for m in Market}
         # Delisted markets too, those exchangeInfo no longer shows included: their files stay.
-        for m in exchange.markets("spot"):
-            self._series[Market.SPOT][m.market_id] = _Series(m.symbol, m.symbol, m.listing_ms,
-                                                             m.delisting_ms)
-        for m in exchange.markets("fapi"):
-            self._series[Market.UM][m.market_id] = _Series(m.symbol, m.symbol, m.listing_ms,
-                                                           m.delisting_ms)
-            # COIN-M has no REST face in the sim: its inverse perpetual shares the USDⓈ-M
-            # perpetual's listing, delisting and holes, with its own generated prices.
-            self._series[Market.CM].setdefault(
-                f"{m.base}USD_PERP", _Series(f"{m.base}/USD:{m.base}", m.symbol, m.listing_ms,
-                                             m.delisting_ms))
+        for market, api in _API_OF.items():
+            for m in exchange.markets(api):
+                self._series[market][m.market_id] = _Series(m.symbol, m.listing_ms,
+                                                            m.delisting_ms, m.contract_size)
         self._lock = threading.Lock()
         self._used: dict[int, int] = {}
         self._cache: OrderedDict[tuple[str, FaultKind | None], Built] = OrderedDict()
@@ -295,8 +308,8 @@ class SimArchive:
         series = self._series[f.market][f.symbol_id]
         tf = parse_timeframe(f.interval)
         ts = np.arange(tf.ceil(f.start_ms), f.end_ms, tf.ms, dtype=np.int64)
-        ts = ts[~self.exchange.hole_mask(series.hole_symbol, f.interval, ts)]
-        return self.exchange.generator.arrays(series.gen_symbol, f.interval, ts)
+        ts = ts[~self.exchange.hole_mask(series.symbol, f.interval, ts)]
+        return self.exchange.candle_arrays(series.symbol, f.interval, ts)
 
     def uses_micros(self, f: ArchiveFile) -> bool:
         return f.market is Market.SPOT and f.start_ms >= self.spec.spot_micros_from_ms
@@ -307,7 +320,8 @@ class SimArchive:
     def csv_bytes(self, f: ArchiveFile, fault: FaultKind | None = None) -> bytes:
         rows_of = f.previous() if fault is FaultKind.WRONG_DATE else f
         fields = kline_fields(self.candles(rows_of), TIMEFRAMES[f.interval],
-                              1000 if self.uses_micros(f) else 1)
+                              1000 if self.uses_micros(f) else 1,
+                              self._series[f.market][f.symbol_id].contract_size)
         rows: list[str] = (pc.binary_join_element_wise(*fields, ",").to_pylist()
                            if len(fields[0]) else [])
         if fault is FaultKind.BAD_NUMBER and rows:
@@ -315,7 +329,7 @@ class SimArchive:
             cells[4] = cells[4] + "x"
             rows[len(rows) // 2] = ",".join(cells)
         if self.has_header(f):
-            rows.insert(0, CSV_HEADER)
+            rows.insert(0, CSV_HEADER_COINM if f.market is Market.CM else CSV_HEADER)
         return "".join(row + "\n" for row in rows).encode()
 
     def build(self, f: ArchiveFile, fault: FaultKind | None = None) -> Built:

@@ -8,6 +8,11 @@ served already, the rate-limit window, bans, and a queue of faults a test forced
 Binance is the model: ``klines`` follows its startTime/endTime/limit semantics, the weight
 budget is counted in fixed windows aligned to the epoch, a client that keeps going over the
 budget gets 429s with Retry-After and then a 418 ban.
+
+Three APIs, as Binance has them: spot (``/api``), USDⓈ-M futures (``/fapi``, linear
+perpetuals ``BTC/USDT:USDT``) and COIN-M futures (``/dapi``, inverse perpetuals
+``BTC/USD:BTC`` whose volume counts contracts of a fixed USD size). Each has its own weight
+window.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from candlekeep.sim.generator import (
     uniform,
 )
 
-Api = Literal["spot", "fapi"]
+Api = Literal["spot", "fapi", "dapi"]
 FaultKind = Literal["429", "418", "451", "500", "502", "503", "504", "truncate", "slow",
                     "high_low", "off_grid", "duplicate"]
 
@@ -45,6 +50,15 @@ DEFAULT_SYMBOLS: dict[str, str] = {
     "BNB/USDT": "2017-11-06",
     "SOL/USDT": "2020-08-11",
 }
+
+COINM_CONTRACT_USD: dict[str, float] = {"BTC": 100.0}
+"""Binance's COIN-M contract sizes in USD: 100 for BTC, 10 for every other coin."""
+COINM_DEFAULT_CONTRACT_USD = 10.0
+
+
+def coinm_contract_size(base: str) -> float:
+    """The USD value of one COIN-M contract of ``base``."""
+    return COINM_CONTRACT_USD.get(base, COINM_DEFAULT_CONTRACT_USD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +103,14 @@ class Hole:
 class Faults:
     """Rate limits and injected failures; random draws come from ``seed`` in request order.
 
-    Weight limits apply per API (spot ``/api``, futures ``/fapi``) in fixed windows of
-    ``window_s``. ``ban_after`` violations within one ban period turn the next over-budget
-    request into a 418 ban of ``ban_s`` seconds.
+    Weight limits apply per API (spot ``/api``, USDⓈ-M ``/fapi``, COIN-M ``/dapi``) in fixed
+    windows of ``window_s``. ``ban_after`` violations within one ban period turn the next
+    over-budget request into a 418 ban of ``ban_s`` seconds.
     """
 
     weight_limit: int = 6000
     fapi_weight_limit: int = 2400
+    dapi_weight_limit: int = 2400
     window_s: float = 60.0
     ban_after: int = 5
     ban_s: float = 120.0
@@ -158,14 +173,27 @@ class Delisting:
 
 @dataclass(frozen=True, slots=True)
 class SimMarket:
-    symbol: str  # unified: BTC/USDT, or BTC/USDT:USDT for a USDⓈ-M perpetual
-    market_id: str  # exchange id: BTCUSDT
+    """One market of one API.
+
+    A COIN-M perpetual (``BTC/USD:BTC``, id ``BTCUSD_PERP``) has a ``contract_size`` (its
+    volume counts contracts of that many USD) and shares the holes of the USDⓈ-M perpetual
+    of its coin (``holes_of``): maintenance hits both futures markets alike.
+    """
+
+    symbol: str  # unified: BTC/USDT, BTC/USDT:USDT (USDⓈ-M), BTC/USD:BTC (COIN-M)
+    market_id: str  # exchange id: BTCUSDT, BTCUSD_PERP
     base: str
     quote: str
     listing_ms: int
     price_decimals: int
     delisting_ms: int | None = None
     in_exchange_info: bool = True
+    contract_size: float | None = None  # inverse markets only
+    holes_of: str | None = None  # the symbol whose holes this market shares
+
+    @property
+    def inverse(self) -> bool:
+        return self.contract_size is not None
 
     def trading(self, now_ms: int) -> bool:
         """Listed and not delisted at ``now_ms``."""
@@ -217,6 +245,7 @@ class SimExchange:
             raise ValueError(f"delistings name symbols the sim does not list: {unknown}")
         self._spot: dict[str, SimMarket] = {}
         self._fapi: dict[str, SimMarket] = {}
+        self._dapi: dict[str, SimMarket] = {}
         for symbol, listing_ms in listed.items():
             base, quote = symbol.split(":", 1)[0].split("/", 1)
             perp = f"{base}/{quote}:{quote}"
@@ -227,10 +256,19 @@ class SimExchange:
                                                  price_decimals(seed, symbol), end_ms, in_info)
             self._fapi[base + quote] = SimMarket(perp, base + quote, base, quote, listing_ms,
                                                  price_decimals(seed, perp), end_ms, in_info)
-        self._by_symbol = {m.symbol: m for m in (*self._spot.values(), *self._fapi.values())}
+            # One COIN-M perpetual per coin (the first quote listed gives its dates).
+            inverse = f"{base}/USD:{base}"
+            self._dapi.setdefault(f"{base}USD_PERP", SimMarket(
+                inverse, f"{base}USD_PERP", base, "USD", listing_ms,
+                price_decimals(seed, inverse), end_ms, in_info, coinm_contract_size(base),
+                holes_of=perp))
+        self._apis: dict[Api, dict[str, SimMarket]] = {"spot": self._spot, "fapi": self._fapi,
+                                                       "dapi": self._dapi}
+        self._by_symbol = {m.symbol: m for markets in self._apis.values()
+                           for m in markets.values()}
         self._lock = threading.Lock()
         self._served: set[tuple[str, str, int]] = set()
-        self._rate: dict[str, _RateState] = {"spot": _RateState(), "fapi": _RateState()}
+        self._rate: dict[str, _RateState] = {api: _RateState() for api in self._apis}
         self._forced: deque[_Forced] = deque()
         self._rng = random.Random(self.faults.seed)
         self._burst_left = 0
@@ -241,14 +279,14 @@ class SimExchange:
 
     def markets(self, api: Api = "spot") -> list[SimMarket]:
         """Every market ever listed, delisted ones included (the archive serves them all)."""
-        return list((self._spot if api == "spot" else self._fapi).values())
+        return list(self._apis[api].values())
 
     def info_markets(self, api: Api = "spot") -> list[SimMarket]:
         """The markets exchangeInfo shows: all but the delisted ones already dropped."""
         return [m for m in self.markets(api) if m.in_exchange_info]
 
     def market_by_id(self, api: Api, market_id: str) -> SimMarket | None:
-        return (self._spot if api == "spot" else self._fapi).get(market_id)
+        return self._apis[api].get(market_id)
 
     def market(self, symbol: str) -> SimMarket:
         try:
@@ -282,15 +320,16 @@ class SimExchange:
         absent = ts < tf.floor(market.listing_ms)
         if market.delisting_ms is not None:
             absent |= ts >= market.delisting_ms
+        holes_of = market.holes_of or symbol
         if self.holes is not None and self.holes.probability > 0:
             h = self.holes
             for back in (0, 1):  # a hole may spill over from the previous period
-                present, start, dur = self._windows("hole", symbol, h.period_ms, h.probability,
-                                                    h.min_minutes, h.max_minutes,
-                                                    ts // h.period_ms - back)
+                present, start, dur = self._windows("hole", holes_of, h.period_ms,
+                                                    h.probability, h.min_minutes,
+                                                    h.max_minutes, ts // h.period_ms - back)
                 absent |= present & (start <= ts) & (ts + tf.ms <= start + dur)
         for hole in self.extra_holes:
-            if hole.symbol is None or hole.symbol == symbol:
+            if hole.symbol is None or hole.symbol == holes_of:
                 absent |= (hole.start_ms <= ts) & (ts + tf.ms <= hole.end_ms)
         return absent
 
@@ -324,7 +363,27 @@ class SimExchange:
         first = tf.ceil(start_ms)
         ts = np.arange(first, max(first, end_ms), tf.ms, dtype=np.int64)
         ts = ts[~self.hole_mask(symbol, timeframe, ts)]
-        return self.generator.table(symbol, timeframe, ts, source=source)
+        return self.candle_arrays(symbol, timeframe, ts).to_table(source, symbol, timeframe, 0)
+
+    def candle_arrays(self, symbol: str, timeframe: str, ts: I64) -> CandleArrays:
+        """The candles of ``symbol`` opening at ``ts``: what klines, the archive and
+        ``expected`` all serve.
+
+        An inverse market trades whole contracts, so its quote (USD) volume is rounded to a
+        whole number of contracts here, and its base volume is that USD amount at the
+        candle's mean price: the contract count a reply or a file shows, times the contract
+        size, is then exactly the stored quote volume.
+        """
+        arrays = self.generator.arrays(symbol, timeframe, ts)
+        size = self.market(symbol).contract_size
+        if size is None:
+            return arrays
+        contracts = np.round(arrays.quote_volume / size)
+        quote = contracts * size
+        mid = (arrays.open + arrays.high + arrays.low + arrays.close) / 4.0
+        base = np.round(quote / mid, 8)
+        return CandleArrays(arrays.ts, arrays.open, arrays.high, arrays.low, arrays.close,
+                            base, quote, arrays.trades)
 
     # ----------------------------------------------------------------- klines
 
@@ -336,11 +395,15 @@ class SimExchange:
         end_ms: int | None = None,
         limit: int = 500,
         *,
+        newest: bool = False,
         corrupt: str | None = None,
     ) -> CandleArrays:
         """Candles as Binance returns them: open time in [start, end] (both inclusive),
         ascending, at most ``limit``, including the still-open current candle; without
         ``start_ms`` the newest ``limit`` candles up to ``end_ms`` (or now).
+
+        ``newest`` is COIN-M's rule: the newest ``limit`` candles of [start, end], where
+        spot and USDⓈ-M give the oldest.
         """
         tf = parse_timeframe(timeframe)
         now_open = tf.floor(self.clock.now_ms())
@@ -349,12 +412,15 @@ class SimExchange:
             now_open = min(now_open, tf.floor(delisted - 1))
         hi = now_open if end_ms is None else min(tf.floor(end_ms), now_open)
         if limit <= 0:
-            return self.generator.arrays(symbol, timeframe, np.empty(0, np.int64))
+            return self.candle_arrays(symbol, timeframe, np.empty(0, np.int64))
         chunk = limit + 64
         picked: list[I64] = []
         count = 0
+        floor = tf.floor(self.market(symbol).listing_ms)
         if start_ms is not None:
-            cursor = max(tf.ceil(start_ms), tf.floor(self.market(symbol).listing_ms))
+            floor = max(floor, tf.ceil(start_ms))
+        if start_ms is not None and not newest:
+            cursor = floor
             while count < limit and cursor <= hi:
                 stop = min(hi + 1, cursor + chunk * tf.ms)
                 ts = np.arange(cursor, stop, tf.ms, dtype=np.int64)
@@ -365,7 +431,6 @@ class SimExchange:
             ts = np.concatenate(picked) if picked else np.empty(0, np.int64)
             ts = self._drop_late(symbol, timeframe, ts, limit, forward=True)
         else:
-            floor = tf.floor(self.market(symbol).listing_ms)
             cursor = hi + tf.ms
             while count < limit and cursor > floor:
                 lo = max(floor, cursor - chunk * tf.ms)
@@ -377,7 +442,7 @@ class SimExchange:
                 cursor = lo
             ts = np.concatenate(picked) if picked else np.empty(0, np.int64)
             ts = self._drop_late(symbol, timeframe, ts, limit, forward=False)
-        arrays = self.generator.arrays(symbol, timeframe, ts)
+        arrays = self.candle_arrays(symbol, timeframe, ts)
         kind = corrupt
         return _corrupt(arrays, kind, tf.ms) if kind and len(arrays) else arrays
 
@@ -421,7 +486,9 @@ class SimExchange:
             self._forced.clear()
 
     def weight_limit(self, api: Api) -> int:
-        return self.faults.weight_limit if api == "spot" else self.faults.fapi_weight_limit
+        f = self.faults
+        return {"spot": f.weight_limit, "fapi": f.fapi_weight_limit,
+                "dapi": f.dapi_weight_limit}[api]
 
     def used_weight(self, api: Api) -> int:
         with self._lock:
@@ -514,7 +581,7 @@ def spot_klines_weight(limit: int) -> int:
 
 
 def fapi_klines_weight(limit: int) -> int:
-    """Binance USDⓈ-M futures: weight steps by limit."""
+    """Binance USDⓈ-M and COIN-M futures: weight steps by limit."""
     if limit < 100:
         return 1
     if limit < 500:
@@ -543,6 +610,7 @@ def _corrupt(arrays: CandleArrays, kind: str, tf_ms: int) -> CandleArrays:
 
 
 __all__ = [
+    "COINM_CONTRACT_USD",
     "DEFAULT_SYMBOLS",
     "Admission",
     "Delisting",
@@ -552,6 +620,7 @@ __all__ = [
     "SimExchange",
     "SimMarket",
     "TransientSpec",
+    "coinm_contract_size",
     "fapi_klines_weight",
     "spot_klines_weight",
 ]
