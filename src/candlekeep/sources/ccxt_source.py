@@ -457,14 +457,54 @@ class CcxtSource(Source):
         return pa.concat_tables(pages) if len(pages) > 1 else pages[0]
 
     async def first_candle_ms(self, symbol: str, timeframe: str, since_ms: int) -> int | None:
-        """Open time of the first closed candle at or after ``since_ms``, one small request."""
+        """Open time of the first closed candle at or after ``since_ms``, one small request
+        (a search where requests span a limited time, see ``_first_in_spans``)."""
         tf = self._timeframe(timeframe)
         await self._ensure_markets()
         market = self._market(symbol)
+        if self.caps.max_span_ms is not None:
+            return await self._first_in_spans(market, symbol, tf, tf.ceil(since_ms))
         table = await self._request_page(market, symbol, tf, tf.ceil(since_ms), None, 1)
         if table.num_rows == 0:
             return None
         return int(pc.min(pc.cast(table["ts"], pa.int64())).as_py())
+
+    async def _first_in_spans(self, market: dict[str, Any], symbol: str, tf: Timeframe,
+                              since: int) -> int | None:
+        """The first candle where one request covers at most ``max_span_ms``.
+
+        COIN-M answers a startTime-only request with the *newest* candles of the 200 days
+        after it, so one small request finds neither a listing years later nor the first
+        candle of the span. Weekly candles, 28 a request, find the week it opens in; pages
+        of ``tf`` from there find the candle.
+        """
+        week = parse_timeframe("1w")
+        now = self.clock.now_ms()
+        end = tf.floor(now)  # closed candles only
+        if tf.ms >= week.ms or "1w" not in (self._ex.timeframes or {}):
+            return await self._first_in_pages(market, symbol, tf, since, end)
+        cursor = since
+        while cursor < end:
+            first_week = await self._first_in_pages(market, symbol, week, week.floor(cursor),
+                                                    week.floor(now))
+            if first_week is None:  # no closed week has candles: only this week can
+                return await self._first_in_pages(market, symbol, tf,
+                                                  max(cursor, week.floor(now)), end)
+            found = await self._first_in_pages(market, symbol, tf, max(cursor, first_week),
+                                               min(first_week + week.ms, end))
+            if found is not None:
+                return found
+            cursor = first_week + week.ms  # that week's candles all opened before ``since``
+        return None
+
+    async def _first_in_pages(self, market: dict[str, Any], symbol: str, tf: Timeframe,
+                              start: int, end: int) -> int | None:
+        step = self.page_limit(tf.name) * tf.ms
+        for lo in range(start, end, step):
+            page = await self._fetch_page(market, symbol, tf, lo, min(lo + step, end))
+            if page.num_rows:
+                return int(pc.min(pc.cast(page["ts"], pa.int64())).as_py())
+        return None
 
     async def close(self) -> None:
         await self._ex.close()
