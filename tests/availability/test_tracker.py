@@ -225,5 +225,5 @@ async def test_dry_run_probes_nothing(bench: Bench) -> None:
     job: Any = rt.config.job("tracker")
     res = await run_adhoc(rt, "availability", build_params("availability", job.params),
                           dry_run=True)
-    assert res.ok and "from 2025-02-09 to 2025-02-28 (20 dates)" in res.details["plan"]
+    assert res.ok and "for 2025-02-09 .. 2025-02-28 (20 dates)" in res.details["plan"]
     assert rt.store("main").read(AVAILABILITY).num_rows == 0

@@ -164,13 +164,12 @@ async def availability(ctx: JobContext, p: AvailabilityParams) -> JobResult:
         retry=RetryPolicy(max_attempts=p.retries, base_delay_s=0.5, max_delay_s=10.0))
     if ctx.dry_run:
         return JobResult(details={"plan": (
-            f"probe {p.data_type} daily files of {p.market} from {dates[0]} to {dates[-1]} "
-            f"({len(dates)} dates) at {plan.base_url}, symbols from source {source_name}"
+            f"HEAD {p.data_type} daily files of {p.market} for {dates[0]} .. {dates[-1]} "
+            f"({len(dates)} dates) from {plan.base_url}, symbols from source {source_name}"
             + (f" and {plan.listing_url}" if plan.listing_url else "")
             + f", into store {store_name}")})
     exchange = await _exchange_symbols(ctx, source_name)
     store = await ctx.store(store_name)
-    ctx.progress.start("availability", 0, f"probing {p.market} {p.data_type}")
     try:
         report = await run_update(
             plan, store, exchange, clock=ctx.clock,
