@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
+from candlekeep.config.models import SloConfig
 from candlekeep.core.errors import ConfigError, GeoBlockedError, SourceError
 from candlekeep.core.timeframes import TIMEFRAMES
 from candlekeep.jobs.base import JobContext, JobResult, Params
@@ -133,7 +134,7 @@ def window(p: AvailabilityParams, today: dt.date) -> tuple[dt.date, ...]:
 
 @job_type("availability", AvailabilityParams,
           "Which daily files Binance's public-data archive has, per symbol and date.",
-          sources=_sources)
+          sources=_sources, slo=SloConfig(target=0.95, window=30 * 86_400.0))
 async def availability(ctx: JobContext, p: AvailabilityParams) -> JobResult:
     from candlekeep.availability.listing import PUBLIC_LISTING_URL
     from candlekeep.availability.update import UpdatePlan, run_update
