@@ -183,7 +183,7 @@ async def run_update(plan: UpdatePlan, store: AvailabilityStore, exchange: Excha
         report.requests += sum(p.attempts for p in probes)
         report.rows_written += await _write_probes(store, plan, probes, stored, clock, report)
         if plan.volumes:
-            await _volumes(client, store, plan, probes, stored, clock, rng, report)
+            await _volumes(client, store, plan, probes, stored, clock, report)
     finally:
         await client.aclose()
     t2 = time.monotonic()
@@ -308,15 +308,14 @@ def _probe_batch(plan: UpdatePlan, probes: Sequence[Probe], now_ms: int) -> pa.T
 async def _volumes(client: Any, store: AvailabilityStore, plan: UpdatePlan,
                    probes: Sequence[Probe],
                    stored: dict[tuple[str, dt.date], tuple[str | None, bool]], clock: Clock,
-                   rng: random.Random, report: UpdateReport) -> None:
+                   report: UpdateReport) -> None:
     wanted = [(p.target.symbol, p.target.day) for p in probes
               if p.status is ProbeStatus.AVAILABLE
               and not stored.get((p.target.symbol, p.target.day), (None, False))[1]]
     if not wanted:
         return
     result = await fetch_volumes(client, plan.base_url, plan.market, wanted,
-                                 concurrency=plan.concurrency, clock=clock, retry=plan.retry,
-                                 rng=rng)
+                                 concurrency=plan.concurrency, clock=clock, retry=plan.retry)
     report.requests += result.requests
     report.volumes = len(result.found)
     if result.found:

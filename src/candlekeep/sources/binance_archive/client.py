@@ -46,6 +46,7 @@ class _Transient(TransientSourceError):
 class ArchiveStats:
     """What the archive cost and gave: read by the backfill for its run details."""
 
+    requests: int = 0
     files: int = 0
     bytes: int = 0
     rows: int = 0
@@ -55,8 +56,8 @@ class ArchiveStats:
     unavailable: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"files": self.files, "bytes": self.bytes, "rows": self.rows,
-                "refetched": self.refetched, "missing": self.missing,
+        return {"requests": self.requests, "files": self.files, "bytes": self.bytes,
+                "rows": self.rows, "refetched": self.refetched, "missing": self.missing,
                 "rejected": self.rejected, "unavailable": self.unavailable}
 
 
@@ -70,20 +71,23 @@ class ArchiveClient:
     def __init__(self, base_url: str = DEFAULT_BASE_URL, *, concurrency: int = 4,
                  timeout_s: float = 120.0, clock: Clock | None = None,
                  retry: RetryPolicy | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 http: httpx.AsyncClient | None = None) -> None:
+        """``http``: a client to share (its owner closes it); else one of our own."""
         self.base_url = base_url.rstrip("/")
         self.clock = clock or SystemClock()
         self.retry = retry or RetryPolicy(max_attempts=4, base_delay_s=0.5, max_delay_s=10.0)
         self.stats = ArchiveStats()
         self._slots = asyncio.Semaphore(concurrency)
         self._rng = random.Random()
-        self._http = httpx.AsyncClient(
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=concurrency * 2),
-            follow_redirects=True, transport=transport)
+            follow_redirects=True)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
     async def candles(self, file: ArchiveFile, *, source: str, symbol: str,
                       now_ms: int, contract_size: float | None = None) -> pa.Table:
@@ -129,6 +133,7 @@ class ArchiveClient:
 
     async def _get(self, url: str, name: str) -> bytes:
         async def attempt() -> bytes:
+            self.stats.requests += 1
             try:
                 reply = await self._http.get(url)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
