@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import re
+import struct
 import threading
 import zipfile
 import zlib
@@ -113,9 +114,41 @@ def _unzip(data: bytes, file: ArchiveFile) -> bytes:
             if names != [file.csv_name]:
                 raise BadArchiveFileError(
                     file.zip_name, f"expected one member {file.csv_name}, found {names}")
-            return zf.read(names[0])
+            info = zf.infolist()[0]
+            inflated = _inflate(data, info)
+            return inflated if inflated is not None else zf.read(info)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise BadArchiveFileError(file.zip_name, f"corrupt ZIP: {exc}") from None
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
+
+
+def _inflate(data: bytes, info: zipfile.ZipInfo) -> bytes | None:
+    """A deflated member in one zlib call, CRC checked; None for anything else (stored,
+    encrypted, ZIP64 sizes), which ``ZipFile.read`` handles.
+
+    ``ZipFile.read`` inflates in small chunks from Python, holding the GIL between them; one
+    call inflates a month of 1m candles (~9 MB) in about two thirds of the time, without the
+    GIL, so the parses of files downloaded in parallel overlap.
+    """
+    if (info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1
+            or info.compress_size >= 0xFFFFFFFF or info.file_size >= 0xFFFFFFFF):
+        return None
+    at = info.header_offset
+    if at + _LOCAL_HEADER.size > len(data):
+        raise zipfile.BadZipFile("local file header past the end")
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(data, at)
+    if signature != b"PK\x03\x04":
+        raise zipfile.BadZipFile("bad local file header")
+    start = at + _LOCAL_HEADER.size + name_len + extra_len
+    if start + info.compress_size > len(data):
+        raise zipfile.BadZipFile("member data past the end")
+    raw = memoryview(data)[start:start + info.compress_size]
+    out = zlib.decompress(raw, -zlib.MAX_WBITS, max(info.file_size, 1))
+    if len(out) != info.file_size or zlib.crc32(out) != info.CRC:
+        raise zipfile.BadZipFile(f"bad CRC-32 or size for {info.filename}")
+    return out
 
 
 def parse_kline_csv(csv_bytes: bytes, file: ArchiveFile, *, source: str, symbol: str,
