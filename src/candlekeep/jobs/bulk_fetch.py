@@ -1,9 +1,10 @@
 """The archive part of a backfill: whole files first, then only what they lack from REST.
 
 Files are downloaded a few at a time ahead of the writer but written strictly in time order,
-each write followed by the series' checkpoint at the file's end, so a crash or a kill resumes
-at the first file not yet stored, exactly like the REST path. Memory stays bounded by the
-files in flight, whatever the range.
+consecutive files in one upsert (``WRITE_ROWS``), each write followed by the series'
+checkpoint at the last file's end, so a crash or a kill resumes at the first file not yet
+stored, exactly like the REST path. Memory stays bounded by the files in flight plus one
+batch, whatever the range.
 
 A monthly file that cannot be used (not yet published early in a month, corrupt, a checksum
 that still differs after one refetch) is replaced by that month's daily files; a daily file
