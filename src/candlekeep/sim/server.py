@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 from starlette.applications import Starlette
@@ -39,6 +39,9 @@ from candlekeep.sim.exchange import (
     spot_klines_weight,
 )
 from candlekeep.sim.generator import CandleArrays
+
+if TYPE_CHECKING:
+    from candlekeep.sim.hyperliquid.app import HyperliquidSim
 
 log = logging.getLogger("candlekeep.sim")
 
@@ -94,7 +97,8 @@ def format_klines(arrays: CandleArrays, tf_ms: int, contract_size: float | None 
 class SimServerApp:
     """Routes and per-request bookkeeping; one instance per served exchange."""
 
-    def __init__(self, exchange: SimExchange, archive: ArchiveSpec | None = None) -> None:
+    def __init__(self, exchange: SimExchange, archive: ArchiveSpec | None = None,
+                 hyperliquid: HyperliquidSim | None = None) -> None:
         self.exchange = exchange
         self.archive = SimArchive(exchange, archive)
         routes = [
@@ -112,6 +116,8 @@ class SimServerApp:
             Route("/dapi/v1/klines", self._endpoint("dapi", "klines", self.klines)),
             *self.archive.routes(),
         ]
+        if hyperliquid is not None:
+            routes.append(hyperliquid.route())
         self.app = Starlette(routes=routes)
 
     def _endpoint(
@@ -322,24 +328,27 @@ def _coinm_symbol(m: SimMarket, filters: list[dict[str, Any]], listed: bool,
     }
 
 
-def create_app(exchange: SimExchange, archive: ArchiveSpec | None = None) -> Starlette:
-    return SimServerApp(exchange, archive).app
+def create_app(exchange: SimExchange, archive: ArchiveSpec | None = None,
+               hyperliquid: HyperliquidSim | None = None) -> Starlette:
+    return SimServerApp(exchange, archive, hyperliquid).app
 
 
 def _uvicorn_server(exchange: SimExchange, host: str, port: int,
-                    archive: ArchiveSpec | None = None) -> Any:
+                    archive: ArchiveSpec | None = None,
+                    hyperliquid: HyperliquidSim | None = None) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(create_app(exchange, archive), host=host, port=port,
+    config = uvicorn.Config(create_app(exchange, archive, hyperliquid), host=host, port=port,
                             log_level="warning", access_log=False, lifespan="off", loop="asyncio")
     return uvicorn.Server(config)
 
 
 @contextmanager
 def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
-                  port: int = 0, *, archive: ArchiveSpec | None = None) -> Iterator[str]:
-    """Serve ``exchange`` (REST and archive) from a background thread; yields
-    ``http://host:port``.
+                  port: int = 0, *, archive: ArchiveSpec | None = None,
+                  hyperliquid: HyperliquidSim | None = None) -> Iterator[str]:
+    """Serve ``exchange`` (REST and archive, and Hyperliquid's ``POST /info`` when
+    ``hyperliquid`` is given) from a background thread; yields ``http://host:port``.
 
     The socket is bound here, before the thread starts, so the port is known at once and a
     port of 0 picks a free one. Returns only after uvicorn reports it is serving.
@@ -349,7 +358,7 @@ def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
     sock.bind((host, port))
     sock.listen(256)
     bound_port = sock.getsockname()[1]
-    server = _uvicorn_server(exchange, host, bound_port, archive)
+    server = _uvicorn_server(exchange, host, bound_port, archive, hyperliquid)
     failure: list[BaseException] = []
 
     def run() -> None:
