@@ -19,12 +19,8 @@ from candlekeep.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS
 from candlekeep.core.timeutil import to_ms
 from candlekeep.sim.exchange import Faults, SimExchange, TransientSpec
 from candlekeep.sim.server import run_in_thread
-from candlekeep.sources.ccxt_source import (
-    CcxtSource,
-    best_page_limit,
-    binance_futures_weight,
-    rebase_urls,
-)
+from candlekeep.sources.capabilities import best_page_limit, binance_futures_weight
+from candlekeep.sources.ccxt_source import CcxtSource, rebase_urls
 from tests.sources.conftest import DAY, EXPLICIT_HOLE, NOW, UNLIMITED
 
 API_KEY = "AKIA-candlekeep-test-key-0123456789"

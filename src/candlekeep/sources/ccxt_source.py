@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from candlekeep.core.clock import Clock, SystemClock
+from candlekeep.core.clock import Clock
 from candlekeep.core.errors import (
     BadReplyError,
     GeoBlockedError,
@@ -36,98 +34,17 @@ from candlekeep.core.errors import (
     TransientSourceError,
 )
 from candlekeep.core.schema import candles_from_columns, empty_candles
-from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.binance_volumes import binance_volumes
+from candlekeep.sources.capabilities import Capabilities, capabilities, known
 from candlekeep.sources.ratelimit import WeightLimiter
-from candlekeep.sources.retry import RetryPolicy, call_with_retry
+from candlekeep.sources.retry import RetryPolicy
 
 log = logging.getLogger("candlekeep.sources")
 
-WeightFn = Callable[[str, Mapping[str, Any]], int]
-
-
-def binance_spot_weight(path: str, params: Mapping[str, Any]) -> int:
-    """Binance spot request weights (klines 2 at any limit; exchangeInfo 20)."""
-    if path == "klines":
-        return 2
-    if path == "exchangeInfo":
-        return 20
-    return 1 if path in ("ping", "time") else 2
-
-
-def binance_futures_weight(path: str, params: Mapping[str, Any]) -> int:
-    """Binance USDⓈ-M futures weights: klines by limit, exchangeInfo 1."""
-    if path == "klines":
-        limit = int(params.get("limit", 500))
-        if limit < 100:
-            return 1
-        if limit < 500:
-            return 2
-        if limit <= 1000:
-            return 5
-        return 10
-    return 1
-
-
-def unit_weight(path: str, params: Mapping[str, Any]) -> int:
-    return 1
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What one exchange's market type allows; the pacing and paging follow from this.
-
-    ``klines_method`` names CCXT's raw endpoint returning Binance-style 12-field rows, which
-    keeps quote volume and trade count (``fetch_ohlcv`` drops them) and skips CCXT's
-    per-row parsing; None means ``fetch_ohlcv`` with ``end_param`` for the page end.
-    """
-
-    max_limit: int
-    weight: WeightFn
-    budget: int
-    window_s: float
-    klines_method: str | None = None
-    end_param: str | None = "until"
-    markets_types: tuple[str, ...] | None = None  # binance options.fetchMarkets.types
-    max_span_ms: int | None = None
-    """Longest startTime..endTime one request may span (COIN-M: 200 days)."""
-    inverse: bool = False
-    """Klines count volume in contracts: the base volume is column 7 (as CCXT reads it) and
-    the quote volume is contracts times the contract size."""
-
-
-_BINANCE_SPOT = Capabilities(1000, binance_spot_weight, 6000, 60.0, "publicGetKlines",
-                             "endTime", ("spot",))
-_BINANCE_USDM = Capabilities(1500, binance_futures_weight, 2400, 60.0, "fapiPublicGetKlines",
-                             "endTime", ("linear",))
-
-_BINANCE_COINM = Capabilities(1500, binance_futures_weight, 2400, 60.0, "dapiPublicGetKlines",
-                              "endTime", ("inverse",), max_span_ms=200 * 86_400_000,
-                              inverse=True)
-
-CAPABILITIES: dict[tuple[str, str], Capabilities] = {
-    ("binance", "spot"): _BINANCE_SPOT,
-    ("binance", "swap"): _BINANCE_USDM,
-    ("binance", "future"): _BINANCE_USDM,
-    ("binanceusdm", "swap"): _BINANCE_USDM,
-    ("binanceusdm", "future"): _BINANCE_USDM,
-    ("binancecoinm", "swap"): _BINANCE_COINM,
-    ("binancecoinm", "future"): _BINANCE_COINM,
-}
-
 _MARKET_TYPE_ALIASES = {"spot": "spot", "swap": "swap", "perp": "swap", "linear": "swap",
                         "future": "future", "futures": "future"}
-
-
-def best_page_limit(max_limit: int, weight: WeightFn) -> int:
-    """The limit with the most candles per unit of weight (the largest such on ties)."""
-    best, best_ratio = 1, 0.0
-    for n in range(1, max_limit + 1):
-        ratio = n / max(1, weight("klines", {"limit": n}))
-        if ratio >= best_ratio:
-            best, best_ratio = n, ratio
-    return best
 
 
 def _generic_capabilities(exchange: Any, market_type: str) -> Capabilities:
@@ -139,7 +56,7 @@ def _generic_capabilities(exchange: Any, market_type: str) -> Capabilities:
     if isinstance(node, dict):
         limit = int((node.get("fetchOHLCV") or {}).get("limit") or 100)
     rate_ms = float(getattr(exchange, "rateLimit", 1000) or 1000)
-    return Capabilities(limit, unit_weight, max(1, int(1000 // rate_ms)), 1.0)
+    return Capabilities(max_limit=limit, budget=max(1, int(1000 // rate_ms)), window_s=1.0)
 
 
 def rebase_urls(urls: Any, base_url: str) -> Any:
@@ -272,7 +189,6 @@ class CcxtSource(Source):
         max_in_flight: int = 16,
         limiter: WeightLimiter | None = None,
     ) -> None:
-        super().__init__(name)
         import ccxt.async_support as ccxt_async
 
         try:
@@ -284,9 +200,10 @@ class CcxtSource(Source):
         base_cls = getattr(ccxt_async, exchange, None)
         if not isinstance(base_cls, type):
             raise SourceError(f"source {name}: ccxt has no exchange {exchange!r}")
+        super().__init__(name, clock=clock, max_in_flight=max_in_flight,
+                         retry=RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s))
         self.exchange_id = exchange
         self.market_type = kind
-        self.clock: Clock = clock or SystemClock()
         self._scrub = _Scrubber((api_key, secret, password))
         ccxt_logger = _scrubbing_logger(name, self._scrub)
         config: dict[str, Any] = {
@@ -298,7 +215,7 @@ class CcxtSource(Source):
         for key, value in (("apiKey", api_key), ("secret", secret), ("password", password)):
             if value:
                 config[key] = value
-        caps = CAPABILITIES.get((exchange, kind))
+        caps = capabilities(exchange, kind) if known(exchange, kind) else None
         if caps is not None and caps.markets_types is not None:
             # Only this market type's exchangeInfo; no margin or currency calls either.
             config["options"].update({"fetchMarkets": {"types": list(caps.markets_types)},
@@ -307,16 +224,10 @@ class CcxtSource(Source):
         self._ex.ck_source = self
         if base_url:
             self._ex.urls["api"] = rebase_urls(self._ex.urls["api"], base_url)
-        self.caps = caps or _generic_capabilities(self._ex, kind)
+        self.caps = caps or capabilities(exchange, kind, _generic_capabilities(self._ex, kind))
         budget, window = rate_limit or (self.caps.budget, self.caps.window_s)
         self.limiter = limiter or WeightLimiter(budget, window, clock=self.clock,
                                                 max_rps=max_requests_per_second)
-        self.retry_policy = RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s)
-        self._in_flight = asyncio.Semaphore(max_in_flight)
-        self._markets_lock = asyncio.Lock()
-        self._markets_loaded = False
-        self._rng = random.Random()
-        self._page_limit = best_page_limit(self.caps.max_limit, self.caps.weight)
 
     # ------------------------------------------------------------------ hooks
 
@@ -361,6 +272,9 @@ class CcxtSource(Source):
 
     # ------------------------------------------------------------------ plumbing
 
+    def redact(self, text: str) -> str:
+        return self._scrub(text)
+
     def _translate(self, exc: BaseException) -> SourceError:
         """Any failure as a candlekeep error with credentials scrubbed from its message."""
         import ccxt
@@ -375,56 +289,13 @@ class CcxtSource(Source):
             return TransientSourceError(text)
         return SourceError(text)
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """One logical request: bounded concurrency, retries, translated errors."""
-
-        async def attempt() -> Any:
-            async with self._in_flight:
-                try:
-                    return await fn()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    raise self._translate(exc) from None
-
-        def on_retry(retry: int, exc: TransientSourceError, delay: float) -> None:
-            self.stats.retries += 1
-
-        try:
-            return await call_with_retry(attempt, policy=self.retry_policy, clock=self.clock,
-                                         rng=self._rng, on_retry=on_retry, what=what)
-        except SourceError as exc:
-            self.stats.errors.append(str(exc))
-            del self.stats.errors[:-50]
-            raise
-
-    async def _ensure_markets(self) -> None:
-        if self._markets_loaded:
-            return
-        async with self._markets_lock:
-            if not self._markets_loaded:
-                await self._call(f"{self.name} load_markets", self._ex.load_markets)
-                self._markets_loaded = True
-
-    def _market(self, symbol: str) -> dict[str, Any]:
-        try:
-            return cast(dict[str, Any], self._ex.market(symbol))
-        except Exception as exc:
-            raise self._translate(exc) from None
-
     # ------------------------------------------------------------------ Source API
 
     def supported_timeframes(self) -> set[str]:
         return {tf for tf in TIMEFRAMES if tf in (self._ex.timeframes or {})}
 
-    def page_limit(self, timeframe: str) -> int:
-        span = self.caps.max_span_ms
-        if span is None or timeframe not in TIMEFRAMES:
-            return self._page_limit
-        return max(1, min(self._page_limit, span // parse_timeframe(timeframe).ms))
-
-    async def markets(self) -> dict[str, MarketInfo]:
-        await self._ensure_markets()
+    async def _load_markets(self) -> dict[str, MarketInfo]:
+        await self.call(f"{self.name} load_markets", self._ex.load_markets)
         timeframes = tuple(tf for tf in TIMEFRAMES if tf in (self._ex.timeframes or {}))
         result: dict[str, MarketInfo] = {}
         for symbol, m in (self._ex.markets or {}).items():
@@ -438,122 +309,32 @@ class CcxtSource(Source):
                                         self.contract_size(m) if m.get("inverse") else None)
         return result
 
-    async def fetch_candles(self, symbol: str, timeframe: str, start_ms: int,
-                            end_ms: int) -> pa.Table:
-        tf = self._timeframe(timeframe)
-        await self._ensure_markets()
-        market = self._market(symbol)
-        first = tf.ceil(start_ms)
-        end = min(end_ms, tf.floor(self.clock.now_ms()))  # only closed candles exist
-        if end <= first:
-            return empty_candles()
-        step = self.page_limit(tf.name) * tf.ms
-        windows = [(s, min(s + step, end)) for s in range(first, end, step)]
-        pages = await _gather_all(
-            [self._fetch_page(market, symbol, tf, s, e) for s, e in windows])
-        pages = [p for p in pages if p.num_rows]
-        if not pages:
-            return empty_candles()
-        return pa.concat_tables(pages) if len(pages) > 1 else pages[0]
-
-    async def first_candle_ms(self, symbol: str, timeframe: str, since_ms: int) -> int | None:
-        """Open time of the first closed candle at or after ``since_ms``, one small request
-        (a search where requests span a limited time, see ``_first_in_spans``)."""
-        tf = self._timeframe(timeframe)
-        await self._ensure_markets()
-        market = self._market(symbol)
-        if self.caps.max_span_ms is not None:
-            return await self._first_in_spans(market, symbol, tf, tf.ceil(since_ms))
-        table = await self._request_page(market, symbol, tf, tf.ceil(since_ms), None, 1)
-        if table.num_rows == 0:
-            return None
-        return int(pc.min(pc.cast(table["ts"], pa.int64())).as_py())
-
-    async def _first_in_spans(self, market: dict[str, Any], symbol: str, tf: Timeframe,
-                              since: int) -> int | None:
-        """The first candle where one request covers at most ``max_span_ms``.
-
-        COIN-M answers a startTime-only request with the *newest* candles of the 200 days
-        after it, so one small request finds neither a listing years later nor the first
-        candle of the span. Weekly candles, 28 a request, find the week it opens in; pages
-        of ``tf`` from there find the candle.
-        """
-        week = parse_timeframe("1w")
-        now = self.clock.now_ms()
-        end = tf.floor(now)  # closed candles only
-        if tf.ms >= week.ms or "1w" not in (self._ex.timeframes or {}):
-            return await self._first_in_pages(market, symbol, tf, since, end)
-        cursor = since
-        while cursor < end:
-            first_week = await self._first_in_pages(market, symbol, week, week.floor(cursor),
-                                                    week.floor(now))
-            if first_week is None:  # no closed week has candles: only this week can
-                return await self._first_in_pages(market, symbol, tf,
-                                                  max(cursor, week.floor(now)), end)
-            found = await self._first_in_pages(market, symbol, tf, max(cursor, first_week),
-                                               min(first_week + week.ms, end))
-            if found is not None:
-                return found
-            cursor = first_week + week.ms  # that week's candles all opened before ``since``
-        return None
-
-    async def _first_in_pages(self, market: dict[str, Any], symbol: str, tf: Timeframe,
-                              start: int, end: int) -> int | None:
-        step = self.page_limit(tf.name) * tf.ms
-        for lo in range(start, end, step):
-            page = await self._fetch_page(market, symbol, tf, lo, min(lo + step, end))
-            if page.num_rows:
-                return int(pc.min(pc.cast(page["ts"], pa.int64())).as_py())
-        return None
-
     async def close(self) -> None:
         await self._ex.close()
 
-    # ------------------------------------------------------------------ pages
-
-    def _timeframe(self, timeframe: str) -> Timeframe:
-        try:
-            tf = parse_timeframe(timeframe)
-        except ValueError as exc:
-            raise SourceError(f"source {self.name}: {exc}") from None
-        if timeframe not in (self._ex.timeframes or {}):
-            raise SourceError(f"source {self.name}: {self.exchange_id} has no timeframe "
-                              f"{timeframe}")
-        return tf
-
-    async def _fetch_page(self, market: dict[str, Any], symbol: str, tf: Timeframe,
-                          start: int, end: int) -> pa.Table:
-        table = await self._request_page(market, symbol, tf, start, end,
-                                         tf.count(start, end))
-        ts = pc.cast(table["ts"], pa.int64())
-        inside = pc.and_(pc.greater_equal(ts, start), pc.less(ts, end))
-        return table if pc.all(inside).as_py() else table.filter(inside)
-
-    async def _request_page(self, market: dict[str, Any], symbol: str, tf: Timeframe,
-                            start: int, end: int | None, limit: int) -> pa.Table:
-        """One validated page: candles from ``start`` (to ``end`` exclusive, if given)."""
+    async def _request_candles(self, symbol: str, tf: Timeframe, start_ms: int,
+                               end_ms: int | None, limit: int) -> pa.Table:
+        """One request: Binance-style raw klines where the exchange has them, else CCXT's
+        ``fetch_ohlcv``."""
         caps = self.caps
-        what = f"{self.name} {symbol} {tf.name} klines start={start}"
+        market = cast(dict[str, Any], self._ex.market(symbol))
         if caps.klines_method is not None:
             request: dict[str, Any] = {
                 "symbol": market["id"],
                 "interval": self._ex.timeframes[tf.name],
-                "startTime": start,
+                "startTime": start_ms,
                 "limit": limit,
             }
-            if end is not None and caps.end_param:
-                request[caps.end_param] = end - 1
-            method = getattr(self._ex, caps.klines_method)
-            raw = await self._call(what, lambda: method(request))
-            table = self._binance_rows(raw, symbol, tf.name, market)
-        else:
-            params: dict[str, Any] = {}
-            if end is not None and caps.end_param:
-                params[caps.end_param] = end - 1
-            raw = await self._call(what, lambda: self._ex.fetch_ohlcv(
-                symbol, tf.name, since=start, limit=limit, params=params))
-            table = self._ohlcv_rows(raw, symbol, tf.name)
-        return self.validated(table, symbol, tf.name, self.clock.now_ms())
+            if end_ms is not None and caps.end_param:
+                request[caps.end_param] = end_ms - 1
+            raw = await getattr(self._ex, caps.klines_method)(request)
+            return self._binance_rows(raw, symbol, tf.name, market)
+        params: dict[str, Any] = {}
+        if end_ms is not None and caps.end_param:
+            params[caps.end_param] = end_ms - 1
+        raw = await self._ex.fetch_ohlcv(symbol, tf.name, since=start_ms, limit=limit,
+                                         params=params)
+        return self._ohlcv_rows(raw, symbol, tf.name)
 
     def _reject(self, symbol: str, timeframe: str, reason: str) -> BadReplyError:
         self.stats.rejected_replies += 1
@@ -639,28 +420,4 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-async def _gather_all(coros: list[Awaitable[pa.Table]]) -> list[pa.Table]:
-    """Results in order; on the first failure the other pages are cancelled, not orphaned."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise cast(BaseException, task.exception())
-        return [t.result() for t in tasks]
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-__all__ = [
-    "CAPABILITIES",
-    "Capabilities",
-    "CcxtSource",
-    "best_page_limit",
-    "binance_futures_weight",
-    "binance_spot_weight",
-    "rebase_urls",
-]
+__all__ = ["CcxtSource", "rebase_urls"]

@@ -9,7 +9,6 @@ in-process exchange has no latency to hide, and a fixed order keeps late-data bo
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pyarrow as pa
@@ -20,11 +19,15 @@ from candlekeep.core.errors import (
     SourceError,
     TransientSourceError,
 )
-from candlekeep.core.schema import empty_candles
-from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
 from candlekeep.sim.exchange import Api, SimExchange, fapi_klines_weight, spot_klines_weight
 from candlekeep.sources.base import MarketInfo, Source
-from candlekeep.sources.retry import RetryPolicy, call_with_retry
+from candlekeep.sources.capabilities import (
+    Capabilities,
+    binance_futures_weight,
+    binance_spot_weight,
+)
+from candlekeep.sources.retry import RetryPolicy
 
 PAGE_LIMIT = 1000
 
@@ -47,17 +50,19 @@ class SimSource(Source):
         max_attempts: int = 5,
         max_backoff_s: float = 30.0,
     ) -> None:
-        super().__init__(name)
         if exchange is None:
             exchange = SimExchange(seed, clock=clock)
-        self.exchange = exchange
-        self.clock: Clock = clock or exchange.clock
         if market_type not in ("spot", "swap"):
             raise SourceError(f"source {name}: sim market_type must be spot or swap, "
                               f"not {market_type!r}")
         self._api: Api = "spot" if market_type == "spot" else "fapi"
-        self.retry_policy = RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s)
-        self._rng = random.Random(seed)
+        weight = binance_spot_weight if self._api == "spot" else binance_futures_weight
+        super().__init__(
+            name, clock=clock or exchange.clock,
+            caps=Capabilities(max_limit=PAGE_LIMIT, weight=weight, concurrent_pages=False),
+            retry=RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s),
+            rng=random.Random(seed))
+        self.exchange = exchange
 
     def supported_timeframes(self) -> set[str]:
         return set(TIMEFRAMES)
@@ -65,69 +70,16 @@ class SimSource(Source):
     def page_limit(self, timeframe: str) -> int:
         return PAGE_LIMIT
 
-    async def markets(self) -> dict[str, MarketInfo]:
+    async def _load_markets(self) -> dict[str, MarketInfo]:
         now = self.clock.now_ms()
         return {
-            m.symbol: MarketInfo(m.symbol, m.listing_ms <= now, m.listing_ms, tuple(TIMEFRAMES),
-                                  m.market_id)
+            m.symbol: MarketInfo(m.symbol, m.trading(now), m.listing_ms, tuple(TIMEFRAMES),
+                                 m.market_id)
             for m in self.exchange.markets(self._api)
         }
 
-    async def fetch_candles(self, symbol: str, timeframe: str, start_ms: int,
-                            end_ms: int) -> pa.Table:
-        tf = self._timeframe(timeframe)
-        self._check_symbol(symbol)
-        first = tf.ceil(start_ms)
-        end = min(end_ms, tf.floor(self.clock.now_ms()))
-        if end <= first:
-            return empty_candles()
-        step = PAGE_LIMIT * tf.ms
-        pages: list[pa.Table] = []
-        for s in range(first, end, step):
-            e = min(s + step, end)
-            page = await self._page(symbol, tf, s, e - 1, tf.count(s, e))
-            if page.num_rows:
-                pages.append(page)
-            await asyncio.sleep(0)  # a long backfill must not starve the event loop
-        if not pages:
-            return empty_candles()
-        return pa.concat_tables(pages) if len(pages) > 1 else pages[0]
-
-    async def first_candle_ms(self, symbol: str, timeframe: str, since_ms: int) -> int | None:
-        tf = self._timeframe(timeframe)
-        self._check_symbol(symbol)
-        page = await self._page(symbol, tf, tf.ceil(since_ms), None, 1)
-        return int(page["ts"][0].value) if page.num_rows else None
-
-    # ------------------------------------------------------------------ internals
-
-    def _timeframe(self, timeframe: str) -> Timeframe:
-        try:
-            return parse_timeframe(timeframe)
-        except ValueError as exc:
-            raise SourceError(f"source {self.name}: {exc}") from None
-
-    def _check_symbol(self, symbol: str) -> None:
-        if all(m.symbol != symbol for m in self.exchange.markets(self._api)):
-            raise SourceError(f"source {self.name}: invalid symbol {symbol!r} (code -1121)")
-
-    async def _page(self, symbol: str, tf: Timeframe, start: int, end_incl: int | None,
-                    limit: int) -> pa.Table:
-        def on_retry(retry: int, exc: TransientSourceError, delay: float) -> None:
-            self.stats.retries += 1
-
-        try:
-            return await call_with_retry(
-                lambda: self._request(symbol, tf, start, end_incl, limit),
-                policy=self.retry_policy, clock=self.clock, rng=self._rng,
-                on_retry=on_retry, what=f"{self.name} {symbol} {tf.name} start={start}")
-        except SourceError as exc:
-            self.stats.errors.append(str(exc))
-            del self.stats.errors[:-50]
-            raise
-
-    async def _request(self, symbol: str, tf: Timeframe, start: int, end_incl: int | None,
-                       limit: int) -> pa.Table:
+    async def _request_candles(self, symbol: str, tf: Timeframe, start_ms: int,
+                               end_ms: int | None, limit: int) -> pa.Table:
         """One simulated HTTP request, with the failures the server would produce."""
         weight = spot_klines_weight(limit) if self._api == "spot" else fapi_klines_weight(limit)
         adm = self.exchange.admit(self._api, "klines", weight)
@@ -142,7 +94,7 @@ class SimSource(Source):
             await self.clock.sleep(adm.delay_s)
         if adm.truncate:
             raise TransientSourceError(f"source {self.name}: truncated reply")
-        arrays = self.exchange.klines(symbol, tf.name, start, end_incl, limit,
+        end_incl = None if end_ms is None else end_ms - 1
+        arrays = self.exchange.klines(symbol, tf.name, start_ms, end_incl, limit,
                                       corrupt=adm.corrupt)
-        table = arrays.to_table(self.name, symbol, tf.name, self.clock.now_ms())
-        return self.validated(table, symbol, tf.name, self.clock.now_ms())
+        return arrays.to_table(self.name, symbol, tf.name, self.clock.now_ms())
