@@ -423,3 +423,18 @@ def test_binance_routes_still_served(hl: HyperliquidSim, client: httpx.Client) -
     r = client.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1h",
                                               "limit": 2})
     assert r.status_code == 200 and len(r.json()) == 2
+
+
+def test_aggregate_by_time_combines_the_pieces_of_one_crossing_order(
+        hl: HyperliquidSim, client: httpx.Client) -> None:
+    user = busy(hl)
+    fills = hl.fills(user)
+    body = {"type": "userFillsByTime", "user": user, "startTime": START}
+    plain = info(client, body)
+    combined = info(client, {**body, "aggregateByTime": True})
+    groups = {(f.oid, f.time) for f in fills}
+    assert len(plain) == len(fills) and len(combined) == len(groups) < len(fills)
+    for row in combined:
+        pieces = [f for f in fills if (f.oid, f.time) == (row["oid"], row["time"])]
+        assert float(row["sz"]) == pytest.approx(sum(f.sz for f in pieces))
+        assert row["tid"] == pieces[0].tid

@@ -16,16 +16,16 @@ import numpy as np
 
 from candlekeep.core.timeframes import DAY_MS, HOUR_MS, parse_timeframe
 from candlekeep.sim.generator import CandleArrays, stable_hash64, uniform
-from candlekeep.sim.hyperliquid.accounts import (
+from candlekeep.sim.hyperliquid.accounts import AccountModel
+from candlekeep.sim.hyperliquid.market import HlMarkets
+from candlekeep.sim.hyperliquid.records import (
     ZERO_HASH,
-    AccountModel,
     Fill,
     FundingPayment,
     LedgerEvent,
     Order,
     fmt_num,
 )
-from candlekeep.sim.hyperliquid.market import HlMarkets
 
 
 def fill_wire(f: Fill) -> dict[str, Any]:
