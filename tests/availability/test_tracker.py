@@ -206,6 +206,10 @@ async def test_params_must_name_a_source_of_the_market(bench: Bench) -> None:
     assert "unknown source 'nope'" in res.errors[0]
     res = await run(rt, date="2025-03-01")
     assert "has no daily file yet" in res.errors[0]
+    # Files from a mirror (the sim) but the listing from the public bucket: refused.
+    res = await run(rt, listing_url=None)
+    assert "jobs.tracker.params.listing_url" in res.errors[0]
+    assert "reads files from a mirror" in res.errors[0]
 
 
 async def test_one_store_tracks_one_data_type_per_market(bench: Bench) -> None:

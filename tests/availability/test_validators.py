@@ -82,7 +82,11 @@ def test_cross_check_share_and_unknown_lists() -> None:
     assert ok.severity is Severity.OK and ok.details["share"] == 0.975
     bad = cross_check(live, all_but_one - {"S01", "S02"}, day(0), minimum=0.95)
     assert bad.severity is Severity.ERROR and bad.details["absent"] == ["S00", "S01", "S02"]
-    assert "below 95%" in bad.message
+    assert "not above 95%" in bad.message
+    # exactly the minimum is not a pass: the match must be above it
+    twenty = LiveSymbols(frozenset(f"S{i:02d}" for i in range(20)))
+    edge = cross_check(twenty, {f"S{i:02d}" for i in range(1, 20)}, day(0), minimum=0.95)
+    assert edge.severity is Severity.ERROR and edge.details["share"] == 0.95
     geo = cross_check(LiveSymbols(None, "HTTP 451", geo_blocked=True), set(), day(0),
                       minimum=0.95)
     assert geo.severity is Severity.WARNING and "geo-blocked" in geo.message
@@ -138,7 +142,7 @@ async def test_cross_check_error_when_live_symbols_lack_files(bench: Bench) -> N
     assert "2 of 4 live trading symbols (50.0%) have a file on 2025-02-26" in e
     assert "without one: ETHUSDT, NEWUSDT" in e
     # lowering the bar passes the same data
-    res = await run(bench.runtimes[0], lookback=3, cross_check_min=0.5)
+    res = await run(bench.runtimes[0], lookback=3, cross_check_min=0.49)
     assert res.ok
 
 

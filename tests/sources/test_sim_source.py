@@ -110,7 +110,7 @@ async def test_corrupt_reply_is_rejected(caplog: pytest.LogCaptureFixture) -> No
 
 async def test_bad_symbol_and_timeframe() -> None:
     src, _, _ = make()
-    with pytest.raises(SourceError, match="no market .NOPE/USDT.; did you mean"):
+    with pytest.raises(SourceError, match=r"no market .NOPE/USDT.; did you mean"):
         await src.fetch_candles("NOPE/USDT", "1h", DAY, DAY + DAY_MS)
     with pytest.raises(SourceError, match="timeframe"):
         await src.fetch_candles("BTC/USDT", "7m", DAY, DAY + DAY_MS)

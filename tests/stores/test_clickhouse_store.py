@@ -28,9 +28,10 @@ from candlekeep.core.datasets import CANDLES, Dataset
 from candlekeep.core.errors import StoreError
 from candlekeep.core.schema import TS_TYPE
 from candlekeep.core.series import SeriesKey
+from candlekeep.core.text import redact_url as redact
 from candlekeep.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS, parse_timeframe
 from candlekeep.stores import ch_gaps, clickhouse_store
-from candlekeep.stores.ch_conn import parse_url, redact
+from candlekeep.stores.ch_conn import parse_url
 from candlekeep.stores.ch_sql import replacing_version, sorting_key
 from candlekeep.stores.clickhouse_store import ClickHouseStore
 from tests.stores.candle_data import (

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from candlekeep.api.errors import StateDBUnavailable, db_errors, describe_db_error
 from candlekeep.api.quiet import Throttled
-from candlekeep.scheduler.control import redact_url
+from candlekeep.core.text import redact_url
 from candlekeep.state.db import make_engine
 from candlekeep.state.migrate import ensure_schema
 from candlekeep.state.reader import Reader

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 
 from candlekeep.core.clock import Clock
+from candlekeep.core.text import redact_url
 from candlekeep.sources.binance_archive.paths import Market
 from candlekeep.sources.retry import RetryPolicy
 
@@ -59,10 +60,10 @@ async def list_symbols(client: httpx.AsyncClient, listing_url: str, prefix: str,
     while True:
         if pages >= max_pages:
             return Listing(tuple(sorted(found)), pages, requests,
-                           f"listing {listing_url} prefix {prefix}: more than {max_pages} "
-                           "pages; stopped")
+                           f"listing {redact_url(listing_url)} prefix {prefix}: more than "
+                           f"{max_pages} pages; stopped")
         params = {"prefix": prefix, "delimiter": "/", "marker": marker}
-        url = str(httpx.URL(listing_url, params=params))
+        url = redact_url(str(httpx.URL(listing_url, params=params)))
         attempt = 1
         while True:
             requests += 1

@@ -24,6 +24,7 @@ import httpx
 
 from candlekeep.availability.dataset import ProbeStatus
 from candlekeep.core.clock import Clock
+from candlekeep.core.text import redact_url
 from candlekeep.sources.retry import RetryPolicy
 
 DEFAULT_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.5, max_delay_s=10.0)
@@ -137,7 +138,7 @@ async def probe_one(client: httpx.AsyncClient, target: ProbeTarget, *, clock: Cl
             why = f"HTTP {code}"
         if attempt >= retry.max_attempts:
             return Probe(target, ProbeStatus.ERROR,
-                         error=f"{why} at {target.url} (after {attempt} attempts)",
+                         error=f"{why} at {redact_url(target.url)} (after {attempt} attempts)",
                          attempts=attempt)
         await clock.sleep(retry.backoff_s(attempt, rng or random.Random()))
         attempt += 1

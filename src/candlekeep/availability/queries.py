@@ -272,16 +272,25 @@ def _available_spans(rows: pa.Table) -> pa.Table:
 
 def new_listings(store: Store, date: dt.date, days: int = 1,
                  market: str = DEFAULT_MARKET) -> NewListings:
-    """Symbols first available on ``date`` or in the ``days`` days ending on it."""
+    """Symbols first available on ``date`` or in the ``days`` days ending on it.
+
+    Only a symbol an earlier probe found without a file counts: one already available on
+    the first date probed for it was listed at some unknown time before, not then."""
     if days < 1:
         raise CandlekeepError(f"--days {days}: give at least 1 (1: that date only)")
     require_data(store, market)
     start = date - dt.timedelta(days=days - 1)
     spans = _available_spans(_read(store, (), {"market": market,
                                                "status": ProbeStatus.AVAILABLE.value}))
+    missing = _read(store, (), {"market": market, "status": ProbeStatus.MISSING.value})
+    first_missing = missing.group_by("symbol").aggregate([("date", "min")]).rename_columns(
+        ["symbol", "missing_min"])
+    spans = spans.join(first_missing, "symbol", join_type="inner")
     first = spans.column("date_min")
-    hits = spans.filter(pc.and_(pc.greater_equal(first, pa.scalar(start, pa.date32())),
-                                pc.less_equal(first, pa.scalar(date, pa.date32()))))
+    hits = spans.filter(pc.and_(
+        pc.and_(pc.greater_equal(first, pa.scalar(start, pa.date32())),
+                pc.less_equal(first, pa.scalar(date, pa.date32()))),
+        pc.less(spans.column("missing_min"), first)))
     hits = hits.sort_by([("date_min", "ascending"), ("symbol", "ascending")])
     return NewListings(market, start, date, [Listing(r["symbol"], r["date_min"])
                                              for r in hits.to_pylist()])

@@ -74,6 +74,8 @@ class ExchangeMarket:
     market_id: str
     active: bool
     listing_ms: int | None = None
+    contract_size: float | None = None
+    """COIN-M only: volumes in its files count contracts of this size (see binance_volumes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ async def run_update(plan: UpdatePlan, store: AvailabilityStore, exchange: Excha
         report.requests += sum(p.attempts for p in probes)
         report.rows_written += await _write_probes(store, plan, probes, stored, clock, report)
         if plan.volumes:
-            await _volumes(client, store, plan, probes, stored, clock, report)
+            await _volumes(client, store, plan, exchange, probes, stored, clock, report)
     finally:
         await client.aclose()
     t2 = time.monotonic()
@@ -306,7 +308,7 @@ def _probe_batch(plan: UpdatePlan, probes: Sequence[Probe], now_ms: int) -> pa.T
 
 
 async def _volumes(client: Any, store: AvailabilityStore, plan: UpdatePlan,
-                   probes: Sequence[Probe],
+                   exchange: ExchangeSymbols, probes: Sequence[Probe],
                    stored: dict[tuple[str, dt.date], tuple[str | None, bool]], clock: Clock,
                    report: UpdateReport) -> None:
     wanted = [(p.target.symbol, p.target.day) for p in probes
@@ -314,8 +316,11 @@ async def _volumes(client: Any, store: AvailabilityStore, plan: UpdatePlan,
               and not stored.get((p.target.symbol, p.target.day), (None, False))[1]]
     if not wanted:
         return
+    sizes = {m.market_id: m.contract_size for m in exchange.markets
+             if m.contract_size is not None}
     result = await fetch_volumes(client, plan.base_url, plan.market, wanted,
-                                 concurrency=plan.concurrency, clock=clock, retry=plan.retry)
+                                 concurrency=plan.concurrency, clock=clock, retry=plan.retry,
+                                 contract_sizes=sizes)
     report.requests += result.requests
     report.volumes = len(result.found)
     if result.found:

@@ -9,7 +9,7 @@ differs after one refetch, a bad file, or 5xx that outlast the retries.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -58,10 +58,13 @@ class VolumeResult:
 
 async def fetch_volumes(client: httpx.AsyncClient, base_url: str, market: Market,
                         wanted: Sequence[tuple[str, date]], *, concurrency: int,
-                        clock: Clock, retry: RetryPolicy) -> VolumeResult:
+                        clock: Clock, retry: RetryPolicy,
+                        contract_sizes: Mapping[str, float] | None = None) -> VolumeResult:
     """The volume of each wanted (symbol, date), from its daily 1d file, through the bulk
     backfill's archive client (retries, one refetch on a checksum mismatch, verified parse)
-    over the run's shared ``client``."""
+    over the run's shared ``client``. ``contract_sizes`` (COIN-M, by symbol id) make the
+    figures mean what they mean in the candle store: coin volume and USD quote volume."""
+    sizes = contract_sizes or {}
     archive = ArchiveClient(base_url, concurrency=concurrency, clock=clock, retry=retry,
                             http=client)
     result = VolumeResult([], [])
@@ -71,7 +74,8 @@ async def fetch_volumes(client: httpx.AsyncClient, base_url: str, market: Market
         f = ArchiveFile(market, symbol, VOLUME_INTERVAL, Period.DAILY, day)
         try:
             table = await archive.candles(f, source="archive", symbol=symbol,
-                                          now_ms=clock.now_ms())
+                                          now_ms=clock.now_ms(),
+                                          contract_size=sizes.get(symbol))
         except ArchiveFileError as exc:
             result.failures.append(str(exc))
             return

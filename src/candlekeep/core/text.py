@@ -17,3 +17,17 @@ def clean_text(text: str | None, limit: int = ERROR_LIMIT) -> str | None:
         text = text[: limit - 1] + "…"
     text = text.replace("\x00", "\ufffd")
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages, logs and files.
+
+    The user information ends at the last ``@``: an unencoded ``/``, ``?`` or ``#`` in the
+    password makes urlsplit see no password at all, so it is not asked (a ``@`` later in the
+    URL masks more than needed, never less)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not (sep and at and colon):
+        return url
+    return f"{scheme}://{user}:***@{host}"

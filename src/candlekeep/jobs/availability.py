@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from candlekeep.config.models import SloConfig
 from candlekeep.core.errors import ConfigError, GeoBlockedError, SourceError
+from candlekeep.core.text import redact_url
 from candlekeep.core.timeframes import TIMEFRAMES
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
@@ -47,7 +48,7 @@ class AvailabilityParams(Params):
     min_symbols: int = Field(default=1, ge=0)
     """Completeness: files each settled date must have at least."""
     publication_buffer_days: int = Field(default=3, ge=0)
-    cross_check_min: float = Field(default=0.95, ge=0, le=1)
+    cross_check_min: float = Field(default=0.95, ge=0, lt=1)
     """Share of the exchange's live symbols that must have a file on the newest settled date."""
 
     @field_validator("data_type")
@@ -150,6 +151,16 @@ async def availability(ctx: JobContext, p: AvailabilityParams) -> JobResult:
     if store_name is None:
         raise ConfigError(*_where(ctx, "store"), "no store configured",
                           "add a store to the config")
+    files_from = cfg.bulk.base_url if cfg.bulk is not None else DEFAULT_BASE_URL
+    if files_from.rstrip("/") != DEFAULT_BASE_URL and p.listing_url is None:
+        # The public bucket's listing would reach the internet from an install that uses a
+        # mirror (or the sim) precisely because it must not, and fail for the wrong reason.
+        raise ConfigError(*_where(ctx, "listing_url"),
+                          f"source {source_name} reads files from a mirror "
+                          f"({redact_url(files_from)}), but the archive listing would "
+                          "come from the public bucket",
+                          "set listing_url to the mirror's S3 listing, or '' to take the "
+                          "symbols from the exchange only")
     today = ctx.clock.now().date()
     try:
         dates = window(p, today)
@@ -166,8 +177,9 @@ async def availability(ctx: JobContext, p: AvailabilityParams) -> JobResult:
     if ctx.dry_run:
         return JobResult(details={"plan": (
             f"HEAD {p.data_type} daily files of {p.market} for {dates[0]} .. {dates[-1]} "
-            f"({len(dates)} dates) from {plan.base_url}, symbols from source {source_name}"
-            + (f" and {plan.listing_url}" if plan.listing_url else "")
+            f"({len(dates)} dates) from {redact_url(plan.base_url)}, symbols from source "
+            f"{source_name}"
+            + (f" and {redact_url(plan.listing_url)}" if plan.listing_url else "")
             + f", into store {store_name}")})
     exchange = await _exchange_symbols(ctx, source_name)
     store = await ctx.store(store_name)
@@ -202,5 +214,5 @@ async def _exchange_symbols(ctx: JobContext, name: str) -> ExchangeSymbols:
     except SourceError as exc:
         return ExchangeSymbols(problem=str(exc))
     return ExchangeSymbols(tuple(
-        ExchangeMarket(m.market_id, m.active, m.listing_ms)
+        ExchangeMarket(m.market_id, m.active, m.listing_ms, m.contract_size)
         for m in markets.values() if m.market_id))

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from candlekeep.core.errors import SourceError
+from candlekeep.core.tasks import gather_all
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult
@@ -131,7 +132,9 @@ async def sync_all(
                                      archives.get(rng.plan.key.source))
 
     plans, files = [], {}
-    for r in await asyncio.gather(*(one(r) for r in ranges)):
+    # A series that crashes (not a SourceError, which it reports) stops the others before
+    # the caller closes what they share (the archive clients).
+    for r in await gather_all([one(r) for r in ranges]):
         total.merge(r)
         if "plan" in r.details:
             plans.append(r.details["plan"])

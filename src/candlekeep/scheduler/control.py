@@ -56,14 +56,6 @@ def default_node(config: Config) -> str:
     return config.node or socket.gethostname()
 
 
-def redact_url(url: str) -> str:
-    """The state URL without a password, for files and screens."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 def log_path(config: Config) -> Path:

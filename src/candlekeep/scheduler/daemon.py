@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from candlekeep.config.models import Config
+from candlekeep.core.text import redact_url
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.logs import TEXT_FORMAT, JsonFormatter
 from candlekeep.scheduler.control import (
@@ -34,7 +35,6 @@ from candlekeep.scheduler.control import (
     default_node,
     log_path,
     read_stop_request,
-    redact_url,
 )
 from candlekeep.scheduler.engine import Engine, EngineOptions
 from candlekeep.scheduler.localproc import is_candlekeep, pid_alive

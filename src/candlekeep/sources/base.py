@@ -15,10 +15,11 @@ import difflib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.core.errors import BadReplyError, SourceError, TransientSourceError
+from candlekeep.core.tasks import gather_all
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.sources.capabilities import Capabilities
@@ -216,7 +217,7 @@ class Source(abc.ABC):
         step = self.page_limit(tf.name) * tf.ms
         windows = [(s, min(s + step, end)) for s in range(first, end, step)]
         if self.caps.concurrent_pages:
-            pages = await _gather_all([self._page(symbol, tf, s, e) for s, e in windows])
+            pages = await gather_all([self._page(symbol, tf, s, e) for s, e in windows])
         else:
             pages = []
             for s, e in windows:
@@ -304,22 +305,6 @@ def _first_ts(table: pa.Table) -> int | None:
     if table.num_rows == 0:
         return None
     return int(pc.min(pc.cast(table["ts"], pa.int64())).as_py())
-
-
-async def _gather_all(coros: list[Awaitable[T]]) -> list[T]:
-    """Results in order; on the first failure the other pages are cancelled, not orphaned."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise cast(BaseException, task.exception())
-        return [t.result() for t in tasks]
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def describe_horizon(source: Source, timeframe: str) -> str | None:

@@ -23,8 +23,8 @@ def validate_candles(
     """``table`` with the still-open candle dropped; BadReplyError if anything is wrong.
 
     Rules: OHLC sanity (high >= max(open, close), low <= min(open, close)), finite prices,
-    volume >= 0, open times on the timeframe grid, strictly increasing (so no duplicates),
-    none in the future.
+    volume >= 0, quote volume (where given) finite and >= 0, trades >= 0, open times on the
+    timeframe grid, strictly increasing (so no duplicates), none in the future.
     """
     table = conform(table)
     n = table.num_rows
@@ -52,6 +52,15 @@ def validate_candles(
         raise reject("non-positive price")
     if pc.any(pc.less(v, 0.0)).as_py():
         raise reject("negative volume")
+    qv = table["quote_volume"]  # optional (null where a source has none), never wrong
+    if qv.null_count < n:
+        if not pc.all(pc.is_finite(qv), skip_nulls=True).as_py():
+            raise reject("non-finite quote_volume")
+        if pc.any(pc.less(qv, 0.0)).as_py():
+            raise reject("negative quote_volume")
+    trades = table["trades"]
+    if trades.null_count < n and pc.any(pc.less(trades, 0)).as_py():
+        raise reject("negative trades")
     off_grid = pc.not_equal(pc.subtract(ts, tf.offset_ms), pc.multiply(
         pc.divide(pc.subtract(ts, tf.offset_ms), tf.ms), tf.ms))
     if pc.any(off_grid).as_py():

@@ -33,6 +33,7 @@ from clickhouse_connect.driver.exceptions import (
 )
 
 from candlekeep.core.errors import StoreError
+from candlekeep.core.text import redact_url
 
 _DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OTHER_ENGINE = re.compile(r"already initialized with path '([^']*)'")
@@ -68,7 +69,7 @@ class Target:
 
     @property
     def redacted(self) -> str:
-        return redact(self.url)
+        return redact_url(self.url)
 
     @property
     def password(self) -> str:
@@ -155,17 +156,6 @@ class Target:
         return StoreError(f"{where}:{what} {text}")
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``. The user information ends at the last
-    ``@``: an unencoded ``/``, ``?`` or ``#`` in the password makes urlsplit see no password
-    at all, so it is not asked (a ``@`` later in the URL masks more than needed, never less).
-    """
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not (sep and at and colon):
-        return url
-    return f"{scheme}://{user}:***@{host}"
 
 
 def parse_url(store: str, url: str, database: str | None) -> Target:
@@ -178,7 +168,7 @@ def parse_url(store: str, url: str, database: str | None) -> Target:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise StoreError(f"store {store}: {key} = {redact(url)} has an invalid host or port; "
+        raise StoreError(f"store {store}: {key} = {redact_url(url)} has an invalid host or port; "
                          f"{usage} ({encode})") from None
     if parts.scheme == "chdb":
         location = unquote(parts.netloc + parts.path)
@@ -188,10 +178,10 @@ def parse_url(store: str, url: str, database: str | None) -> Target:
         path = ":memory:" if location in ("memory", ":memory:") else location
         return Target(store, url, database or "default", path)
     if "@" in url.partition("://")[2] and "@" not in parts.netloc:  # "bob:12/x@host"
-        raise StoreError(f"store {store}: {key} = {redact(url)}: the host ends at the first "
+        raise StoreError(f"store {store}: {key} = {redact_url(url)}: the host ends at the first "
                          f"/ ? or #, so a password holding one cuts it short; {encode}")
     if parts.scheme not in ("http", "https", "clickhouse") or not parts.hostname:
-        raise StoreError(f"store {store}: {key} = {redact(url)}: {usage}")
+        raise StoreError(f"store {store}: {key} = {redact_url(url)}: {usage}")
     in_url = unquote(parts.path.strip("/").split("/")[0]) or None
     name = database or in_url or "default"
     if not _DATABASE.match(name):

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.core.errors import TransientSourceError
+from candlekeep.core.text import redact_url
 from candlekeep.sources.binance_archive.parse import (
     ArchiveFileError,
     ChecksumMismatchError,
@@ -132,18 +133,23 @@ class ArchiveClient:
                                        contract_size=contract_size)
 
     async def _get(self, url: str, name: str) -> bytes:
+        shown = redact_url(url)  # a mirror's credentials stay out of every message
+
         async def attempt() -> bytes:
             self.stats.requests += 1
             try:
                 reply = await self._http.get(url)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                raise _Transient(f"{type(exc).__name__}: {exc}") from None
+                raise _Transient(redact_url(f"{type(exc).__name__}: {exc}")) from None
+            except httpx.HTTPError as exc:  # a body that does not decode, redirect loops
+                raise ArchiveFileError(
+                    name, redact_url(f"{type(exc).__name__}: {exc} at {shown}")) from None
             if reply.status_code == 404:
-                raise ArchiveMissingError(name, f"not in the archive (404 at {url})")
+                raise ArchiveMissingError(name, f"not in the archive (404 at {shown})")
             if reply.status_code == 429 or reply.status_code >= 500:
-                raise _Transient(f"HTTP {reply.status_code} at {url}")
+                raise _Transient(f"HTTP {reply.status_code} at {shown}")
             if reply.status_code != 200:
-                raise ArchiveFileError(name, f"HTTP {reply.status_code} at {url}")
+                raise ArchiveFileError(name, f"HTTP {reply.status_code} at {shown}")
             return reply.content
 
         try:

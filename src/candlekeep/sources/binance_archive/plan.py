@@ -54,12 +54,17 @@ def plan_range(market: Market, symbol_id: str, timeframe: str, start_ms: int, en
                ) -> BulkPlan:
     """The files and REST ranges covering [start_ms, end_ms) for one series at ``now_ms``.
 
-    Daily files are used only below 1d: for 1d and 1w the current month is at most a few
-    candles, one REST page, cheaper than a download per day.
+    Daily files are used only below 1d: for 1d the current month is at most a few candles,
+    one REST page, cheaper than a download per day. Above 1d everything is REST.
     """
     tf = parse_timeframe(timeframe)
     if end_ms <= start_ms:
         return BulkPlan((), ())
+    if tf.ms > DAY_MS:
+        # A 3d or 1w candle opening late in a month closes in the next one, after the
+        # month's file was written (binance-public-data #134, #298: monthly 1w files missing
+        # or cutting their last week). Few candles anyway: one REST page.
+        return BulkPlan((), (RestRange(start_ms, end_ms),))
     today = ms_day(now_ms)
     this_month = today.replace(day=1)
     intraday = tf.ms < DAY_MS
