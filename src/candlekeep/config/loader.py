@@ -16,7 +16,8 @@ import yaml
 from pydantic import ValidationError
 
 from candlekeep.config import ccxt_facts
-from candlekeep.config.models import CcxtSourceConfig, Config
+from candlekeep.config.models import Config
+from candlekeep.config.source_types import CcxtSourceConfig
 from candlekeep.config.store_types import STORE_TYPES, BufferStoreConfig
 from candlekeep.core.errors import ConfigError
 
@@ -183,6 +184,7 @@ def _check_references(cfg: Config, file: str) -> None:
                         file, f"{key}.timeframes[{j}]",
                         f"exchange {src.exchange!r} does not serve timeframe {tf!r}",
                         f"it serves: {', '.join(sorted(supported, key=_tf_order))}")
+    _check_accounts(cfg, file)
     names = [j.name for j in cfg.jobs]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -255,6 +257,34 @@ def _check_buffer_folders(cfg: Config, file: str) -> None:
 def _tf_order(tf: str) -> tuple[int, str]:
     from candlekeep.core.timeframes import TIMEFRAMES
     return (TIMEFRAMES.get(tf, 1 << 62), tf)
+
+
+def _check_accounts(cfg: Config, file: str) -> None:
+    from candlekeep.config.source_types import HyperliquidSourceConfig
+
+    seen: dict[str, int] = {}
+    for i, acct in enumerate(cfg.accounts):
+        key = f"accounts[{i}]"
+        if acct.name in seen:
+            raise ConfigError(file, f"{key}.name", f"account name {acct.name!r} is used twice",
+                              f"accounts[{seen[acct.name]}] has it already; names are unique")
+        seen[acct.name] = i
+        src = cfg.sources.get(acct.source)
+        if src is None:
+            raise ConfigError(file, f"{key}.source", f"unknown source {acct.source!r}",
+                              f"defined sources: {', '.join(cfg.sources) or 'none'}")
+        if not isinstance(src, HyperliquidSourceConfig):
+            raise ConfigError(file, f"{key}.source",
+                              f"source {acct.source!r} (type {src.type}) has no account data",
+                              "name a source of type hyperliquid")
+    twice = {(a.source, a.address) for a in cfg.accounts}
+    if len(twice) < len(cfg.accounts):
+        dup = next(a for a in cfg.accounts
+                   if sum(b.address == a.address and b.source == a.source
+                          for b in cfg.accounts) > 1)
+        raise ConfigError(file, "accounts", f"address {dup.address} of source {dup.source} is "
+                          "listed twice", "list each wallet once (its rows are keyed by "
+                          "address, so two names would fight over them)")
 
 
 def _check_bulk(file: str, name: str, src: CcxtSourceConfig) -> None:

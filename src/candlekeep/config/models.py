@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from candlekeep.config.ops import (
     AlertsConfig,
@@ -14,6 +15,12 @@ from candlekeep.config.ops import (
     FreshnessConfig,
     ReportConfig,
     SmtpConfig,
+)
+from candlekeep.config.source_types import (
+    SOURCE_TYPES,
+    CcxtSourceConfig,
+    HyperliquidSourceConfig,
+    SimSourceConfig,
 )
 from candlekeep.config.store_types import (
     STORE_TYPES,
@@ -24,7 +31,6 @@ from candlekeep.config.store_types import (
 )
 from candlekeep.core.timeframes import TIMEFRAMES
 from candlekeep.core.timeutil import parse_duration, to_ms
-from candlekeep.sources.binance_archive.paths import DEFAULT_BASE_URL
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, written as ``30s``, ``10m``, ``4h``."""
@@ -48,58 +54,33 @@ class _Model(BaseModel):
 if TYPE_CHECKING:
     StoreConfig = (DuckDBStoreConfig | PostgresStoreConfig | ClickHouseStoreConfig
                    | BufferStoreConfig)
+    SourceConfig = CcxtSourceConfig | SimSourceConfig | HyperliquidSourceConfig
 else:  # built from the type table, so a new store type is one row there
     StoreConfig = Annotated[
         Union[tuple(t.config for t in STORE_TYPES.values())],  # noqa: UP007
         Field(discriminator="type"),
     ]
+    SourceConfig = Annotated[
+        Union[tuple(t.config for t in SOURCE_TYPES.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
 
 
-class RateLimitConfig(_Model):
-    weight: int = Field(gt=0, description="weight budget per window")
-    window: Duration = 60.0
+class AccountConfig(_Model):
+    """An exchange account (a Hyperliquid wallet) whose state and history are kept.
 
+    Wallet addresses are public, not secrets; API keys, where a source needs them, are."""
 
-class BulkConfig(_Model):
-    """Bulk history from Binance's public-data archive (spot, USDⓈ-M and COIN-M sources).
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    address: str
+    source: str
 
-    Backfill takes past months and days from the archive's ZIPs and only the rest through
-    REST; ``base_url`` points at a mirror, a proxy or the simulated exchange."""
-
-    enabled: bool = True
-    base_url: str = DEFAULT_BASE_URL
-    concurrency: int = Field(default=4, ge=1, le=64, description="parallel downloads")
-    timeout: Duration = 120.0
-
-
-class CcxtSourceConfig(_Model):
-    type: Literal["ccxt"]
-    exchange: str
-    market_type: Literal["spot", "swap", "future"] = "spot"
-    base_url: str | None = None
-    max_requests_per_second: float | None = Field(default=None, gt=0)
-    rate_limit: RateLimitConfig | None = None
-    timeout: Duration = 10.0
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    max_concurrent_jobs: int | None = Field(default=None, ge=1)
-    api_key: SecretStr | None = None
-    secret: SecretStr | None = None
-    password: SecretStr | None = None
-    bulk: BulkConfig | None = None
-
-    @field_validator("api_key", "secret", "password", mode="before")
+    @field_validator("address")
     @classmethod
-    def _empty_is_none(cls, v: Any) -> Any:
-        return None if v == "" else v
-
-
-class SimSourceConfig(_Model):
-    type: Literal["sim"]
-    seed: int = 7
-    max_concurrent_jobs: int | None = Field(default=None, ge=1)
-
-
-SourceConfig = Annotated[CcxtSourceConfig | SimSourceConfig, Field(discriminator="type")]
+    def _hex_address(cls, v: str) -> str:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", v):
+            raise ValueError(f"{v!r} is not an address: use 0x followed by 40 hex digits")
+        return v.lower()
 
 
 class SeriesConfig(_Model):
@@ -170,6 +151,7 @@ class Config(_Model):
     stores: dict[str, StoreConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     series: list[SeriesConfig] = Field(default_factory=list)
+    accounts: list[AccountConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
     api: ApiConfig | None = None
     freshness: FreshnessConfig = FreshnessConfig()
@@ -189,6 +171,9 @@ class Config(_Model):
         name = series.store or self.default_store
         assert name is not None, "validated: a series always has a store"
         return name
+
+    def account(self, name: str) -> AccountConfig | None:
+        return next((a for a in self.accounts if a.name == name), None)
 
     def job(self, name: str) -> JobConfig | None:
         return next((j for j in self.jobs if j.name == name), None)

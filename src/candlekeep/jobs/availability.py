@@ -82,7 +82,7 @@ def _where(ctx: JobContext, key: str) -> tuple[str, str]:
 
 def _source_name(ctx: JobContext, p: AvailabilityParams) -> str:
     """``p.source``, checked to be a ccxt Binance source of ``p.market``; or the only one."""
-    from candlekeep.config.models import CcxtSourceConfig
+    from candlekeep.config.source_types import CcxtSourceConfig
     from candlekeep.sources.binance_archive.paths import archive_market
 
     def market_of(name: str) -> str | None:
@@ -139,7 +139,7 @@ def window(p: AvailabilityParams, today: dt.date) -> tuple[dt.date, ...]:
 async def availability(ctx: JobContext, p: AvailabilityParams) -> JobResult:
     from candlekeep.availability.listing import PUBLIC_LISTING_URL
     from candlekeep.availability.update import UpdatePlan, run_update
-    from candlekeep.config.models import CcxtSourceConfig
+    from candlekeep.config.source_types import CcxtSourceConfig
     from candlekeep.sources.binance_archive.paths import DEFAULT_BASE_URL, Market
     from candlekeep.sources.metering import current_meter
     from candlekeep.sources.retry import RetryPolicy

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from candlekeep.config.models import CcxtSourceConfig
+from candlekeep.config.source_types import CcxtSourceConfig
 from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import fmt_ms

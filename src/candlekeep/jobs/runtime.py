@@ -16,12 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from candlekeep.config.models import (
-    CcxtSourceConfig,
-    Config,
-    SeriesConfig,
-    SimSourceConfig,
-)
+from candlekeep.config.models import Config, SeriesConfig
 from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.core.errors import ConfigError
 from candlekeep.core.series import SeriesKey
@@ -131,7 +126,9 @@ class Runtime:
             if cfg is None:
                 raise ConfigError(self._file, f"sources.{name}", "unknown source",
                                   f"defined: {', '.join(self.config.sources)}")
-            self._sources[name] = _make_source(name, cfg, self.clock)
+            from candlekeep.sources.registry import make_source
+
+            self._sources[name] = make_source(name, cfg, self.clock)
         return self._sources[name]
 
     def open_sources(self) -> list[Source]:
@@ -181,26 +178,3 @@ def series_plans(config: Config, source: str | None = None, symbol: str | None =
 
 def _plan(config: Config, s: SeriesConfig, key: SeriesKey) -> SeriesPlan:
     return SeriesPlan(key, config.store_for(s), s.start, s.end)
-
-
-def _make_source(name: str, cfg: CcxtSourceConfig | SimSourceConfig, clock: Clock) -> Source:
-    if isinstance(cfg, SimSourceConfig):
-        from candlekeep.sources.sim_source import SimSource
-
-        return SimSource(name, seed=cfg.seed, clock=clock)
-    from candlekeep.sources.ccxt_source import CcxtSource
-
-    return CcxtSource(
-        name,
-        cfg.exchange,
-        market_type=cfg.market_type,
-        base_url=cfg.base_url,
-        api_key=cfg.api_key.get_secret_value() if cfg.api_key else None,
-        secret=cfg.secret.get_secret_value() if cfg.secret else None,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        max_requests_per_second=cfg.max_requests_per_second,
-        rate_limit=(cfg.rate_limit.weight, cfg.rate_limit.window) if cfg.rate_limit else None,
-        clock=clock,
-        timeout_s=cfg.timeout,
-        max_attempts=cfg.max_attempts,
-    )

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -40,6 +40,11 @@ from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.capabilities import Capabilities, capabilities, known
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from candlekeep.config.source_types import CcxtSourceConfig
 
 log = logging.getLogger("candlekeep.sources")
 
@@ -228,6 +233,20 @@ class CcxtSource(Source):
         budget, window = rate_limit or (self.caps.budget, self.caps.window_s)
         self.limiter = limiter or WeightLimiter(budget, window, clock=self.clock,
                                                 max_rps=max_requests_per_second)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: CcxtSourceConfig, clock: Clock) -> CcxtSource:
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value else None
+
+        return cls(
+            name, cfg.exchange, market_type=cfg.market_type, base_url=cfg.base_url,
+            api_key=secret(cfg.api_key), secret=secret(cfg.secret),
+            password=secret(cfg.password),
+            max_requests_per_second=cfg.max_requests_per_second,
+            rate_limit=(cfg.rate_limit.weight, cfg.rate_limit.window) if cfg.rate_limit
+            else None,
+            clock=clock, timeout_s=cfg.timeout, max_attempts=cfg.max_attempts)
 
     # ------------------------------------------------------------------ hooks
 

@@ -13,6 +13,7 @@ import random
 
 import pyarrow as pa
 
+from candlekeep.config.source_types import SimSourceConfig
 from candlekeep.core.clock import Clock
 from candlekeep.core.errors import (
     RateLimitedError,
@@ -63,6 +64,10 @@ class SimSource(Source):
             retry=RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s),
             rng=random.Random(seed))
         self.exchange = exchange
+
+    @classmethod
+    def from_config(cls, name: str, cfg: SimSourceConfig, clock: Clock) -> SimSource:
+        return cls(name, seed=cfg.seed, clock=clock)
 
     def supported_timeframes(self) -> set[str]:
         return set(TIMEFRAMES)

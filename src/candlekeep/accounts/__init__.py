@@ -1,0 +1,1 @@
+"""Exchange accounts: snapshots of their state and incremental pulls of their history."""

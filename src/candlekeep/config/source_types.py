@@ -1,0 +1,109 @@
+"""Source types, in one table: a ``type:`` name → its config model and its factory.
+
+Adding a source is one new module with a ``from_config(name, cfg, clock)`` factory, its
+config model here and one row in SOURCE_TYPES. Factories are named by import path and
+imported only when a source of that type is made, so reading config never loads CCXT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+
+from candlekeep.core.timeutil import parse_duration
+from candlekeep.sources.binance_archive.paths import DEFAULT_BASE_URL
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimitConfig(_Model):
+    weight: int = Field(gt=0, description="weight budget per window")
+    window: Duration = 60.0
+
+
+class BulkConfig(_Model):
+    """Bulk history from Binance's public-data archive (spot, USDⓈ-M and COIN-M sources).
+
+    Backfill takes past months and days from the archive's ZIPs and only the rest through
+    REST; ``base_url`` points at a mirror, a proxy or the simulated exchange."""
+
+    enabled: bool = True
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = Field(default=4, ge=1, le=64, description="parallel downloads")
+    timeout: Duration = 120.0
+
+
+class CcxtSourceConfig(_Model):
+    type: Literal["ccxt"]
+    exchange: str
+    market_type: Literal["spot", "swap", "future"] = "spot"
+    base_url: str | None = None
+    max_requests_per_second: float | None = Field(default=None, gt=0)
+    rate_limit: RateLimitConfig | None = None
+    timeout: Duration = 10.0
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+    password: SecretStr | None = None
+    bulk: BulkConfig | None = None
+
+    @field_validator("api_key", "secret", "password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+
+class SimSourceConfig(_Model):
+    type: Literal["sim"]
+    seed: int = 7
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
+
+
+HYPERLIQUID_MAINNET = "https://api.hyperliquid.xyz"
+HYPERLIQUID_TESTNET = "https://api.hyperliquid-testnet.xyz"
+
+
+class HyperliquidSourceConfig(_Model):
+    """Hyperliquid's own API (``POST /info``): candles of perps and spot, market contexts,
+    funding, and the account data of wallets listed under ``accounts:``."""
+
+    type: Literal["hyperliquid"]
+    base_url: str | None = None
+    """Default mainnet (or testnet with ``testnet: true``); a proxy or the sim otherwise."""
+    testnet: bool = False
+    timeout: Duration = 10.0
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    weight_per_minute: int = Field(default=1200, gt=0)
+    """Hyperliquid's per-IP budget; lower it when other tools share the address."""
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
+
+    @property
+    def url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return HYPERLIQUID_TESTNET if self.testnet else HYPERLIQUID_MAINNET
+
+
+@dataclass(frozen=True, slots=True)
+class SourceType:
+    config: type[BaseModel]
+    factory: str
+    """``module:Class`` whose ``from_config(name, cfg, clock)`` makes the source."""
+
+
+SOURCE_TYPES: dict[str, SourceType] = {
+    "ccxt": SourceType(CcxtSourceConfig, "candlekeep.sources.ccxt_source:CcxtSource"),
+    "sim": SourceType(SimSourceConfig, "candlekeep.sources.sim_source:SimSource"),
+    "hyperliquid": SourceType(HyperliquidSourceConfig,
+                              "candlekeep.sources.hyperliquid.source:HyperliquidSource"),
+}
+
+__all__ = ["SOURCE_TYPES", "BulkConfig", "CcxtSourceConfig", "HyperliquidSourceConfig",
+           "RateLimitConfig", "SimSourceConfig", "SourceType"]
