@@ -119,6 +119,22 @@ _BINANCE_COINM: dict[str, Any] = dict(
     max_span_ms=200 * 86_400_000, inverse=True)
 _HYPERLIQUID: dict[str, Any] = dict(history_limit=5000)
 
+
+def hyperliquid_candle_weight(path: str, params: Mapping[str, Any]) -> int:
+    """A candleSnapshot of ``limit`` candles: 20, plus one per 60 candles returned."""
+    from candlekeep.sources.hyperliquid.weights import candle_weight
+
+    return candle_weight(int(params.get("limit", 0)))
+
+
+HYPERLIQUID_NATIVE = Capabilities(
+    max_limit=5000, weight=hyperliquid_candle_weight, budget=1200, window_s=60.0,
+    history_limit=5000)
+"""The native Hyperliquid source (``type: hyperliquid``): candleSnapshot returns at most the
+newest 5,000 candles of a series, so one request of 5,000 covers all there is (20 + 83
+weight); REST requests share 1,200 weight a minute per IP. (The CCXT rows below keep only
+the horizon: CCXT's own paging and weights stay as CCXT declares them.)"""
+
 EXCHANGES: dict[tuple[str, str], dict[str, Any]] = {
     ("binance", "spot"): _BINANCE_SPOT,
     ("binance", "swap"): _BINANCE_USDM,
