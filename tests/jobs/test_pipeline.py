@@ -157,3 +157,34 @@ async def test_dry_run_plans_and_writes_nothing(make_runtime: RuntimeFactory) ->
     assert all("3677 candles" in line and "~4 requests" in line for line in res.details["plan"])
     assert rt.store("main").spans() == []
     assert rt.state.list_runs() == []
+
+
+async def test_backfill_stops_at_the_exchange_history_horizon(
+    make_runtime: RuntimeFactory,
+) -> None:
+    """An exchange serving only its newest N candles (Hyperliquid 5,000, Kraken 720): the
+    backfill says so once, starts there instead of probing further back, and coverage
+    names the horizon as where history starts."""
+    import dataclasses
+
+    from candlekeep.queries.coverage import coverage
+    from candlekeep.state.reader import reading
+
+    ex = exchange()
+    rt = make_runtime(ex, ["BTC/USDT"], ["1h"], start=START - 30 * DAY)
+    src = rt.source("sim")
+    src.caps = dataclasses.replace(src.caps, history_limit=24)
+    res = await run(rt, "backfill")
+    assert res.ok, res.errors
+    (warning,) = res.warnings
+    assert "serves only its newest 24 1h candles" in warning
+    assert "starts at the exchange's horizon" in warning
+    key = SeriesKey("sim", "BTC/USDT", "1h")
+    got = stored_ts(rt, key)
+    horizon = parse_timeframe("1h").floor(rt.clock.now_ms()) - 23 * H
+    assert got[0] >= horizon and len(got) <= 24
+    with reading(rt.config.state_url, rt.config.data_dir) as reader:
+        (row,) = coverage(reader, rt.plans())
+    assert row.note is not None and row.note.startswith("history starts at the exchange horizon")
+    again = await run(rt, "backfill")
+    assert again.ok and not again.warnings, "said once: the checkpoint is past the horizon"

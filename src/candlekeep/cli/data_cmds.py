@@ -238,10 +238,14 @@ def coverage_table(rows: Sequence[CoverageView]) -> Table:
                       ("stored", "right"), ("expected", "right"), ("missing", "right"),
                       ("confirmed empty", "right"), ("coverage %", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
+    notes = any(r.note for r in rows)
+    if notes:
+        table.add_column("note")
     for r in rows:
         pct = r.coverage_pct
         color = "green" if pct >= 99.999 else ("yellow" if pct >= 99 else "red")
-        table.add_row(str(r.series), fmt_ms(r.first_ms), fmt_ms(r.last_ms), f"{r.stored:,}",
-                      f"{r.expected:,}", f"{r.missing:,}", f"{r.confirmed_empty:,}",
-                      f"[{color}]{pct:.3f}[/]")
+        cells = [str(r.series), fmt_ms(r.first_ms), fmt_ms(r.last_ms), f"{r.stored:,}",
+                 f"{r.expected:,}", f"{r.missing:,}", f"{r.confirmed_empty:,}",
+                 f"[{color}]{pct:.3f}[/]"]
+        table.add_row(*cells, *([escape(r.note or "")] if notes else []))
     return table

@@ -16,7 +16,9 @@ from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult
 from candlekeep.jobs.bulk_fetch import ArchiveWriter, SourceArchive, describe_plan
 from candlekeep.jobs.runtime import SeriesPlan
+from candlekeep.sources.base import describe_horizon
 from candlekeep.sources.binance_archive.plan import RestRange, plan_range
+from candlekeep.state.statuses import HORIZON_CHECKPOINT
 
 PAGES_PER_WRITE = 8
 """Pages fetched (concurrently, within the rate budget) between two durable writes: large
@@ -68,6 +70,17 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
         return -(-tf.count(r.start_ms, r.end_ms) // page)
 
     try:
+        horizon = source.horizon_ms(key.timeframe)
+        if horizon is not None and cursor < horizon:
+            # Older candles cannot be had from this exchange at all: say so once, remember
+            # it for coverage, and start where its history does instead of probing further.
+            res.warnings.append(f"{key}: {describe_horizon(source, key.timeframe)}; history "
+                                f"from {fmt_ms(cursor)} to {fmt_ms(horizon)} cannot be "
+                                "fetched, so it starts at the exchange's horizon")
+            if not ctx.dry_run:
+                await ctx.db.set_checkpoint(HORIZON_CHECKPOINT, key, horizon,
+                                         ctx.clock.now_ms())
+            cursor = horizon
         if cursor >= end:
             return res
         if rng.probe_listing:

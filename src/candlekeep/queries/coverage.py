@@ -17,6 +17,7 @@ from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import iso_ms
 from candlekeep.jobs.runtime import SeriesPlan
 from candlekeep.state.reader import Reader
+from candlekeep.state.statuses import HORIZON_CHECKPOINT
 
 LIVE_GAPS = ("open", "failed")
 
@@ -45,11 +46,15 @@ class CoverageView:
     open_gaps: int
     """Open and failed gaps of the series."""
     coverage_pct: float
+    note: str | None = None
+    """Why history is shorter than configured, e.g. "history starts at the exchange
+    horizon" (the exchange serves only its newest N candles; older ones cannot be had)."""
 
 
 def coverage(reader: Reader, plans: Sequence[SeriesPlan]) -> list[CoverageView]:
     """One row per configured series (``plans``), in their order."""
     state = {(r.store, r.series): r for r in reader.series_state()}
+    horizons = reader.checkpoint_positions(HORIZON_CHECKPOINT)
     empty: dict[SeriesKey, int] = defaultdict(int)
     live: dict[SeriesKey, int] = defaultdict(int)
     for total in reader.gap_totals(("confirmed_empty", *LIVE_GAPS)):
@@ -71,8 +76,11 @@ def coverage(reader: Reader, plans: Sequence[SeriesPlan]) -> list[CoverageView]:
         stored = min(row.rows, expected)
         exact = row.scanned_at is not None and row.scanned_at >= row.updated_at
         covered = min(expected, stored + empty[k])
+        cut = horizons.get(k)
+        note = (f"history starts at the exchange horizon ({iso_ms(cut)})"
+                if cut is not None and first >= cut else None)
         out.append(CoverageView(
             str(k), k.source, k.symbol, k.timeframe, p.store, first, last, iso_ms(first),
             iso_ms(last), stored, exact, expected, expected - stored, empty[k], live[k],
-            round(100.0 * covered / expected, 4)))
+            round(100.0 * covered / expected, 4), note))
     return out

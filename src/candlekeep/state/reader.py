@@ -224,6 +224,12 @@ class Reader:
             "SELECT store, source, symbol, timeframe, first_ms, last_ms, rows, updated_at, "
             f"scanned_at FROM series_state {where}", params)]
 
+    def checkpoint_positions(self, job: str) -> dict[SeriesKey, int]:
+        """Every series' checkpoint position under ``job``."""
+        return {SeriesKey(src, sym, tf): int(pos) for src, sym, tf, pos in self.rows(
+            "SELECT source, symbol, timeframe, position FROM checkpoints WHERE job = :job",
+            {"job": job})}
+
     def freshness(self) -> list[FreshnessRow]:
         """The last freshness verdict of every subject."""
         return [FreshnessRow(*r) for r in self.rows(

@@ -61,3 +61,8 @@ class FreshnessStatus(StrEnum):
 FRESHNESS_ALERTING = (FreshnessStatus.STALE, FreshnessStatus.MISSING, FreshnessStatus.ERROR)
 """Statuses that raise a freshness alert (a store unreadable for a day is news too); back
 to OK is its recovery."""
+
+
+HORIZON_CHECKPOINT = "horizon"
+"""Checkpoint rows under this job name record where a series' history was cut by the
+exchange's history horizon (backfill writes them; coverage reads them)."""
