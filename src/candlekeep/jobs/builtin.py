@@ -7,6 +7,7 @@ from candlekeep.jobs import (  # noqa: F401
     flush,
     freshness,
     gaps,
+    hyperliquid_accounts,
     ingest,
     report,
     table_sync,
