@@ -115,7 +115,8 @@ def test_broken_plugins_are_skipped_whole_listed_and_cost_only_themselves(
         sections.resolve(load_config(config), "daily")
     text = str(err.value)
     assert "reports.daily.sections[5]: unknown section 'desk'" in text
-    assert "known sections: coverage, errors, freshness, gaps, job_runs, runs" in text
+    assert "known sections: coverage, errors, freshness, gaps, hyperliquid_missing_positions, " \
+           "hyperliquid_targets, hyperliquid_trades, job_runs, runs" in text
     assert "plug-ins skipped: report section plug-in 'not_a_section' " \
            f"({EXAMPLE}:NOT_A_SECTION): got a function" in text
 

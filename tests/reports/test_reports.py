@@ -172,7 +172,8 @@ def test_an_unknown_section_is_a_config_error_naming_it(site: Path) -> None:
     assert out.returncode == 2
     err = " ".join(out.stderr.split())
     assert "reports.daily.sections[5]: unknown section 'positons'" in err
-    assert "known sections: coverage, errors, freshness, gaps, runs" in err
+    assert "known sections: coverage, errors, freshness, gaps, hyperliquid_missing_positions, " \
+           "hyperliquid_targets, hyperliquid_trades, runs" in err
     assert _report_runs(site) == []
 
 

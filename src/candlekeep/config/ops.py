@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -233,3 +233,6 @@ class ReportConfig(_Model):
     window: Duration = 86400.0
     sections: list[str] = Field(
         default_factory=lambda: ["freshness", "runs", "gaps", "coverage", "errors"])
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Settings per section, by section name (``params: {hyperliquid_targets: {table: …}}``);
+    each section checks its own (``Section.params``) when the report is resolved."""

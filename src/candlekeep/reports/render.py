@@ -31,7 +31,7 @@ _MEH = "#9a6700"
 _STATUS_COLOR = {"ok": _GOOD, "success": _GOOD, "repaired": _GOOD,
                  "stale": _BAD, "missing": _BAD, "error": _BAD, "failed": _BAD,
                  "timed_out": _BAD, "abandoned": _BAD, "open": _MEH}
-_NUMERIC = (Format.COUNT, Format.DURATION, Format.PERCENT)
+_NUMERIC = (Format.COUNT, Format.DURATION, Format.PERCENT, Format.NUMBER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,8 @@ def format_cell(value: Cell, column: Column) -> str:
         return f"{math.floor(float(value) * 100) / 100:.2f}%"  # never rounds up to 100%
     if f is Format.COUNT and isinstance(value, int):
         return f"{value:,}"
+    if f is Format.NUMBER and isinstance(value, int | float):
+        return f"{value:,.2f}"
     text = " ".join(str(value).split())  # an error's newlines would break the table
     if column.max_chars is not None and len(text) > column.max_chars:
         text = text[: column.max_chars - 1] + "…"

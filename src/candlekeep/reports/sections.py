@@ -22,6 +22,8 @@ from candlekeep.core.errors import CandlekeepError, ConfigError
 from candlekeep.core.plugins import PluginFailure, load_group
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from candlekeep.config.models import Config
     from candlekeep.jobs.runtime import Runtime
     from candlekeep.reports.chart import Chart
@@ -43,6 +45,8 @@ class Format(StrEnum):
     DURATION = "duration"
     """Milliseconds, shown as 4.2s, 3m05s, 2h10m."""
     PERCENT = "percent"
+    NUMBER = "number"
+    """A float with two decimals and thousands separators (money, sizes)."""
     STATUS = "status"
     """A run or freshness status, coloured by what it means."""
 
@@ -99,6 +103,9 @@ class Section:
     limit: int = 50
     headline: HeadlineFn | None = None
     chart: ChartFn | None = None
+    params: type[BaseModel] | None = None
+    """The section's settings (``reports.<name>.params.<section>``) as a pydantic model,
+    checked when the report is resolved; None: the section takes none."""
 
 
 def query(reader: Reader, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
@@ -162,7 +169,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    from candlekeep.reports import builtin  # noqa: F401 - registers on import
+    from candlekeep.reports import builtin, hyperliquid  # noqa: F401 - register on import
 
     def restore(before: tuple[dict[str, Section], dict[str, str]]) -> None:
         _SECTIONS.clear()
@@ -237,4 +244,34 @@ def resolve(config: Config, report: str) -> list[Section]:
                               f"known sections: {', '.join(sorted(known))}"
                               + (f"; plug-ins skipped: {failed}" if failed else ""))
         out.append(known[name])
+    for name in cfg.params:
+        if name not in cfg.sections:
+            raise ConfigError(file, f"reports.{report}.params.{name}",
+                              f"settings for section {name!r}, which the report does not "
+                              "list", f"its sections: {', '.join(cfg.sections)}")
+    for section in out:
+        section_params(config, report, section)
     return out
+
+
+def section_params(config: Config, report: str, section: Section) -> Any:
+    """``reports.<report>.params.<section>`` checked by the section's model (an instance of
+    ``section.params``, None for a section that takes none); ConfigError naming the key."""
+    from pydantic import ValidationError
+
+    file = str(config.config_path or "candlekeep.yaml")
+    key = f"reports.{report}.params.{section.name}"
+    raw = config.reports[report].params.get(section.name)
+    if section.params is None:
+        if raw:
+            raise ConfigError(file, key, f"section {section.name!r} takes no settings",
+                              "remove them")
+        return None
+    try:
+        return section.params.model_validate(raw or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(file, f"{key}.{where}" if where else key, err["msg"],
+                          f"settings of {section.name}: "
+                          f"{', '.join(section.params.model_fields)}") from None
