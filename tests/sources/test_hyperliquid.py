@@ -9,6 +9,7 @@ same time and waits are asserted on the clock, never on wall time.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -178,6 +179,10 @@ async def test_funding_history_pages_forward(source: HyperliquidSource,
     # A range with nothing in it: one request, an empty table of the same shape.
     empty = await source.funding_history("SOL", NOW - 10 * MINUTE_MS, NOW - 5 * MINUTE_MS)
     assert empty.num_rows == 0 and empty.schema == table.schema
+    with pytest.raises(SourceError, match="spot pair; funding exists for perpetuals only"):
+        await source.funding_history("HYPE/USDC", start, end)
+    with pytest.raises(SourceError, match="no market 'DOGE'"):
+        await source.funding_history("DOGE", start, end)
 
 
 async def test_funding_history_pages_that_end_exactly_full(hl: HyperliquidSim,
@@ -330,11 +335,13 @@ def candle(t_ms: int, **kw: Any) -> dict[str, Any]:
     ([candle(0, t="0")], "malformed"),
     (["x"], "not an object"),
 ])
-def test_malformed_candles_are_rejected(offline: HyperliquidSource, rows: Any,
-                                        reason: str) -> None:
-    with pytest.raises(BadReplyError, match=reason):
+def test_malformed_candles_are_rejected(offline: HyperliquidSource, rows: Any, reason: str,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "candlekeep.sources"), \
+            pytest.raises(BadReplyError, match=reason):
         offline._candle_rows(rows, "BTC/USDC:USDC", "BTC", "1m")
     assert offline.stats.rejected_replies == 1
+    assert "reply rejected source=hl what=BTC/USDC:USDC 1m candles" in caplog.text
 
 
 def test_well_formed_candles_parse(offline: HyperliquidSource) -> None:

@@ -150,15 +150,18 @@ class HyperliquidSource(Source):
         await self.markets()
         return self._by_coin.get(coin)
 
-    async def _coin(self, coin_or_symbol: str) -> str:
-        """A request's coin for a perp named by coin (``BTC``) or symbol (``BTC/USDC:USDC``)."""
+    async def _perp_coin(self, coin_or_symbol: str) -> str:
+        """A request's coin for a perp named by coin (``BTC``) or symbol (``BTC/USDC:USDC``);
+        SourceError for a spot pair or a name nothing lists."""
         await self.markets()
-        if coin_or_symbol in self._by_coin:
-            return coin_or_symbol
-        if coin_or_symbol in self._hl:
-            return self._hl[coin_or_symbol].coin
-        await self.market(coin_or_symbol)  # SourceError with close matches
-        raise SourceError(f"source {self.name}: no market {coin_or_symbol!r}")  # unreachable
+        market = self._by_coin.get(coin_or_symbol) or self._hl.get(coin_or_symbol)
+        if market is None:
+            await self.market(coin_or_symbol)  # SourceError with close matches
+            raise SourceError(f"source {self.name}: no market {coin_or_symbol!r}")
+        if market.kind != "perp":
+            raise SourceError(f"source {self.name}: {coin_or_symbol} is a spot pair; funding "
+                              "exists for perpetuals only (e.g. BTC or BTC/USDC:USDC)")
+        return market.coin
 
     # ------------------------------------------------------------------ candles
 
@@ -252,7 +255,7 @@ class HyperliquidSource(Source):
         (500 a reply) until a short page. ``coin`` is ``BTC`` or ``BTC/USDC:USDC``."""
         from candlekeep.accounts.datasets import FUNDING_RATES
 
-        coin = await self._coin(coin)
+        coin = await self._perp_coin(coin)
         times: list[int] = []
         rates: list[float | None] = []
         premiums: list[float | None] = []
