@@ -332,6 +332,7 @@ def candle(t_ms: int, **kw: Any) -> dict[str, Any]:
     ([candle(0, o=None)], "malformed"),
     ([{k: v for k, v in candle(0).items() if k != "n"}], "without 'n'"),
     ([candle(0, s="ETH")], "'ETH'"),
+    ([candle(0, i="5m")], "'5m'"),
     ([candle(0, t="0")], "malformed"),
     (["x"], "not an object"),
 ])

@@ -192,8 +192,12 @@ class HyperliquidSource(Source):
         try:
             if not all(isinstance(r, dict) for r in rows):
                 raise ValueError("a candle that is not an object")
-            if any(r.get("s") != coin or r.get("i") != interval for r in rows):
-                bad = next(r for r in rows if r.get("s") != coin or r.get("i") != interval)
+            # A reply names its coin as asked (``@1``); the pair's name is accepted too, as
+            # only perp replies are documented.
+            names = {coin, symbol.split(":")[0]}
+            bad = next((r for r in rows if r.get("s") not in names or r.get("i") != interval),
+                       None)
+            if bad is not None:
                 raise ValueError(f"a candle of {bad.get('s')!r} {bad.get('i')!r}")
             ts = _ints([r["t"] for r in rows], "t")
             trades = _ints([r["n"] for r in rows], "n")
