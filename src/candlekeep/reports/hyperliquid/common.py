@@ -54,7 +54,7 @@ class _Params(BaseModel):
 
 
 class TradesParams(_Params):
-    top: int = Field(5, ge=1, le=100)
+    top: int = Field(default=5, ge=1, le=100)
     """How many of an account's trades, largest notional first, to list."""
 
 
@@ -65,12 +65,12 @@ class TargetsParams(_Params):
     targets_store: str | None = None
     """The store holding ``table`` (default: ``store``)."""
     day: Day = Day.PREVIOUS
-    mis_sized: float = Field(2.0, gt=0, le=100)
+    mis_sized: float = Field(default=2.0, gt=0, le=100)
     """Percentage points of normalised weight beyond which a position is mis-sized."""
 
 
 class MissingParams(TargetsParams):
-    min_notional: float = Field(10.0, ge=0)
+    min_notional: float = Field(default=10.0, ge=0)
     """The exchange's smallest order value in USD (Hyperliquid: $10)."""
 
 
@@ -99,7 +99,7 @@ def arrow_sql(sql: str, params: Sequence[Any] = (), **tables: pa.Table) -> pa.Ta
         con.execute("SET TimeZone = 'UTC'")
         for name, table in tables.items():
             con.register(name, table)
-        return con.execute(sql, list(params)).to_arrow_table()
+        return con.sql(sql, params=list(params) or None).to_arrow_table()
     finally:
         con.close()
 
@@ -265,5 +265,6 @@ def _date_bounds(ds: Dataset, store: str, lo_ms: int, hi_ms: int) -> tuple[Any, 
 
 
 def pct(weight: float | None) -> float | None:
-    """A weight (fraction) as percent, for ``Format.PERCENT`` cells."""
-    return None if weight is None else weight * 100
+    """A weight (fraction) as percent, for ``Format.PERCENT`` cells; rounded to 1e-9 so that
+    float noise (15.999…) does not floor a whole hundredth away."""
+    return None if weight is None else round(weight * 100, 9)
