@@ -270,6 +270,38 @@ def test_symbols_are_normalised_to_the_market_spelling() -> None:
     assert normalise_symbol("@107") == "@107"  # a spot index stays itself
 
 
+
+def test_targets_dated_as_iso_text_and_an_unknown_account(tmp_path: Path) -> None:
+    text_targets = Dataset("text_targets", pa.schema([
+        pa.field("date", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("weight", pa.float64()),
+        pa.field("inserted_at", pa.string(), nullable=False),
+    ]), key=("date", "symbol", "inserted_at"))
+    config = write_config(tmp_path, duckdb_store(tmp_path),
+                          {"hyperliquid_targets": {"table": "text_targets"}}, ACCOUNTS)
+    rows = [("2024-05-09", "BTC", 0.9, "2024-05-09T01:00"),
+            ("2024-05-09", "BTC-PERP", 0.4, "2024-05-09T02:00"),  # the latest BTC
+            ("2024-05-09", "ETH/USDC:USDC", -0.3, "2024-05-09T01:00"),
+            ("2024-05-09", "SOL", 0.2, "2024-05-09T01:00"),
+            ("2024-05-09", "DOGE", 0.1, "2024-05-09T01:00"),
+            ("2024-05-08", "BTC", 0.5, "2024-05-08T01:00"),
+            ("2024-05-08", "ETH", -0.5, "2024-05-08T01:00"),
+            ("2024-05-07", "BTC", 1.0, "2024-05-07T01:00"),
+            ("2024-05-10", "BTC", 1.0, "2024-05-10T01:00")]  # after the day: not read
+    table = pa.table(dict(zip(text_targets.schema.names, map(list, zip(*rows, strict=True)),
+                              strict=True)), schema=text_targets.schema)
+    with runtime(config) as (rt, inp):
+        seed(rt, *tracking_data()[:3], (text_targets, table))
+        report = targets.compute(inp, TargetsParams(table="text_targets"))
+        with pytest.raises(sections.SectionError, match=r"unknown account 'gamma' "
+                           r"\(configured: alpha, beta, delta\)"):
+            targets.compute(inp, TargetsParams(table="text_targets", accounts=["gamma"]))
+        (only_beta,) = targets.compute(
+            inp, TargetsParams(table="text_targets", accounts=["beta"])).accounts
+    check_tracking(report)  # the same targets as the date-typed table's
+    assert only_beta.account == "beta" and only_beta.best_lag == 1
+
 # -- trades ------------------------------------------------------------------------------------
 
 def test_trades_of_the_last_24_hours(tmp_path: Path) -> None:
