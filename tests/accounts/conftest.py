@@ -35,18 +35,25 @@ from candlekeep.sim.hyperliquid.spec import AccountSpec, HyperliquidSpec, derive
 from candlekeep.sim.server import run_in_thread
 
 NOW = to_ms("2024-12-01T12:00:30Z")
-START = to_ms("2024-11-01")
+START = to_ms("2024-11-16")
 ALICE, BOB, IDLE = derive_addresses(7, 3)
 SOURCE = "hl"
 
 
-def default_spec() -> HyperliquidSpec:
+UNLIMITED = 10**9
+"""The sim's weight budget in these tests: waiting out the limiter would move the clock
+(and reveal new events) between a run and the next; the source's pacing has tests of its
+own."""
+
+
+def default_spec(**extra: Any) -> HyperliquidSpec:
     """Two busy accounts on the same coins (their fills, funding and ledger overlap in time
     and coin) and one with no activity at all."""
     return HyperliquidSpec(accounts=(
         AccountSpec(ALICE, fills_per_day=40, start=START),
         AccountSpec(BOB, fills_per_day=25, start=START, coins=("BTC", "ETH")),
-        AccountSpec(IDLE, fills_per_day=0, ledger_per_day=0, start=START)))
+        AccountSpec(IDLE, fills_per_day=0, ledger_per_day=0, start=START)),
+        weight_limit=UNLIMITED, **extra)
 
 
 @dataclass
@@ -91,7 +98,8 @@ def make_config(tmp_path: Path, url: str, stores: dict[str, Any] | None = None,
     raw = {
         "data_dir": "data",
         "stores": stores or {"main": {"type": "duckdb", "path": "data/accounts.duckdb"}},
-        "sources": {SOURCE: {"type": "hyperliquid", "base_url": url, "max_attempts": 3}},
+        "sources": {SOURCE: {"type": "hyperliquid", "base_url": url, "max_attempts": 3,
+                            "weight_per_minute": UNLIMITED}},
         "accounts": [{"name": "alice", "address": ALICE, "source": SOURCE},
                      {"name": "bob", "address": BOB, "source": SOURCE},
                      {"name": "idle", "address": IDLE, "source": SOURCE}],
