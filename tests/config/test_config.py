@@ -119,3 +119,28 @@ def test_buffer_targets_are_checked(tmp_path: Path, targets: list[str], problem:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, {"stores": stores}))
     assert problem in info.value.problem and info.value.key.startswith("stores.buf.targets")
+
+
+def test_hyperliquid_series_timeframes_and_accounts_are_checked(tmp_path: Path) -> None:
+    from candlekeep.config import parse_config
+    from candlekeep.core.errors import ConfigError
+
+    base = {"stores": {"m": {"type": "duckdb"}}, "sources": {"hl": {"type": "hyperliquid"}}}
+    with pytest.raises(ConfigError, match=r"series\[0\]\.timeframes\[1\].*'1w'"):
+        parse_config({**base, "series": [{"source": "hl", "symbols": ["BTC/USDC:USDC"],
+                                          "timeframes": ["1h", "1w"]}]}, "f.yaml", tmp_path)
+    good = "0x" + "ab" * 20
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.address.*'0x12'"):
+        parse_config({**base, "accounts": [{"name": "a", "address": "0x12", "source": "hl"}]},
+                     "f.yaml", tmp_path)
+    with pytest.raises(ConfigError, match=r"accounts\[1\]\.name.*used twice"):
+        parse_config({**base, "accounts": [{"name": "a", "address": good, "source": "hl"},
+                                           {"name": "a", "address": good, "source": "hl"}]},
+                     "f.yaml", tmp_path)
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.source.*no account data"):
+        parse_config({**base, "sources": {"hl": {"type": "sim"}},
+                      "accounts": [{"name": "a", "address": good, "source": "hl"}]},
+                     "f.yaml", tmp_path)
+    cfg = parse_config({**base, "accounts": [{"name": "a", "address": good.upper().replace(
+        "0X", "0x"), "source": "hl"}]}, "f.yaml", tmp_path)
+    assert cfg.accounts[0].address == good

@@ -17,7 +17,11 @@ from pydantic import ValidationError
 
 from candlekeep.config import ccxt_facts
 from candlekeep.config.models import Config
-from candlekeep.config.source_types import CcxtSourceConfig
+from candlekeep.config.source_types import (
+    HYPERLIQUID_TIMEFRAMES,
+    CcxtSourceConfig,
+    HyperliquidSourceConfig,
+)
 from candlekeep.config.store_types import STORE_TYPES, BufferStoreConfig
 from candlekeep.core.errors import ConfigError
 
@@ -176,6 +180,14 @@ def _check_references(cfg: Config, file: str) -> None:
         if s.start is not None and s.end is not None and s.end <= s.start:
             raise ConfigError(file, f"{key}.end", "end must be after start")
         src = cfg.sources[s.source]
+        if isinstance(src, HyperliquidSourceConfig):
+            for j, tf in enumerate(s.timeframes):
+                if tf not in HYPERLIQUID_TIMEFRAMES:
+                    raise ConfigError(
+                        file, f"{key}.timeframes[{j}]",
+                        f"Hyperliquid does not serve timeframe {tf!r} on candlekeep's grid",
+                        "it serves: " + ", ".join(sorted(HYPERLIQUID_TIMEFRAMES,
+                                                         key=_tf_order)))
         if isinstance(src, CcxtSourceConfig):
             supported = ccxt_facts.timeframes(src.exchange)
             for j, tf in enumerate(s.timeframes):

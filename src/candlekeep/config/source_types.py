@@ -66,6 +66,12 @@ class SimSourceConfig(_Model):
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
 
 
+HYPERLIQUID_TIMEFRAMES = frozenset({"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h",
+                                    "12h", "1d"})
+"""Hyperliquid's candle intervals that candlekeep's timeframes share. Hyperliquid also has
+3d and 1M (no candlekeep timeframe) and 1w, whose candles open on Thursdays (weeks counted
+from the epoch), off candlekeep's Monday grid: validation would reject every one."""
+
 HYPERLIQUID_MAINNET = "https://api.hyperliquid.xyz"
 HYPERLIQUID_TESTNET = "https://api.hyperliquid-testnet.xyz"
 

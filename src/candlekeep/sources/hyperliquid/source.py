@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pyarrow as pa
 
-from candlekeep.config.source_types import HYPERLIQUID_MAINNET
+from candlekeep.config.source_types import HYPERLIQUID_MAINNET, HYPERLIQUID_TIMEFRAMES
 from candlekeep.core.clock import Clock
 from candlekeep.core.errors import BadReplyError, SourceError
 from candlekeep.core.schema import TS_TYPE, candles_from_columns, empty_candles
@@ -49,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("candlekeep.sources")
 
-INTERVALS = frozenset({"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"})
-"""Hyperliquid's candle intervals that candlekeep's timeframes share. Hyperliquid also has
-3d and 1M (no candlekeep timeframe) and 1w, whose candles open on Thursdays (weeks counted
-from the epoch), off candlekeep's Monday grid: validation would reject every one."""
+INTERVALS = HYPERLIQUID_TIMEFRAMES
 
 FUNDING_PAGE = 500
 """fundingHistory returns at most 500 entries a reply (time-range requests, per the info
