@@ -193,7 +193,7 @@ def rows(table: pa.Table, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     for c in columns:
         col = table.column(c)
         if pa.types.is_timestamp(col.type):
-            col = col.cast(pa.int64())
+            col = col.cast(pa.timestamp("ms", tz=col.type.tz)).cast(pa.int64())
         cols.append(col.to_pylist())
     return sorted(zip(*cols, strict=True))
 
