@@ -18,6 +18,7 @@ cursor stays where its last durable write put it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from candlekeep.accounts.kinds import MarketPull, Pull
 from candlekeep.accounts.paging import History, page_forward
 from candlekeep.accounts.wire import Row, Who
 from candlekeep.core.datasets import Dataset
-from candlekeep.core.errors import CandlekeepError, TransientSourceError
+from candlekeep.core.errors import CandlekeepError, RateLimitedError, TransientSourceError
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.sources.metering import current_meter, metered
 
@@ -146,7 +147,11 @@ class Puller:
     """Pulls for the accounts of one source into one store, cursors in the state DB."""
 
     def __init__(self, source: HyperliquidSource, store: AsyncStore, store_name: str,
-                 state: AsyncState, now_ms: Callable[[], int], since_ms: int | None) -> None:
+                 state: AsyncState, now_ms: Callable[[], int], since_ms: int | None,
+                 cancel: asyncio.Event | None = None) -> None:
+        """``cancel``: once set, no further pull starts (the one running finishes its
+        page and commits: its cursor stays consistent)."""
+        self.cancel = cancel or asyncio.Event()
         self.source = source
         self.store = store
         self.store_name = store_name
@@ -169,6 +174,9 @@ class Puller:
         for pull in pulls:
             out = Outcome(subject, pull, incremental=pull in CURSOR_TAGS)
             outcomes.append(out)
+            if self.cancel.is_set():
+                out.warnings.append(f"{out.label}: not pulled, the run was cancelled")
+                continue
             with _counted(out), _caught(out, self.source):
                 if pull == Pull.SNAPSHOTS:
                     snapshot_ts = await self._snapshots(who, out)
@@ -280,6 +288,10 @@ class Puller:
             listed = table.column("coin").to_pylist()
             ctx_out.rows += await self.store.upsert(ds.ASSET_CTX_SNAPSHOTS, table)
         for coin in (coins if coins is not None else listed):
+            if self.cancel.is_set():
+                ctx_out.warnings.append(f"{subject}: funding rates of {coin} and later "
+                                        "coins not pulled, the run was cancelled")
+                break
             out = Outcome(subject, f"{MarketPull.FUNDING_RATES} {coin}", incremental=True)
             outcomes.append(out)
             with _counted(out), _caught(out, self.source):
@@ -322,6 +334,9 @@ def _caught(out: Outcome, source: Source) -> Iterator[None]:
     try:
         yield
     except TransientSourceError as exc:
-        out.error = f"{exc} (after {source.retry_policy.max_attempts} attempts)"
+        policy = source.retry_policy
+        waited_out = not (isinstance(exc, RateLimitedError) and exc.retry_after is not None
+                          and exc.retry_after > policy.max_retry_after_s)
+        out.error = f"{exc} (after {policy.max_attempts} attempts)" if waited_out else str(exc)
     except CandlekeepError as exc:
         out.error = str(exc)

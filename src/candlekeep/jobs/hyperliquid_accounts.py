@@ -104,7 +104,8 @@ async def hyperliquid_accounts(ctx: JobContext, p: HyperliquidAccountsParams) ->
         if not isinstance(source, HyperliquidSource):
             raise ConfigError(*_where(ctx, "accounts"), f"source {name!r} is not a "
                               "hyperliquid source", "name a source of type hyperliquid")
-        pullers[name] = Puller(source, store, store_name, ctx.db, ctx.clock.now_ms, p.since)
+        pullers[name] = Puller(source, store, store_name, ctx.db, ctx.clock.now_ms, p.since,
+                               ctx.cancel)
 
     gate = asyncio.Semaphore(p.concurrency)
     ctx.progress.start("hyperliquid_accounts", len(accounts), "pulling accounts")
