@@ -41,6 +41,7 @@ from candlekeep.sim.exchange import (
 from candlekeep.sim.generator import CandleArrays
 
 if TYPE_CHECKING:
+    from candlekeep.sim.coingecko.app import CoinGeckoSim
     from candlekeep.sim.hyperliquid.app import HyperliquidSim
 
 log = logging.getLogger("candlekeep.sim")
@@ -98,7 +99,8 @@ class SimServerApp:
     """Routes and per-request bookkeeping; one instance per served exchange."""
 
     def __init__(self, exchange: SimExchange, archive: ArchiveSpec | None = None,
-                 hyperliquid: HyperliquidSim | None = None) -> None:
+                 hyperliquid: HyperliquidSim | None = None,
+                 coingecko: CoinGeckoSim | None = None) -> None:
         self.exchange = exchange
         self.archive = SimArchive(exchange, archive)
         routes = [
@@ -118,6 +120,8 @@ class SimServerApp:
         ]
         if hyperliquid is not None:
             routes.append(hyperliquid.route())
+        if coingecko is not None:
+            routes.extend(coingecko.routes())
         self.app = Starlette(routes=routes)
 
     def _endpoint(
@@ -329,16 +333,19 @@ def _coinm_symbol(m: SimMarket, filters: list[dict[str, Any]], listed: bool,
 
 
 def create_app(exchange: SimExchange, archive: ArchiveSpec | None = None,
-               hyperliquid: HyperliquidSim | None = None) -> Starlette:
-    return SimServerApp(exchange, archive, hyperliquid).app
+               hyperliquid: HyperliquidSim | None = None,
+               coingecko: CoinGeckoSim | None = None) -> Starlette:
+    return SimServerApp(exchange, archive, hyperliquid, coingecko).app
 
 
 def _uvicorn_server(exchange: SimExchange, host: str, port: int,
                     archive: ArchiveSpec | None = None,
-                    hyperliquid: HyperliquidSim | None = None) -> Any:
+                    hyperliquid: HyperliquidSim | None = None,
+                    coingecko: CoinGeckoSim | None = None) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(create_app(exchange, archive, hyperliquid), host=host, port=port,
+    config = uvicorn.Config(create_app(exchange, archive, hyperliquid, coingecko),
+                            host=host, port=port,
                             log_level="warning", access_log=False, lifespan="off", loop="asyncio")
     return uvicorn.Server(config)
 
@@ -346,9 +353,12 @@ def _uvicorn_server(exchange: SimExchange, host: str, port: int,
 @contextmanager
 def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
                   port: int = 0, *, archive: ArchiveSpec | None = None,
-                  hyperliquid: HyperliquidSim | None = None) -> Iterator[str]:
-    """Serve ``exchange`` (REST and archive, and Hyperliquid's ``POST /info`` when
-    ``hyperliquid`` is given) from a background thread; yields ``http://host:port``.
+                  hyperliquid: HyperliquidSim | None = None,
+                  coingecko: CoinGeckoSim | None = None) -> Iterator[str]:
+    """Serve ``exchange`` (REST and archive, Hyperliquid's ``POST /info`` when
+    ``hyperliquid`` is given, CoinGecko's demo and pro hosts under ``/coingecko/api/v3``
+    and ``/coingecko-pro/api/v3`` when ``coingecko`` is given) from a background thread;
+    yields ``http://host:port``.
 
     The socket is bound here, before the thread starts, so the port is known at once and a
     port of 0 picks a free one. Returns only after uvicorn reports it is serving.
@@ -358,7 +368,7 @@ def run_in_thread(exchange: SimExchange, host: str = "127.0.0.1",
     sock.bind((host, port))
     sock.listen(256)
     bound_port = sock.getsockname()[1]
-    server = _uvicorn_server(exchange, host, bound_port, archive, hyperliquid)
+    server = _uvicorn_server(exchange, host, bound_port, archive, hyperliquid, coingecko)
     failure: list[BaseException] = []
 
     def run() -> None:
