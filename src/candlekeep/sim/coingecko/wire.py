@@ -1,7 +1,8 @@
 """CoinGecko's JSON: replies, error bodies and rate-limit headers, as recorded.
 
-Error bodies come in three shapes on the real API, and the sim keeps each where it was
-seen (sources in the report of the commit that added this file and in the docstrings):
+Error bodies come in four shapes on the real API, and the sim keeps each where it was
+seen in recorded replies (public issue threads and client test fixtures; the constants'
+docstrings name them):
 
 * ``{"status": {"error_code": N, "error_message": ...}}``: 401 key missing/invalid
   (10002), 429 rate limit;
@@ -40,7 +41,8 @@ PRO_KEY_ON_DEMO_HOST = ("If you are using Pro API key, please change your root U
                         "api.coingecko.com to pro-api.coingecko.com")
 DEMO_KEY_ON_PRO_HOST = ("If you are using Demo API key, please change your root URL from "
                         "pro-api.coingecko.com to api.coingecko.com")
-BEYOND_HISTORY_MESSAGE = (
+"""10010/10011 with HTTP 400 (koala73/worldmonitor#4313, aeonfun/aeon#683, [errors])."""
+BEYOND_HISTORY_MESSAGE = (  # recorded in several clients' fixtures, with HTTP 401
     "Your request exceeds the allowed time range. Public API users are limited to querying "
     "historical data within the past 365 days. Upgrade to a paid plan to enjoy full "
     "historical data access: https://www.coingecko.com/en/api/pricing. ")
