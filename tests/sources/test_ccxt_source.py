@@ -75,6 +75,18 @@ async def test_futures_markets_and_page_limit(sim_url: str) -> None:
         await src.close()
 
 
+async def test_a_symbol_of_another_market_type_is_still_served(sim_url: str) -> None:
+    """A ``future`` source asked for a perpetual: CCXT loaded it, so it is served, as before
+    the shared base checked symbols against the configured type's markets."""
+    src = make_source(sim_url, market_type="future")
+    try:
+        assert "BTC/USDT:USDT" not in await src.markets()
+        got = await src.fetch_candles("BTC/USDT:USDT", "1h", DAY, DAY + 24 * 3_600_000)
+        assert got.num_rows == 24
+    finally:
+        await src.close()
+
+
 async def test_page_limits_follow_the_weight_tables(source: CcxtSource) -> None:
     assert source.page_limit("1m") == 1000
     assert best_page_limit(1500, binance_futures_weight) == 499

@@ -427,3 +427,37 @@ async def test_made_from_config(url: str, hl: HyperliquidSim) -> None:
         await src.close()
     testnet = HyperliquidSourceConfig(type="hyperliquid", testnet=True)
     assert testnet.url == "https://api.hyperliquid-testnet.xyz"
+
+
+async def test_concurrent_item_charged_requests_never_overrun_the_window() -> None:
+    """Four fills pages in flight at once, each costing 20 + 100 once its 2,000 fills are
+    counted: the worst case is reserved before sending and the rest given back, so no
+    60 s window ever holds more than the budget (charging only after the reply let four
+    requests near the edge take it to 1,560)."""
+    import asyncio
+
+    from candlekeep.sources.hyperliquid.client import HyperliquidLimiter
+    from candlekeep.sources.hyperliquid.weights import worst_items_weight
+
+    clock = FakeClock(NOW, autoadvance=True)
+    limiter = HyperliquidLimiter(1200, 60.0, clock=clock)
+    sent: list[tuple[int, int]] = []
+    worst = worst_items_weight("userFillsByTime")
+    assert worst == 100
+
+    async def one(actual_items: int) -> None:
+        async with limiter.reserve(base_weight("userFillsByTime") + worst) as grant:
+            at = clock.now_ms()
+            await asyncio.sleep(0)  # in flight
+            extra = items_weight("userFillsByTime", actual_items)
+            limiter.refund(grant, worst - extra)
+            sent.append((at, base_weight("userFillsByTime") + extra))
+
+    async def worker(items: int) -> None:
+        for _ in range(8):
+            await one(items)
+
+    await asyncio.gather(*(worker(n) for n in (2000, 2000, 2000, 300)))
+    peak = max(sum(w for s, w in sent if t0 <= s < t0 + 60_000) for t0, _ in sent)
+    assert peak <= 1200
+    assert limiter.granted_weight == sum(w for _, w in sent)

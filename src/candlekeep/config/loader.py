@@ -289,14 +289,18 @@ def _check_accounts(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"{key}.source",
                               f"source {acct.source!r} (type {src.type}) has no account data",
                               "name a source of type hyperliquid")
-    twice = {(a.source, a.address) for a in cfg.accounts}
-    if len(twice) < len(cfg.accounts):
-        dup = next(a for a in cfg.accounts
-                   if sum(b.address == a.address and b.source == a.source
-                          for b in cfg.accounts) > 1)
-        raise ConfigError(file, "accounts", f"address {dup.address} of source {dup.source} is "
-                          "listed twice", "list each wallet once (its rows are keyed by "
-                          "address, so two names would fight over them)")
+    by_address: dict[str, int] = {}
+    for i, acct in enumerate(cfg.accounts):
+        if acct.address in by_address:
+            first = cfg.accounts[by_address[acct.address]]
+            raise ConfigError(
+                file, f"accounts[{i}].address",
+                f"address {acct.address} is already accounts[{by_address[acct.address]}] "
+                f"({first.name}, source {first.source})",
+                "list each wallet once: its rows are keyed by address, so two entries (even "
+                "on mainnet and testnet) would be merged; use another wallet for the other "
+                "network")
+        by_address[acct.address] = i
 
 
 def _check_bulk(file: str, name: str, src: CcxtSourceConfig) -> None:

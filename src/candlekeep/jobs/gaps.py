@@ -172,10 +172,14 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
     import pyarrow as pa
     import pyarrow.compute as pc
     fetched: list[tuple[_Window, pa.Table | None, str | None]] = []
+    horizons: dict[SeriesKey, int] = {}
 
     async def fetch(w: _Window) -> None:
         tf = parse_timeframe(w.key.timeframe)
         source = await ctx.source(w.key.source)
+        horizon = source.horizon_ms(w.key.timeframe)
+        if horizon is not None:
+            horizons[w.key] = horizon
         try:
             batch = await source.fetch_candles(w.key.symbol, w.key.timeframe, w.start,
                                                w.end + tf.ms)
@@ -200,8 +204,17 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
     for w, batch, error in fetched:
         tf_ms = parse_timeframe(w.key.timeframe).ms
         ts = pc.cast(batch["ts"], pa.int64()).to_numpy() if batch is not None else None
+        horizon = horizons.get(w.key)
         for g in w.gaps:
-            verdict = _verdict(g, ts, error, tf_ms, now)
+            if horizon is not None and g.gap_start < horizon:
+                # The exchange no longer serves these candles: an empty answer says nothing
+                # about whether they existed, so the gap is never confirmed empty.
+                beyond = (f"before the exchange's history horizon ({fmt_ms(horizon)}): "
+                          "cannot be fetched")
+                verdict = _verdict(g, None, beyond, tf_ms, now)
+                verdict["_outcome"] = "beyond_horizon"
+            else:
+                verdict = _verdict(g, ts, error, tf_ms, now)
             counts[str(verdict.pop("_outcome"))] += 1
             updates.append((g.id, verdict))
     await ctx.db.update_gaps(updates)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+MARKETS_TTL_MS = 10 * 60_000
+"""A symbol missing from a market list older than this reloads the list once."""
+
 
 @dataclass(frozen=True, slots=True)
 class MarketInfo:
@@ -76,6 +79,7 @@ class Source(abc.ABC):
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._rng = rng or random.Random()
         self._markets: dict[str, MarketInfo] | None = None
+        self._markets_at = 0
         self._markets_lock = asyncio.Lock()
 
     # ------------------------------------------------------------ what a source implements
@@ -159,17 +163,31 @@ class Source(abc.ABC):
             raise
 
     async def markets(self) -> dict[str, MarketInfo]:
-        """The markets, loaded once per source."""
+        """The markets, loaded once per source (again when a symbol is missing from a list
+        older than ``MARKETS_TTL_MS``: a daemon outlives listings)."""
         if self._markets is None:
             async with self._markets_lock:
                 if self._markets is None:
                     self._markets = await self._load_markets()
+                    self._markets_at = self.clock.now_ms()
         return self._markets
+
+    def _unlisted_market(self, symbol: str) -> MarketInfo | None:
+        """A market the exchange knows but ``_load_markets`` left out (another market
+        type); None if there is none. Override to accept such symbols."""
+        return None
 
     async def market(self, symbol: str) -> MarketInfo:
         """``symbol``'s market; SourceError naming close matches when there is none."""
         markets = await self.markets()
         info = markets.get(symbol)
+        if info is None and self.clock.now_ms() - self._markets_at > MARKETS_TTL_MS:
+            async with self._markets_lock:
+                self._markets = None
+            markets = await self.markets()  # listed since the last load?
+            info = markets.get(symbol)
+        if info is None:
+            info = self._unlisted_market(symbol)
         if info is None:
             close = difflib.get_close_matches(symbol, list(markets), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -328,6 +328,18 @@ class CcxtSource(Source):
                                         self.contract_size(m) if m.get("inverse") else None)
         return result
 
+    def _unlisted_market(self, symbol: str) -> MarketInfo | None:
+        """A loaded market of another type (a ``future`` source asked for a perpetual):
+        accepted, as CCXT's ``market()`` accepts any loaded market."""
+        m = (self._ex.markets or {}).get(symbol)
+        if m is None:
+            return None
+        created = m.get("created")
+        return MarketInfo(symbol, m.get("active") is not False,
+                          int(created) if created is not None else None,
+                          tuple(self.supported_timeframes()), m.get("id"),
+                          self.contract_size(m) if m.get("inverse") else None)
+
     async def close(self) -> None:
         await self._ex.close()
 

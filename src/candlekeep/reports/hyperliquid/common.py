@@ -240,7 +240,7 @@ def read_targets(inp: SectionInput, params: TargetsParams, first_ms: int, end_ms
         "'[-_](PERP|USD|USDC|USDT)$', '', 'i') AS sym, "
         "CAST(coalesce(weight, 0) AS DOUBLE) AS w, inserted_at FROM targets "
         "WHERE symbol IS NOT NULL AND trim(symbol) <> '') "
-        "SELECT day, sym, w FROM t QUALIFY row_number() OVER (PARTITION BY day, sym "
+        "SELECT day, sym, w FROM t QUALIFY row_number() OVER (PARTITION BY day, upper(sym) "
         "ORDER BY inserted_at DESC NULLS LAST, w) = 1", targets=table).to_pylist()
     by_date: dict[str, dict[str, float]] = {}
     for r in rows:

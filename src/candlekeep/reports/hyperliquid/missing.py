@@ -113,7 +113,7 @@ def diagnose(listed_coin: bool, target_notional: float | None, min_notional: flo
 
 _ORDERS = (
     "SELECT coin, count(*) AS orders, count(*) FILTER (WHERE reduce_only) AS reduce_only, "
-    "count(*) FILTER (WHERE lower(status) LIKE '%cancel%' OR lower(status) = 'rejected') "
+    "count(*) FILTER (WHERE lower(status) LIKE '%cancel%' OR lower(status) LIKE '%rejected%') "
     "AS cancelled, count(*) FILTER (WHERE lower(status) = 'open') AS open FROM orders "
     "GROUP BY coin")
 _FILLS = ("SELECT coin, count(*) AS fills, sum(px * sz) AS notional FROM fills "
@@ -167,6 +167,14 @@ def compute(inp: SectionInput, params: MissingParams) -> MissingReport:
         if not target:
             out.append(AccountMissing(acct.name, acct.address, snap.ts_ms, snap.equity, [],
                                       f"no targets for {day} in table {params.table}"))
+            continue
+        if not market:
+            # No market contexts stored that day (hyperliquid_accounts without markets:
+            # true): every target would read "no market metadata", which is not the cause.
+            out.append(AccountMissing(
+                acct.name, acct.address, snap.ts_ms, snap.equity, [],
+                f"no market contexts stored on {day}: run hyperliquid_accounts with "
+                "markets: true to diagnose missing positions"))
             continue
         held = positions_at(st, acct.address, snap)
         absent = sorted(s for s in target if not held.get(s))

@@ -54,7 +54,8 @@ class TradesReport:
 _TOTALS = (
     "SELECT count(*) AS n, coalesce(list(DISTINCT coin ORDER BY coin), []) AS symbols, "
     "coalesce(sum(px * sz), 0) AS gross, coalesce(sum(closed_pnl), 0) AS pnl, "
-    "coalesce(sum(fee), 0) AS fees FROM fills")
+    "coalesce(sum(fee) FILTER (WHERE coalesce(fee_token, 'USDC') = 'USDC'), 0) AS fees "
+    "FROM fills")
 _TOP = (
     "SELECT epoch_ms(time) AS time_ms, coin, side, dir, px, sz, px * sz AS notional, "
     "coalesce(closed_pnl, 0) AS closed_pnl, coalesce(fee, 0) AS fee, tid FROM fills "
@@ -99,5 +100,6 @@ def _rows(inp: SectionInput) -> list[Row]:
 SECTION = Section(
     name="hyperliquid_trades", title="Trades", columns=COLUMNS, rows=_rows,
     note="Fills in the report's window per account: gross notional Σ price x size, "
-    "realised PnL Σ closed PnL, fees as charged; the largest trades by notional.",
+    "realised PnL Σ closed PnL, fees paid in USDC (spot fees in other tokens are not added);"
+    " the largest trades by notional.",
     empty="No Hyperliquid accounts configured.", limit=100, params=TradesParams)

@@ -30,7 +30,12 @@ import httpx
 from candlekeep.core.errors import RateLimitedError, SourceError, TransientSourceError
 from candlekeep.core.text import redact_url
 from candlekeep.sources.base import Source
-from candlekeep.sources.hyperliquid.weights import base_weight, charges_items, items_weight
+from candlekeep.sources.hyperliquid.weights import (
+    base_weight,
+    charges_items,
+    items_weight,
+    worst_items_weight,
+)
 from candlekeep.sources.metering import current_meter
 from candlekeep.sources.ratelimit import Grant, WeightLimiter
 
@@ -54,6 +59,16 @@ class HyperliquidLimiter(WeightLimiter):
             self._pending += extra
             grant.weight += extra
         self.granted_weight += extra
+
+    def refund(self, grant: Grant, amount: int) -> None:
+        """Give back ``amount`` of what ``grant`` reserved but the reply did not cost."""
+        amount = min(amount, grant.weight)
+        if amount <= 0 or grant.released:
+            return
+        self._pending -= amount
+        grant.weight -= amount
+        self.granted_weight -= amount
+        self._released.set()  # waiters may fit now
 
 
 class HyperliquidClient:
@@ -103,30 +118,41 @@ class HyperliquidClient:
         candle page, which the base retries); ``info`` for everything else."""
         info_type = str(body.get("type"))
         weight = base_weight(info_type)
-        async with self.limiter.reserve(weight) as grant:
+        # The item weight is known only from the reply: reserve the most a reply can cost
+        # and give back the rest, so that concurrent requests never overrun the window.
+        worst = worst_items_weight(info_type)
+        async with self.limiter.reserve(weight + worst) as grant:
             self.source.count_request(weight)
+            extra = 0
             try:
-                reply = await self._http.post(self.info_url, json=body)
-            except httpx.UnsupportedProtocol as exc:
-                raise SourceError(redact_url(
-                    f"source {self.source.name}: cannot send to {self.shown_url}: {exc} "
-                    "(base_url must start with http:// or https://)")) from None
-            except httpx.TransportError as exc:  # timeouts, refused or dropped connections
-                raise TransientSourceError(redact_url(
-                    f"source {self.source.name}: {info_type} ({what}): "
-                    f"{type(exc).__name__}: {exc}")) from None
-            parsed = self._parse(reply, info_type, what)
-            extra = items_weight(info_type, self._count(parsed, info_type, items))
-            if extra:
-                self.limiter_charge(grant, extra)
-            return parsed
+                try:
+                    reply = await self._http.post(self.info_url, json=body)
+                except httpx.UnsupportedProtocol as exc:
+                    raise SourceError(redact_url(
+                        f"source {self.source.name}: cannot send to {self.shown_url}: {exc} "
+                        "(base_url must start with http:// or https://)")) from None
+                except httpx.TransportError as exc:  # timeouts, refused or dropped
+                    raise TransientSourceError(redact_url(
+                        f"source {self.source.name}: {info_type} ({what}): "
+                        f"{type(exc).__name__}: {exc}")) from None
+                parsed = self._parse(reply, info_type, what)
+                extra = items_weight(info_type, self._count(parsed, info_type, items))
+                return parsed
+            finally:
+                self.settle(grant, worst, extra)
 
-    def limiter_charge(self, grant: Grant, extra: int) -> None:
-        """Book ``extra`` item weight on ``grant`` and in the stats and the job's meter."""
+    def settle(self, grant: Grant, reserved: int, extra: int) -> None:
+        """The reply cost ``extra`` item weight where ``reserved`` was held: give back the
+        difference (or book more), and count ``extra`` in the stats and the job's meter."""
         if isinstance(self.limiter, HyperliquidLimiter):
-            self.limiter.charge(grant, extra)
-        else:  # a plain limiter: book it as weight the server reports used
-            self.limiter.observe_used(self.limiter.used() + extra)
+            if extra < reserved:
+                self.limiter.refund(grant, reserved - extra)
+            elif extra > reserved:
+                self.limiter.charge(grant, extra - reserved)
+        elif extra > reserved:  # a plain limiter: book it as weight the server reports used
+            self.limiter.observe_used(self.limiter.used() + extra - reserved)
+        if not extra:
+            return
         self.source.stats.weight_used += extra
         meter = current_meter()
         if meter is not None:

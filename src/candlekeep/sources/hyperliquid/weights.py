@@ -32,6 +32,21 @@ ITEMS_PER_WEIGHT: dict[str, int] = {
 """Request types whose reply costs one more weight per this many items returned."""
 
 
+MAX_ITEMS: dict[str, int] = {
+    "historicalOrders": 2000, "userFills": 2000, "userFillsByTime": 2000,
+    "fundingHistory": 500, "userFunding": 500, "candleSnapshot": 5000,
+}
+"""The most items one reply of these types returns (docs: 2,000 fills or orders, 500 per
+time-range reply, 5,000 candles): the item weight reserved before sending."""
+
+
+def worst_items_weight(info_type: str) -> int:
+    """Item weight reserved up front, so that requests in flight together can never take a
+    window past the budget once their replies are counted (types without a known page size
+    reserve nothing and are charged on arrival)."""
+    return items_weight(info_type, MAX_ITEMS.get(info_type, 0))
+
+
 def base_weight(info_type: str) -> int:
     """The weight of an ``/info`` request before counting what it returns."""
     if info_type in LIGHT_INFO_TYPES:
