@@ -188,3 +188,26 @@ async def test_backfill_stops_at_the_exchange_history_horizon(
     assert row.note is not None and row.note.startswith("history starts at the exchange horizon")
     again = await run(rt, "backfill")
     assert again.ok and not again.warnings, "said once: the checkpoint is past the horizon"
+
+
+async def test_gaps_beyond_the_history_horizon_are_never_confirmed_empty(
+    make_runtime: RuntimeFactory,
+) -> None:
+    """A hole the exchange can no longer serve (older than its horizon) is not evidence of
+    an exchange-side hole: repair reports it as beyond the horizon, never confirmed empty."""
+    import dataclasses
+
+    hole = Hole(START + 5 * H, START + 5 * H + 30 * M)
+    ex = exchange(extra_holes=[hole])
+    rt = make_runtime(ex, ["BTC/USDT"], ["1m"])
+    assert (await run(rt, "backfill")).ok
+    assert (await run(rt, "gaps_scan")).details["gaps"] >= 1
+    src = rt.source("sim")
+    src.caps = dataclasses.replace(src.caps, history_limit=60)  # the last hour only
+    for _ in range(3):
+        res = await run(rt, "gaps_repair")
+        assert res.details.get("beyond_horizon", 0) >= 1
+        assert res.details.get("confirmed_empty", 0) == 0
+    gaps = [g for g in rt.state.list_gaps() if g.gap_start <= hole.start_ms <= g.gap_end]
+    assert gaps and all(g.status != "confirmed_empty" for g in gaps)
+    assert "history horizon" in (gaps[0].last_error or "")
