@@ -37,7 +37,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ import httpx
 import yaml
 
 from common import T0, candle_batch
+from net import free_port
 
 TOKEN = "bench-token"
 UNCACHED = "/ingestion/status uncached"
@@ -119,13 +119,6 @@ def bare_server(port: int) -> None:
         return answer
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start(argv: list[str], url: str) -> subprocess.Popen[bytes]:

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import datetime as dt
 import multiprocessing as mp
-import socket
 import statistics
 import sys
 import time
@@ -47,6 +46,7 @@ from candlekeep.availability.probe import ProbeTarget, make_client, probe_all
 from candlekeep.core.clock import FakeClock, SystemClock
 from candlekeep.core.timeutil import to_ms
 from candlekeep.sources.binance_archive.paths import ArchiveFile, Market, Period
+from net import free_port, wait_listening
 
 GOAL = 1.3
 NOW = to_ms("2025-03-01T06:00:00Z")
@@ -136,23 +136,6 @@ Loop = Callable[[list[str], int], Coroutine[Any, Any, tuple[float, int]]]
 LOOPS: dict[str, Loop] = {"tracker (probe_all)": tracker,
                           "bare, one client": bare_one_client,
                           "bare, client per worker": bare_client_per_worker}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the sim did not start listening on port {port}")
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,26 +25,10 @@ from candlekeep.config import parse_config
 from candlekeep.jobs.runner import build_params
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.manual import run_adhoc
+from net import free_port, wait_listening
 
 KLINES_WEIGHT = 2  # Binance spot, any limit
 DAY = 86_400_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("sim server did not start")
 
 
 async def run_backfill(folder: Path, url: str, args: argparse.Namespace) -> tuple[int, int, float]:

@@ -30,7 +30,6 @@ import functools
 import io
 import multiprocessing as mp
 import shutil
-import socket
 import statistics
 import threading
 import time
@@ -47,6 +46,7 @@ from candlekeep.core.timeutil import to_ms
 from candlekeep.jobs.runner import build_params
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.manual import run_adhoc
+from net import free_port, wait_listening
 
 SYMBOL, SYMBOL_ID = "BTC/USDT", "BTCUSDT"
 END = "2025-07-01"  # a month boundary: the range is whole monthly files (6 of them µs)
@@ -72,23 +72,6 @@ def serve_sim(port: int, files: int) -> None:
     app = create_app(exchange, ArchiveSpec(cache_files=files + 8))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 lifespan="off", loop="asyncio")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_serving(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/api/v3/ping", timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise SystemExit("sim server did not start")
 
 
 def months(start: date, end: date) -> list[date]:
@@ -269,7 +252,7 @@ def main() -> None:
     base_runs: list[float] = []
     bulk_runs: list[float] = []
     try:
-        wait_serving(url)
+        wait_listening(port)
         with TemporaryDirectory() as tmp:
             root = Path(tmp)
             (root / "csv").mkdir()

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import math
 import multiprocessing as mp
-import socket
 import sys
 import tempfile
 import threading
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from candlekeep.core.timeutil import to_ms
+from net import free_port, wait_listening
 
 GOAL = 1.2
 NOW = to_ms("2025-03-01T06:00:30Z")
@@ -83,23 +83,6 @@ def serve(port: int, accounts: int, days: int, fills_per_day: float, conn: Conne
     conn.send("ready")
     uvicorn.run(app.app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 lifespan="off", loop="asyncio")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the sim did not start listening on port {port}")
 
 
 def fewest(truth: dict[str, dict[str, int]]) -> dict[str, int]:
