@@ -22,6 +22,7 @@ from candlekeep.jobs.runtime import Runtime
 from candlekeep.sim.archive import CSV_HEADER_COINM, ArchiveSpec, SimArchive, parse_key
 from candlekeep.sim.exchange import SimExchange
 from candlekeep.sim.server import run_in_thread
+from tests.jobs.test_bulk_backfill import assert_equal
 from tests.jobs.test_pipeline import run
 
 NOW = to_ms("2025-01-03T12:00:30Z")
@@ -70,12 +71,6 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Callable[..., Runtime]]:
 
 def stored(rt: Runtime) -> pa.Table:
     return rt.store("main").read_candles(KEY).drop_columns(["ingested_at"]).sort_by("ts")
-
-
-def assert_equal(got: pa.Table, want: pa.Table) -> None:
-    assert got.num_rows == want.num_rows
-    for col in want.column_names:
-        assert got[col].cast(want.schema.field(col).type).equals(want[col]), col
 
 
 def test_the_archive_files_are_coin_m_shaped(exchange: SimExchange) -> None:
