@@ -14,12 +14,20 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, f
 
 from candlekeep.core.timeutil import parse_duration
 from candlekeep.sources.binance_archive.paths import DEFAULT_BASE_URL
+from candlekeep.sources.circuit import CircuitConfig
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _SourceModel(_Model):
+    """What every source type's config has."""
+
+    circuit: CircuitConfig | None = None
+    """Circuit breaker keys over the type's defaults (``sources.circuit.CIRCUIT_DEFAULTS``)."""
 
 
 class RateLimitConfig(_Model):
@@ -39,7 +47,7 @@ class BulkConfig(_Model):
     timeout: Duration = 120.0
 
 
-class CcxtSourceConfig(_Model):
+class CcxtSourceConfig(_SourceModel):
     type: Literal["ccxt"]
     exchange: str
     market_type: Literal["spot", "swap", "future"] = "spot"
@@ -60,7 +68,7 @@ class CcxtSourceConfig(_Model):
         return None if v == "" else v
 
 
-class SimSourceConfig(_Model):
+class SimSourceConfig(_SourceModel):
     type: Literal["sim"]
     seed: int = 7
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
@@ -76,7 +84,7 @@ HYPERLIQUID_MAINNET = "https://api.hyperliquid.xyz"
 HYPERLIQUID_TESTNET = "https://api.hyperliquid-testnet.xyz"
 
 
-class HyperliquidSourceConfig(_Model):
+class HyperliquidSourceConfig(_SourceModel):
     """Hyperliquid's own API (``POST /info``): candles of perps and spot, market contexts,
     funding, and the account data of wallets listed under ``accounts:``."""
 

@@ -15,7 +15,7 @@ import difflib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from candlekeep.core.clock import Clock, SystemClock
 from candlekeep.core.errors import BadReplyError, SourceError, TransientSourceError
@@ -23,6 +23,7 @@ from candlekeep.core.tasks import gather_all
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.sources.capabilities import Capabilities
+from candlekeep.sources.circuit import CircuitBreaker, CircuitConfig, circuit_config
 from candlekeep.sources.metering import current_meter
 from candlekeep.sources.retry import RetryPolicy, call_with_retry
 
@@ -68,9 +69,13 @@ class Source(abc.ABC):
     ``_translate``.
     """
 
+    source_type: ClassVar[str] = ""
+    """The ``type:`` that configures this class (picks its circuit breaker defaults)."""
+
     def __init__(self, name: str, *, caps: Capabilities | None = None,
                  clock: Clock | None = None, retry: RetryPolicy | None = None,
-                 max_in_flight: int = 16, rng: random.Random | None = None) -> None:
+                 max_in_flight: int = 16, rng: random.Random | None = None,
+                 circuit: CircuitConfig | None = None) -> None:
         self.name = name
         self.stats = SourceStats()
         self.caps = caps or Capabilities()
@@ -81,6 +86,9 @@ class Source(abc.ABC):
         self._markets: dict[str, MarketInfo] | None = None
         self._markets_at = 0
         self._markets_lock = asyncio.Lock()
+        self.circuit = CircuitBreaker(name, circuit or circuit_config(self.source_type),
+                                      clock=self.clock)
+        """Fails requests fast while the provider is down (see ``sources.circuit``)."""
 
     # ------------------------------------------------------------ what a source implements
 
@@ -138,21 +146,25 @@ class Source(abc.ABC):
             raise
 
     async def call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """One logical request: a slot among the requests in flight, retries of transient
-        failures per the policy (sleeping on the injected clock), errors translated and the
-        last few kept in the stats."""
+        """One logical request: a slot among the requests in flight, each attempt through
+        the circuit breaker (CircuitOpenError at once while the provider is down), retries
+        of transient failures per the policy (sleeping on the injected clock, and stopping
+        as soon as the circuit opens), errors translated and the last few kept in the
+        stats."""
 
         async def attempt() -> T:
             async with self._in_flight:
-                try:
-                    return await fn()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    raise self._translate(exc) from None
+                with self.circuit.guard():
+                    try:
+                        return await fn()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        raise self._translate(exc) from None
 
         def on_retry(retry: int, exc: TransientSourceError, delay: float) -> None:
             self.stats.retries += 1
+            self.circuit.check()  # open now: fail fast rather than sleep through backoffs
 
         try:
             return await call_with_retry(attempt, policy=self.retry_policy, clock=self.clock,

@@ -175,6 +175,8 @@ def _hooked_class(base: type) -> type:
 class CcxtSource(Source):
     """Candles from any CCXT exchange; Binance spot and USDⓈ-M futures are tuned by data."""
 
+    source_type = "ccxt"
+
     def __init__(
         self,
         name: str,

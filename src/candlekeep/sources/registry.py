@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from candlekeep.config.source_types import SOURCE_TYPES
 from candlekeep.core.errors import SourceError
+from candlekeep.sources.circuit import CircuitBreaker, circuit_config
 
 if TYPE_CHECKING:
     from candlekeep.core.clock import Clock
@@ -20,4 +21,6 @@ def make_source(name: str, cfg: Any, clock: Clock) -> Source:
     module, _, attr = kind.factory.partition(":")
     cls = getattr(importlib.import_module(module), attr)
     source: Source = cls.from_config(name, cfg, clock)
+    source.circuit = CircuitBreaker(name, circuit_config(cfg.type, getattr(cfg, "circuit", None)),
+                                    clock=source.clock)
     return source

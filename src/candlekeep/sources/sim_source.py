@@ -40,6 +40,8 @@ class SimSource(Source):
     (``BTC/USDT:USDT``) with futures weights.
     """
 
+    source_type = "sim"
+
     def __init__(
         self,
         name: str,

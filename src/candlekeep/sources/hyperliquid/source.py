@@ -60,6 +60,8 @@ class HyperliquidSource(Source):
     """Candles of Hyperliquid's perpetuals (``BTC/USDC:USDC``) and spot pairs
     (``PURR/USDC``) and its market-wide data, over ``POST {url}/info``."""
 
+    source_type = "hyperliquid"
+
     def __init__(
         self,
         name: str,
