@@ -23,7 +23,12 @@ from candlekeep.core.tasks import gather_all
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.sources.capabilities import Capabilities
-from candlekeep.sources.circuit import CircuitBreaker, CircuitConfig, circuit_config
+from candlekeep.sources.circuit import (
+    CircuitBreaker,
+    CircuitConfig,
+    CircuitState,
+    circuit_config,
+)
 from candlekeep.sources.metering import current_meter
 from candlekeep.sources.retry import RetryPolicy, call_with_retry
 
@@ -89,6 +94,8 @@ class Source(abc.ABC):
         self.circuit = CircuitBreaker(name, circuit or circuit_config(self.source_type),
                                       clock=self.clock)
         """Fails requests fast while the provider is down (see ``sources.circuit``)."""
+        self.degraded = False
+        """Set by the ``providers_health`` job while the provider is judged degraded."""
 
     # ------------------------------------------------------------ what a source implements
 
@@ -176,13 +183,19 @@ class Source(abc.ABC):
 
     async def markets(self) -> dict[str, MarketInfo]:
         """The markets, loaded once per source (again when a symbol is missing from a list
-        older than ``MARKETS_TTL_MS``: a daemon outlives listings)."""
+        older than ``markets_ttl_ms()``: a daemon outlives listings)."""
         if self._markets is None:
             async with self._markets_lock:
                 if self._markets is None:
                     self._markets = await self._load_markets()
                     self._markets_at = self.clock.now_ms()
         return self._markets
+
+    def markets_ttl_ms(self) -> int:
+        """``MARKETS_TTL_MS``, doubled while the provider is unwell (circuit not closed, or
+        judged degraded): a reload it would likely fail is not worth asking for sooner."""
+        unwell = self.degraded or self.circuit.state is not CircuitState.CLOSED
+        return MARKETS_TTL_MS * 2 if unwell else MARKETS_TTL_MS
 
     def _unlisted_market(self, symbol: str) -> MarketInfo | None:
         """A market the exchange knows but ``_load_markets`` left out (another market
@@ -193,7 +206,7 @@ class Source(abc.ABC):
         """``symbol``'s market; SourceError naming close matches when there is none."""
         markets = await self.markets()
         info = markets.get(symbol)
-        if info is None and self.clock.now_ms() - self._markets_at > MARKETS_TTL_MS:
+        if info is None and self.clock.now_ms() - self._markets_at > self.markets_ttl_ms():
             async with self._markets_lock:
                 self._markets = None
             markets = await self.markets()  # listed since the last load?
