@@ -9,6 +9,7 @@ from candlekeep.jobs import (  # noqa: F401
     gaps,
     hyperliquid_accounts,
     ingest,
+    providers_health,
     report,
     table_sync,
 )

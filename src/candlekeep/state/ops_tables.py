@@ -59,3 +59,32 @@ alert_state = sa.Table(
     sa.Column("resolved_at", sa.BigInteger, nullable=True),
     sa.Column("detail", sa.Text, nullable=True),
 )
+
+provider_health = sa.Table(
+    "provider_health",
+    metadata,
+    # One row per source per ``providers_health`` check (``sources.health``): the history
+    # of a provider's circuit, error and 429 rates, latency and budget, pruned by the job.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # up | degraded | down
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("circuit", sa.String(20), nullable=False),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("error_rate", sa.Float, nullable=True),
+    sa.Column("latency_p50_s", sa.Float, nullable=True),
+    sa.Column("latency_p95_s", sa.Float, nullable=True),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("rate_limited_rate", sa.Float, nullable=True),
+    sa.Column("budget_used", sa.BigInteger, nullable=True),
+    sa.Column("budget", sa.BigInteger, nullable=True),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("checked_at", sa.BigInteger, nullable=False),
+    # The whole ProviderHealth as JSON (reasons, last error, limiter snapshot, …).
+    sa.Column("detail", sa.Text, nullable=False),
+    # The latest row per source: read from this index's end, never sorted whole.
+    sa.Index("ix_provider_health_source_checked", "source", "checked_at"),
+    sa.Index("ix_provider_health_checked", "checked_at"),
+)
