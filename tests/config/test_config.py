@@ -78,7 +78,7 @@ def test_timeframe_the_exchange_lacks(tmp_path: Path) -> None:
     data = mutate("sources.binance.exchange", "bitfinex")
     data["series"][0]["timeframes"] = ["3m"]
     with pytest.raises(ConfigError, match=r"series\[0\].timeframes\[0\]: exchange 'bitfinex' "
-                                          r"does not serve timeframe '3m'"):
+                                          r"\(source 'binance'\) does not serve timeframe '3m'"):
         load_config(write(tmp_path, data))
 
 

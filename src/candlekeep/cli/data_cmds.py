@@ -244,7 +244,9 @@ def coverage_table(rows: Sequence[CoverageView]) -> Table:
     for r in rows:
         pct = r.coverage_pct
         color = "green" if pct >= 99.999 else ("yellow" if pct >= 99 else "red")
-        cells = [str(r.series), fmt_ms(r.first_ms), fmt_ms(r.last_ms), f"{r.stored:,}",
+        name = (f"↳ {r.series} (fallback for {r.fallback_for})" if r.fallback_for
+                else str(r.series))
+        cells = [escape(name), fmt_ms(r.first_ms), fmt_ms(r.last_ms), f"{r.stored:,}",
                  f"{r.expected:,}", f"{r.missing:,}", f"{r.confirmed_empty:,}",
                  f"[{color}]{pct:.3f}[/]"]
         table.add_row(*cells, *([escape(r.note or "")] if notes else []))

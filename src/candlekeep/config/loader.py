@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from candlekeep.config import ccxt_facts
-from candlekeep.config.models import Config
+from candlekeep.config.models import Config, SeriesConfig
 from candlekeep.config.source_types import (
     HYPERLIQUID_TIMEFRAMES,
     CcxtSourceConfig,
@@ -179,23 +179,8 @@ def _check_references(cfg: Config, file: str) -> None:
                               f"defined stores: {', '.join(cfg.stores) or 'none'}")
         if s.start is not None and s.end is not None and s.end <= s.start:
             raise ConfigError(file, f"{key}.end", "end must be after start")
-        src = cfg.sources[s.source]
-        if isinstance(src, HyperliquidSourceConfig):
-            for j, tf in enumerate(s.timeframes):
-                if tf not in HYPERLIQUID_TIMEFRAMES:
-                    raise ConfigError(
-                        file, f"{key}.timeframes[{j}]",
-                        f"Hyperliquid does not serve timeframe {tf!r} on candlekeep's grid",
-                        "it serves: " + ", ".join(sorted(HYPERLIQUID_TIMEFRAMES,
-                                                         key=_tf_order)))
-        if isinstance(src, CcxtSourceConfig):
-            supported = ccxt_facts.timeframes(src.exchange)
-            for j, tf in enumerate(s.timeframes):
-                if supported and tf not in supported:
-                    raise ConfigError(
-                        file, f"{key}.timeframes[{j}]",
-                        f"exchange {src.exchange!r} does not serve timeframe {tf!r}",
-                        f"it serves: {', '.join(sorted(supported, key=_tf_order))}")
+        _check_timeframes(file, key, s.timeframes, cfg.sources[s.source], s.source)
+        _check_fallback(cfg, file, key, s)
     _check_accounts(cfg, file)
     names = [j.name for j in cfg.jobs]
     for i, name in enumerate(names):
@@ -203,6 +188,43 @@ def _check_references(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"jobs[{i}].name", f"duplicate job name {name!r}",
                               "job names must be unique")
     _check_operations(cfg, file, names)
+
+
+def _check_fallback(cfg: Config, file: str, key: str, s: SeriesConfig) -> None:
+    """Fallbacks name other defined sources, once each, that serve the series' timeframes."""
+    for j, name in enumerate(s.fallback):
+        where = f"{key}.fallback[{j}]"
+        if name not in cfg.sources:
+            raise ConfigError(file, where, f"unknown source {name!r}",
+                              f"defined sources: {', '.join(cfg.sources) or 'none'}")
+        if name == s.source:
+            raise ConfigError(file, where, f"{name!r} is the series' own source",
+                              "list other sources to fetch from when it fails")
+        if s.fallback.index(name) != j:
+            raise ConfigError(file, where, f"{name!r} is listed twice", "list each once")
+        _check_timeframes(file, key, s.timeframes, cfg.sources[name], name)
+
+
+def _check_timeframes(file: str, key: str, timeframes: list[str], src: object,
+                      source: str) -> None:
+    """Each timeframe is one the source ``source`` serves (where that is known offline)."""
+    if isinstance(src, HyperliquidSourceConfig):
+        for j, tf in enumerate(timeframes):
+            if tf not in HYPERLIQUID_TIMEFRAMES:
+                raise ConfigError(
+                    file, f"{key}.timeframes[{j}]",
+                    f"Hyperliquid (source {source!r}) does not serve timeframe {tf!r} on "
+                    "candlekeep's grid",
+                    "it serves: " + ", ".join(sorted(HYPERLIQUID_TIMEFRAMES, key=_tf_order)))
+    if isinstance(src, CcxtSourceConfig):
+        supported = ccxt_facts.timeframes(src.exchange)
+        for j, tf in enumerate(timeframes):
+            if supported and tf not in supported:
+                raise ConfigError(
+                    file, f"{key}.timeframes[{j}]",
+                    f"exchange {src.exchange!r} (source {source!r}) does not serve "
+                    f"timeframe {tf!r}",
+                    f"it serves: {', '.join(sorted(supported, key=_tf_order))}")
 
 
 def _check_operations(cfg: Config, file: str, jobs: list[str]) -> None:

@@ -90,6 +90,9 @@ class SeriesConfig(_Model):
     start: EpochMs | None = None
     end: EpochMs | None = None
     store: str | None = None
+    fallback: list[str] = Field(default_factory=list)
+    """Sources to fetch a range from when ``source`` fails it (its circuit open, or
+    retries exhausted), healthiest first; their rows keep their own source name."""
 
     @field_validator("timeframes")
     @classmethod

@@ -61,6 +61,8 @@ class SeriesPlan:
     store: str
     start_ms: int | None
     end_ms: int | None
+    fallback: tuple[str, ...] = ()
+    """Sources that stand in when ``key.source`` fails a range (``jobs.fallback``)."""
 
 
 class Runtime:
@@ -177,4 +179,4 @@ def series_plans(config: Config, source: str | None = None, symbol: str | None =
 
 
 def _plan(config: Config, s: SeriesConfig, key: SeriesKey) -> SeriesPlan:
-    return SeriesPlan(key, config.store_for(s), s.start, s.end)
+    return SeriesPlan(key, config.store_for(s), s.start, s.end, tuple(s.fallback))

@@ -15,6 +15,7 @@ from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult
 from candlekeep.jobs.bulk_fetch import ArchiveWriter, SourceArchive, describe_plan
+from candlekeep.jobs.fallback import falls_back, fill_from_fallback
 from candlekeep.jobs.runtime import SeriesPlan
 from candlekeep.sources.base import describe_horizon
 from candlekeep.sources.binance_archive.plan import RestRange, plan_range
@@ -49,9 +50,12 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
     cursor, end = tf.ceil(rng.start_ms), rng.end_ms
     progress_key = str(key)
     page = source.page_limit(key.timeframe)
+    done_to = cursor  # the primary has stored (and checkpointed) everything before this
+    listing_known = not rng.probe_listing
 
     async def rest(lo: int, hi: int) -> bool:
         """REST from ``lo`` to ``hi``, checkpointing each write; False if cancelled."""
+        nonlocal done_to
         chunk_ms = page * PAGES_PER_WRITE * tf.ms
         while lo < hi:
             if ctx.cancel.is_set():
@@ -63,7 +67,7 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
                 res.rows_written += await store.upsert_candles(batch)
             await ctx.db.set_checkpoint(checkpoint_job, key, chunk_end, ctx.clock.now_ms())
             ctx.progress.advance(progress_key, tf.count(lo, chunk_end))
-            lo = chunk_end
+            lo = done_to = chunk_end
         return True
 
     def requests(r: RestRange) -> int:
@@ -80,18 +84,19 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
             if not ctx.dry_run:
                 await ctx.db.set_checkpoint(HORIZON_CHECKPOINT, key, horizon,
                                          ctx.clock.now_ms())
-            cursor = horizon
+            cursor = done_to = horizon
         if cursor >= end:
             return res
         if rng.probe_listing:
             first = await source.first_candle_ms(key.symbol, key.timeframe, cursor)
+            listing_known = True
             if first is None or first >= end:
                 res.warnings.append(f"{key}: no candles at or after {fmt_ms(cursor)}")
                 return res
             if first > cursor:
                 ctx.log.info("series=%s starts at listing %s, not %s", key, fmt_ms(first),
                              fmt_ms(cursor))
-                cursor = first
+                cursor = done_to = first
         bulk, market = None, None
         if archive is not None:
             market = await archive.market_info(source, key.symbol)
@@ -121,7 +126,14 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
             cursor = bulk.files[-1].end_ms
         await rest(cursor, end)
     except SourceError as exc:
-        ctx.log.error("series=%s failed at=%s error=%s", key, fmt_ms(cursor), exc)
+        if plan.fallback and falls_back(exc) and not ctx.dry_run and done_to < end:
+            try:
+                await fill_from_fallback(ctx, plan, done_to, end, exc, checkpoint_job, res,
+                                         not listing_known)
+                return res
+            except SourceError as fb_exc:
+                exc = fb_exc
+        ctx.log.error("series=%s failed at=%s error=%s", key, fmt_ms(done_to), exc)
         res.errors.append(f"{key}: {exc}")
     finally:
         ctx.progress.finish(progress_key)
@@ -144,7 +156,7 @@ async def sync_all(
             return await sync_series(ctx, rng, checkpoint_job,
                                      archives.get(rng.plan.key.source))
 
-    plans, files = [], {}
+    plans, files, fallbacks = [], {}, []
     # A series that crashes (not a SourceError, which it reports) stops the others before
     # the caller closes what they share (the archive clients).
     for r in await gather_all([one(r) for r in ranges]):
@@ -152,7 +164,10 @@ async def sync_all(
         if "plan" in r.details:
             plans.append(r.details["plan"])
         files.update(r.details.get("archive_plan", {}))
+        fallbacks += r.details.get("fallback", [])
     total.details["series"] = len(ranges)
+    if fallbacks:
+        total.details["fallback"] = fallbacks
     if ctx.dry_run:
         total.details["plan"] = plans
         if files:

@@ -49,10 +49,14 @@ class CoverageView:
     note: str | None = None
     """Why history is shorter than configured, e.g. "history starts at the exchange
     horizon" (the exchange serves only its newest N candles; older ones cannot be had)."""
+    fallback_for: str | None = None
+    """Set on rows a fallback source stored in place of this primary source's (the series
+    names the fallback; ``fallback:`` in the series config)."""
 
 
 def coverage(reader: Reader, plans: Sequence[SeriesPlan]) -> list[CoverageView]:
-    """One row per configured series (``plans``), in their order."""
+    """One row per configured series (``plans``), in their order, each followed by the
+    rows its fallback sources stored in its place (``fallback_for`` set)."""
     state = {(r.store, r.series): r for r in reader.series_state()}
     horizons = reader.checkpoint_positions(HORIZON_CHECKPOINT)
     empty: dict[SeriesKey, int] = defaultdict(int)
@@ -62,16 +66,14 @@ def coverage(reader: Reader, plans: Sequence[SeriesPlan]) -> list[CoverageView]:
             empty[total.series] += total.candles(parse_timeframe(total.series.timeframe).ms)
         else:
             live[total.series] += total.count
-    out = []
-    for p in plans:
-        k = p.key
-        row = state.get((p.store, k))
+    def view(k: SeriesKey, store: str, fallback_for: str | None = None) -> CoverageView:
+        row = state.get((store, k))
         first = row.first_ms if row is not None else None
         last = row.last_ms if row is not None else None
         if row is None or first is None or last is None:
-            out.append(CoverageView(str(k), k.source, k.symbol, k.timeframe, p.store, None,
-                                    None, None, None, 0, True, 0, 0, 0, live[k], 0.0))
-            continue
+            return CoverageView(str(k), k.source, k.symbol, k.timeframe, store, None, None,
+                                None, None, 0, True, 0, 0, 0, live[k], 0.0,
+                                fallback_for=fallback_for)
         expected = (last - first) // parse_timeframe(k.timeframe).ms + 1
         stored = min(row.rows, expected)
         exact = row.scanned_at is not None and row.scanned_at >= row.updated_at
@@ -79,8 +81,19 @@ def coverage(reader: Reader, plans: Sequence[SeriesPlan]) -> list[CoverageView]:
         cut = horizons.get(k)
         note = (f"history starts at the exchange horizon ({iso_ms(cut)})"
                 if cut is not None and first >= cut else None)
-        out.append(CoverageView(
-            str(k), k.source, k.symbol, k.timeframe, p.store, first, last, iso_ms(first),
+        return CoverageView(
+            str(k), k.source, k.symbol, k.timeframe, store, first, last, iso_ms(first),
             iso_ms(last), stored, exact, expected, expected - stored, empty[k], live[k],
-            round(100.0 * covered / expected, 4), note))
+            round(100.0 * covered / expected, 4), note, fallback_for)
+
+    configured = {(p.store, p.key) for p in plans}
+    out: list[CoverageView] = []
+    shown: set[tuple[str, SeriesKey]] = set()
+    for p in plans:
+        out.append(view(p.key, p.store))
+        for name in p.fallback:  # rows a fallback stored in this one's place, if any
+            k = SeriesKey(name, p.key.symbol, p.key.timeframe)
+            if (p.store, k) in state and (p.store, k) not in configured | shown:
+                shown.add((p.store, k))
+                out.append(view(k, p.store, p.key.source))
     return out
