@@ -38,6 +38,11 @@ class RateLimitedError(TransientSourceError):
         self.retry_after = retry_after
 
 
+class BannedError(RateLimitedError):
+    """The exchange banned this IP (HTTP 418) for ``retry_after`` seconds: anything sent
+    before then extends the ban, so the source fails fast instead of retrying."""
+
+
 class GeoBlockedError(SourceError):
     """The exchange refuses this host's location (HTTP 451): no retry or fix on our side
     changes that, so callers that can do without the reply report it and carry on."""

@@ -11,6 +11,12 @@ arrives spread out and straddles a window boundary.) Under saturation the whole 
 still spent every window plus one round trip, so the achieved rate approaches
 ``budget / window``.
 
+With ``adaptive=True`` (no budget configured) the budget is the exchange's advertised one
+only to start with: ``AdaptiveBudget`` cuts it on a 429 and raises it back slowly (see
+``adaptive_budget``). A configured budget is fixed and never adapts. Either way, a 429 or
+418 pauses every grant until its Retry-After, and during a 418 ban ``acquire`` fails fast
+with BannedError.
+
 Time comes from the injected Clock, so tests drive the limiter with a FakeClock and never
 sleep for real.
 """
@@ -22,8 +28,13 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from candlekeep.core.clock import Clock, SystemClock
+from candlekeep.core.errors import BannedError
+from candlekeep.core.timeutil import fmt_ms
+from candlekeep.sources.adaptive_budget import AdaptiveBudget
 
 log = logging.getLogger("candlekeep.sources")
 
@@ -38,10 +49,39 @@ class Grant:
         self.weight = weight
         self.released = False
 
-    def release(self) -> None:
+    def release(self, ok: bool = True) -> None:
+        """``ok``: the reply was a success (evidence for an adaptive budget)."""
         if not self.released:
             self.released = True
-            self._limiter._release(self)
+            self._limiter._release(self, ok)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterSnapshot:
+    """A limiter's state for health views; weights are per ``window_s``."""
+
+    adaptive: bool
+    effective_budget: int
+    """The budget grants are paced to now."""
+    advertised_budget: int
+    """The exchange's published budget (adaptive), or the configured one (fixed)."""
+    window_s: float
+    used: int
+    """Weight on the books: in flight, or answered within a window."""
+    in_flight: int
+    cuts: int
+    """Times an adaptive budget was cut (one per 429 episode)."""
+    rate_limited: int
+    """429 replies received."""
+    banned: int
+    """418 replies received."""
+    wall: int | None
+    """Weight on the books when the last cut's 429 came (adaptive)."""
+    paused_until_ms: int | None
+    banned_until_ms: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class WeightLimiter:
@@ -50,7 +90,9 @@ class WeightLimiter:
     ``max_rps`` additionally spaces grants at least ``1 / max_rps`` seconds apart.
     ``margin_s`` stretches the window (for clock-rate or counting differences; 0 by
     default, as the release rule already covers delays). Waiters are served first come,
-    first served, so a heavy request is not starved by light ones.
+    first served, so a heavy request is not starved by light ones. ``adaptive``: ``budget``
+    is the advertised budget, a starting point that 429s cut (``AdaptiveBudget``);
+    ``name`` names the source in errors.
     """
 
     def __init__(
@@ -61,6 +103,8 @@ class WeightLimiter:
         clock: Clock | None = None,
         max_rps: float | None = None,
         margin_s: float = 0.0,
+        adaptive: bool = False,
+        name: str = "",
     ) -> None:
         if budget <= 0 or window_s <= 0:
             raise ValueError("rate limit budget and window must be positive")
@@ -84,6 +128,12 @@ class WeightLimiter:
         self.granted_weight = 0
         self.granted_requests = 0
         self.waited_s = 0.0
+        self.name = name
+        self.advertised = budget
+        self.aimd = AdaptiveBudget(budget, self._window_ms) if adaptive else None
+        self.rate_limited = 0
+        self.banned = 0
+        self._banned_until_ms = 0
 
     @property
     def window_ms(self) -> int:
@@ -119,8 +169,15 @@ class WeightLimiter:
             return self._next_allowed_ms - now_ms
         need = min(weight, self.budget)  # an oversized request waits for an empty book
         excess = self._pending + self._expiring_weight + need - self.budget
+        aimd = self.aimd
         if excess <= 0:
+            if (aimd is not None and self._pending
+                    and self._pending + self._expiring_weight + need > aimd.confirmed
+                    and self._pending + need > aimd.probe_room()):
+                return None  # beyond what the server has accepted: a few at a time
             return 0
+        if aimd is not None:
+            aimd.limited = True
         if self._expiring_weight < excess:
             return None
         freed = 0
@@ -139,6 +196,14 @@ class WeightLimiter:
         async with self._lock:
             while True:
                 now = self.clock.now_ms()
+                if now < self._banned_until_ms:
+                    raise BannedError(
+                        f"{self._who()}banned by the exchange (HTTP 418): nothing is sent "
+                        f"until {fmt_ms(self._banned_until_ms)}",
+                        (self._banned_until_ms - now) / 1000)
+                if self.aimd is not None:
+                    self.aimd.maybe_raise(now)
+                    self.budget = self.aimd.effective
                 self._expire(now)
                 wait_ms = self._wait_ms(weight, now)
                 if wait_ms == 0:
@@ -160,14 +225,18 @@ class WeightLimiter:
     async def reserve(self, weight: int = 1) -> AsyncIterator[Grant]:
         """``async with limiter.reserve(w):`` around one request."""
         grant = await self.acquire(weight)
+        ok = False
         try:
             yield grant
+            ok = True
         finally:
-            grant.release()
+            grant.release(ok)
 
-    def _release(self, grant: Grant) -> None:
+    def _release(self, grant: Grant, ok: bool = True) -> None:
         self._pending -= grant.weight
         self._add_expiring(self.clock.now_ms() + self._window_ms, grant.weight)
+        if ok and self.aimd is not None:
+            self.aimd.succeeded(self._expiring_weight)
         self._released.set()
 
     def observe_used(self, used: int) -> None:
@@ -183,8 +252,57 @@ class WeightLimiter:
         if extra > 0:
             log.debug("rate limiter reconciled extra_weight=%d used=%d", extra, used)
             self._add_expiring(now + self._window_ms, extra)
+            if self.aimd is not None:
+                self.aimd.contended = True
 
     def pause(self, seconds: float) -> None:
         """Grant nothing for ``seconds`` (the server said Retry-After)."""
         until = self.clock.now_ms() + int(seconds * 1000)
         self._paused_until_ms = max(self._paused_until_ms, until)
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429 came back: pause for its Retry-After (a window when an adaptive limiter
+        got none: the server's window must roll over) and, when adaptive, cut the budget
+        once per episode. A fixed limiter without a Retry-After keeps its pace."""
+        self.rate_limited += 1
+        if retry_after is None and self.aimd is not None:
+            retry_after = self._window_ms / 1000
+        if retry_after is not None:
+            self.pause(retry_after)
+        if self.aimd is not None:
+            now = self.clock.now_ms()
+            self._expire(now)
+            level = self._pending + self._expiring_weight
+            if self.aimd.cut(now, level, self._paused_until_ms):
+                self.budget = self.aimd.effective
+                log.warning("rate budget cut%s budget=%d wall=%d advertised=%d cuts=%d",
+                            f" source={self.name}" if self.name else "", self.budget,
+                            self.aimd.wall or 0, self.advertised, self.aimd.cuts)
+
+    def on_banned(self, retry_after: float | None) -> None:
+        """A 418 came back: nothing is sent until its Retry-After (a window if none);
+        ``acquire`` fails fast with BannedError meanwhile."""
+        self.banned += 1
+        seconds = retry_after if retry_after is not None else self._window_ms / 1000
+        until = self.clock.now_ms() + int(seconds * 1000)
+        self._banned_until_ms = max(self._banned_until_ms, until)
+        self.pause(seconds)
+        log.error("banned by the exchange (HTTP 418)%s until=%s",
+                  f" source={self.name}" if self.name else "", fmt_ms(self._banned_until_ms))
+
+    def snapshot(self) -> LimiterSnapshot:
+        """The limiter's state now (read by the providers-health view)."""
+        now = self.clock.now_ms()
+        self._expire(now)
+        aimd = self.aimd
+        return LimiterSnapshot(
+            adaptive=aimd is not None, effective_budget=self.budget,
+            advertised_budget=self.advertised, window_s=self.window_s,
+            used=self._pending + self._expiring_weight, in_flight=self._pending,
+            cuts=aimd.cuts if aimd else 0, rate_limited=self.rate_limited,
+            banned=self.banned, wall=aimd.wall if aimd else None,
+            paused_until_ms=self._paused_until_ms if self._paused_until_ms > now else None,
+            banned_until_ms=self._banned_until_ms if self._banned_until_ms > now else None)
+
+    def _who(self) -> str:
+        return f"source {self.name}: " if self.name else ""

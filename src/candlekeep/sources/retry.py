@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from candlekeep.core.clock import Clock
-from candlekeep.core.errors import RateLimitedError, TransientSourceError
+from candlekeep.core.errors import BannedError, RateLimitedError, TransientSourceError
 
 log = logging.getLogger("candlekeep.sources")
 
@@ -60,7 +60,8 @@ async def call_with_retry(
 
     ``on_retry(retry_number, error, delay_s)`` runs before each sleep (stats, limiter pause).
     The last transient error is re-raised once attempts are exhausted, or at once when a
-    Retry-After exceeds ``max_retry_after_s`` (waiting that long is the caller's decision).
+    Retry-After exceeds ``max_retry_after_s`` (waiting that long is the caller's decision)
+    or the exchange banned us (BannedError: a retry would only extend the ban).
     """
     rng = rng or random.Random()
     attempt = 1
@@ -68,7 +69,7 @@ async def call_with_retry(
         try:
             return await fn()
         except TransientSourceError as exc:
-            if attempt >= policy.max_attempts:
+            if attempt >= policy.max_attempts or isinstance(exc, BannedError):
                 log.warning("giving up what=%s attempts=%d error=%r", what, attempt, str(exc))
                 raise
             if (isinstance(exc, RateLimitedError) and exc.retry_after is not None
