@@ -192,3 +192,24 @@ def test_bad_fallback_config(tmp_path: Path, fallback: list[str], message: str) 
             "series": [{"source": "bn", "symbols": ["BTC/USDT"], "timeframes": ["1h"],
                         "fallback": fallback}],
         }, str(tmp_path / "candlekeep.yaml"), tmp_path)
+
+
+def test_fallbacks_are_ordered_by_health_then_config_order() -> None:
+    from candlekeep.core.errors import TransientSourceError
+    from candlekeep.jobs.fallback import order_fallbacks
+    from candlekeep.sources.circuit import CircuitConfig
+    from candlekeep.sources.sim_source import SimSource
+
+    clock = FakeClock(NOW)
+    names = ("flaky", "fresh", "steady", "down")
+    made = {n: SimSource(n, clock=clock) for n in names}
+    made["down"].circuit.config = CircuitConfig(failures=1)
+    made["down"].circuit.before().failed(TransientSourceError("503"))
+    for _ in range(10):
+        made["steady"].circuit.before().succeeded(0.05)
+        made["flaky"].circuit.before().succeeded(0.05)
+    for _ in range(3):  # 3 of 13 failed: below the trip rules, yet less healthy
+        made["flaky"].circuit.before().failed(TransientSourceError("503"))
+    ranked = [s.name for s in order_fallbacks([made[n] for n in names])]
+    # steady (all answered) > fresh (no calls yet: unknown) > flaky; down is left out.
+    assert ranked == ["steady", "fresh", "flaky"]
