@@ -141,6 +141,9 @@ async def test_a_failing_primary_is_served_by_the_fallback_under_its_own_name(
         rows = coverage(reader, rt.plans())
     assert [(r.source, r.fallback_for) for r in rows] == [("bn", None), ("alt", "bn")]
     assert rows[1].stored == len(truth_ts(alt, ALT))
+    from candlekeep.queries.encode import plain  # what /coverage and coverage --json send
+
+    assert [r["fallback_for"] for r in plain(rows)] == [None, "bn"]
 
 
 async def test_fallbacks_are_tried_healthiest_first_and_all_failing_is_an_error(
