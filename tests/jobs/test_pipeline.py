@@ -211,3 +211,24 @@ async def test_gaps_beyond_the_history_horizon_are_never_confirmed_empty(
     gaps = [g for g in rt.state.list_gaps() if g.gap_start <= hole.start_ms <= g.gap_end]
     assert gaps and all(g.status != "confirmed_empty" for g in gaps)
     assert "history horizon" in (gaps[0].last_error or "")
+
+
+async def test_repair_while_the_circuit_is_open_defers_without_using_attempts(
+    make_runtime: RuntimeFactory,
+) -> None:
+    from candlekeep.core.errors import TransientSourceError
+    from candlekeep.sources.circuit import CircuitState
+
+    ex = exchange(transient=TransientSpec(period_ms=6 * H, probability=1.0))
+    rt = make_runtime(ex, ["BTC/USDT"], ["1h"])
+    assert (await run(rt, "backfill")).ok
+    assert (await run(rt, "gaps_scan")).details["gaps"] >= 1
+    breaker = rt.source("sim").circuit
+    for _ in range(breaker.config.failures):  # the provider went down
+        breaker.before().failed(TransientSourceError("503"))
+    assert breaker.state is CircuitState.OPEN
+    for _ in range(6):  # more runs than FAIL_AFTER_ERRORS
+        res = await run(rt, "gaps_repair")
+        assert res.details["deferred"] >= 1 and "errors" not in res.details
+    gaps = rt.state.list_gaps()
+    assert gaps and all(g.status == "open" and g.attempts == 0 for g in gaps)

@@ -18,6 +18,7 @@ from candlekeep.core.timeutil import fmt_ms
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.runtime import SeriesPlan
+from candlekeep.sources.circuit import CircuitOpenError
 from candlekeep.state.rows import GapRow
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
     import pyarrow.compute as pc
     fetched: list[tuple[_Window, pa.Table | None, str | None]] = []
     horizons: dict[SeriesKey, int] = {}
+    deferred: set[int] = set()
 
     async def fetch(w: _Window) -> None:
         tf = parse_timeframe(w.key.timeframe)
@@ -183,6 +185,11 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
         try:
             batch = await source.fetch_candles(w.key.symbol, w.key.timeframe, w.start,
                                                w.end + tf.ms)
+        except CircuitOpenError as exc:
+            # The provider is down: not an attempt at these gaps, so they are left as they
+            # are (a few runs during an outage must not mark them failed).
+            res.warnings.append(f"{w.key}: repair deferred: {exc}")
+            deferred.add(id(w))
         except SourceError as exc:
             ctx.log.warning("repair series=%s window=%s error=%s", w.key, fmt_ms(w.start), exc)
             res.warnings.append(f"{w.key}: repair failed: {exc}")
@@ -201,6 +208,8 @@ async def _repair_chunk(ctx: JobContext, plans: dict[SeriesKey, SeriesPlan],
         res.rows_written += await store.upsert_candles(pa.concat_tables(batches))
     now = ctx.clock.now_ms()
     updates: list[tuple[int, dict[str, object]]] = []
+    if deferred:
+        counts["deferred"] += sum(len(w.gaps) for w in windows if id(w) in deferred)
     for w, batch, error in fetched:
         tf_ms = parse_timeframe(w.key.timeframe).ms
         ts = pc.cast(batch["ts"], pa.int64()).to_numpy() if batch is not None else None
