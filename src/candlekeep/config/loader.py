@@ -19,7 +19,9 @@ from candlekeep.config import ccxt_facts
 from candlekeep.config.models import Config, SeriesConfig
 from candlekeep.config.source_types import (
     HYPERLIQUID_TIMEFRAMES,
+    SOURCE_TYPES,
     CcxtSourceConfig,
+    CoinGeckoSourceConfig,
     HyperliquidSourceConfig,
 )
 from candlekeep.config.store_types import STORE_TYPES, BufferStoreConfig
@@ -67,7 +69,7 @@ def _interpolate(node: Any, path: tuple[str | int, ...], file: str,
 def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
     err = exc.errors()[0]
     # discriminator names pydantic puts into the path
-    tags = ("ccxt", "sim", "email", "webhook", "heartbeat", *STORE_TYPES)
+    tags = ("email", "webhook", "heartbeat", *SOURCE_TYPES, *STORE_TYPES)
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in tags))
     key = _key(loc)
     kind = err["type"]
@@ -182,6 +184,7 @@ def _check_references(cfg: Config, file: str) -> None:
         _check_timeframes(file, key, s.timeframes, cfg.sources[s.source], s.source)
         _check_fallback(cfg, file, key, s)
     _check_accounts(cfg, file)
+    _check_coingecko(cfg, file)
     names = [j.name for j in cfg.jobs]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -323,6 +326,50 @@ def _check_accounts(cfg: Config, file: str) -> None:
                 "on mainnet and testnet) would be merged; use another wallet for the other "
                 "network")
         by_address[acct.address] = i
+
+
+COINGECKO_JOBS = ("coingecko_prices", "coingecko_quality")
+
+
+def _check_coingecko(cfg: Config, file: str) -> None:
+    """CoinGecko sources and jobs: what can be known without the network (which coin a
+    symbol means needs CoinGecko's coin list: the job resolves it when it runs)."""
+    from candlekeep.sources.coingecko.granularity import possible, timeframe_problem
+
+    for name, src in cfg.sources.items():
+        if isinstance(src, CoinGeckoSourceConfig) and src.plan == "pro" and src.api_key is None:
+            raise ConfigError(file, f"sources.{name}.api_key", "the pro plan needs an API key",
+                              "set api_key: ${COINGECKO_API_KEY} (a pro key), or plan: demo")
+    for i, jc in enumerate(cfg.jobs):
+        if jc.type not in COINGECKO_JOBS:
+            continue
+        key = f"jobs[{i}].params"
+        source = jc.params.get("source")
+        if not isinstance(source, str):
+            continue  # the params model reports a missing or mistyped source
+        cg = cfg.sources.get(source)
+        if not isinstance(cg, CoinGeckoSourceConfig):
+            names = [n for n, s in cfg.sources.items() if isinstance(s, CoinGeckoSourceConfig)]
+            raise ConfigError(file, f"{key}.source",
+                              f"unknown source {source!r}" if cg is None else
+                              f"source {source!r} (type {cg.type}) is not a coingecko source",
+                              f"coingecko sources: {', '.join(names) or 'none defined'}")
+        timeframe, endpoint = jc.params.get("timeframe"), jc.params.get("endpoint")
+        if isinstance(timeframe, str) and endpoint in (None, "market_chart", "ohlc"):
+            problem = timeframe_problem(cg.plan, timeframe, endpoint)
+            if problem:
+                raise ConfigError(file, f"{key}.timeframe", problem,
+                                  f"possible: {possible(cg.plan)}")
+        coins = jc.params.get("coins")
+        if isinstance(coins, list):
+            seen: dict[str, int] = {}
+            for j, coin in enumerate(coins):
+                if isinstance(coin, str) and coin.strip().lower() in seen:
+                    raise ConfigError(file, f"{key}.coins[{j}]", f"coin {coin!r} is listed "
+                                      f"twice (coins[{seen[coin.strip().lower()]}])",
+                                      "list each coin once")
+                if isinstance(coin, str):
+                    seen[coin.strip().lower()] = j
 
 
 def _check_bulk(file: str, name: str, src: CcxtSourceConfig) -> None:

@@ -105,6 +105,30 @@ class HyperliquidSourceConfig(_SourceModel):
         return HYPERLIQUID_TESTNET if self.testnet else HYPERLIQUID_MAINNET
 
 
+class CoinGeckoSourceConfig(_SourceModel):
+    """CoinGecko's REST API: aggregated prices, market caps, 24 h volumes and OHLC of coins,
+    read by the ``coingecko_prices`` job (not by ``series:``: CoinGecko has no exchange
+    candles)."""
+
+    type: Literal["coingecko"]
+    plan: Literal["demo", "pro"] = "demo"
+    """Picks the host (api. or pro-api.coingecko.com) and the key header."""
+    api_key: SecretStr | None = None
+    """Demo or pro key (``${COINGECKO_API_KEY}``); none: keyless, IP-limited, demo host."""
+    base_url: str | None = None
+    """Replaces the plan's root URL (``…/api/v3``): a proxy or the sim."""
+    timeout: Duration = 10.0
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    calls_per_minute: int | None = Field(default=None, gt=0)
+    """Default: the plan's published budget (demo 30, pro 250, keyless 5)."""
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+
 @dataclass(frozen=True, slots=True)
 class SourceType:
     config: type[BaseModel]
@@ -117,7 +141,10 @@ SOURCE_TYPES: dict[str, SourceType] = {
     "sim": SourceType(SimSourceConfig, "candlekeep.sources.sim_source:SimSource"),
     "hyperliquid": SourceType(HyperliquidSourceConfig,
                               "candlekeep.sources.hyperliquid.source:HyperliquidSource"),
+    "coingecko": SourceType(CoinGeckoSourceConfig,
+                            "candlekeep.sources.coingecko.source:CoinGeckoSource"),
 }
 
-__all__ = ["SOURCE_TYPES", "BulkConfig", "CcxtSourceConfig", "HyperliquidSourceConfig",
+__all__ = ["SOURCE_TYPES", "BulkConfig", "CcxtSourceConfig", "CoinGeckoSourceConfig",
+           "HyperliquidSourceConfig",
            "RateLimitConfig", "SimSourceConfig", "SourceType"]

@@ -31,3 +31,9 @@ def redact_url(url: str) -> str:
     if not (sep and at and colon):
         return url
     return f"{scheme}://{user}:***@{host}"
+
+
+def snippet(text: str, size: int = 200) -> str:
+    """``text`` on one line, cut at ``size`` characters: a reply body quoted in a message."""
+    text = " ".join(text.split())
+    return text if len(text) <= size else text[:size] + "…"
