@@ -26,6 +26,7 @@ from candlekeep.queries import coverage as qc
 from candlekeep.queries import freshness as qf
 from candlekeep.queries import gaps as qg
 from candlekeep.queries import jobs as qj
+from candlekeep.queries import providers as qp
 from candlekeep.queries.encode import plain
 from candlekeep.scheduler.control import PidFile
 from candlekeep.state.statuses import RunStatus
@@ -138,5 +139,11 @@ def router(ctx: ApiContext) -> APIRouter:
     async def freshness() -> Response:
         """The last freshness check's verdict on every series and watched dataset."""
         return as_json(await ctx.pool.run(qf.freshness))
+
+    @r.get("/providers", response_model=list[qp.ProviderView], tags=["data"])
+    async def providers() -> Response:
+        """Each source's latest recorded health (``providers_health`` job): status, circuit,
+        latency p50/p95, error and 429 rates, rate budget use; ``candlekeep providers``."""
+        return as_json(await ctx.pool.run(qp.providers))
 
     return r

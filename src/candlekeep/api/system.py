@@ -17,6 +17,7 @@ from candlekeep.api.routes import as_json
 from candlekeep.queries.freshness import FreshnessView, freshness
 from candlekeep.queries.health import HealthStatus, HealthView, SystemStatus, health
 from candlekeep.queries.jobs import NodeView, nodes
+from candlekeep.queries.providers import ProviderView, providers
 
 LIVE = Response(f'{{"status":"ok","version":"{__version__}"}}'.encode(),
                 media_type="application/json")
@@ -58,22 +59,26 @@ def router(ctx: ApiContext) -> APIRouter:
     @r.get("/system/health", response_model=HealthView,
            responses={503: {"model": HealthView, "description": "A component is down."}})
     async def system_health() -> Response:
-        """Each component (state DB, stores, scheduler and daemon nodes, sources,
-        freshness) with its status and the worst of them; HTTP 503 when ``down``."""
+        """Each component (state DB, stores, scheduler and daemon nodes, sources as their
+        latest providers_health check found them, freshness) with its status and the worst
+        of them; HTTP 503 when ``down`` (a provider that is down makes its source
+        ``degraded``: the exchange's outage is not candlekeep's)."""
         state_db, stores = await asyncio.gather(ctx.prober.state_db(), ctx.prober.stores())
-        found: tuple[list[NodeView], list[FreshnessView]] | None = None
+        found: tuple[list[NodeView], list[FreshnessView], list[ProviderView]] | None = None
         unread: str | None = None
         if state_db.reachable:
             now = ctx.now_ms()
             try:
                 found = await ctx.pool.run(lambda reader: (nodes(reader, now),
-                                                           freshness(reader)))
+                                                           freshness(reader),
+                                                           providers(reader)))
             except StateDBUnavailable as exc:  # answers a ping, yet the routes get 503
                 unread = str(exc)
         now = ctx.now_ms()
         view = health(ctx.config, state_db, stores, found[0] if found else None,
                       found[1] if found else None,
-                      any(s.scheduled for s in ctx.specs), now, read_error=unread)
+                      any(s.scheduled for s in ctx.specs), now, read_error=unread,
+                      providers=found[2] if found else None)
         return as_json(view, 503 if view.status == HealthStatus.DOWN else 200)
 
     return r

@@ -291,6 +291,10 @@ def register(app: typer.Typer) -> None:
         for dis in banner.disagreements:
             console.print(f"[yellow]node {dis.node} does not claim {', '.join(dis.jobs)}"
                           ": its config differs from the cluster's[/]", highlight=False)
+        for pv in banner.unwell_providers or []:
+            console.print(f"[{'red' if pv.status == 'down' else 'yellow'}]provider "
+                          f"{escape(pv.source)} {pv.status}: {escape('; '.join(pv.reasons))} "
+                          f"(checked {fmt_ms(pv.checked_at)} UTC)[/]", highlight=False)
         table = Table(show_lines=False)
         for col in ("job", "schedule", "enabled", "next run (UTC)", "last run", "took",
                     "7d success"):

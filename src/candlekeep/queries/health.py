@@ -15,6 +15,7 @@ from candlekeep.config.models import Config
 from candlekeep.core.timeutil import fmt_duration
 from candlekeep.queries.freshness import FreshnessView
 from candlekeep.queries.jobs import NodeView
+from candlekeep.queries.providers import ProviderView
 from candlekeep.state.statuses import FreshnessStatus
 
 
@@ -148,13 +149,32 @@ def _freshness(verdicts: Sequence[FreshnessView]) -> ComponentHealth:
                            f"{bad[0].status.value}", age_ms=oldest)
 
 
+def _source(name: str, kind: str, found: ProviderView | None,
+            now_ms: int) -> ComponentHealth:
+    """A source as its latest providers_health check found it. A provider that is down
+    makes the component degraded, not down: the exchange's outage is not candlekeep's, and
+    503 stays for what candlekeep cannot work without."""
+    if found is None:
+        return ComponentHealth(name, Component.SOURCE, HealthStatus.OK,
+                               f"configured ({kind}), health not checked yet")
+    age = max(0, now_ms - found.checked_at)
+    if not found.unwell:
+        return ComponentHealth(name, Component.SOURCE, HealthStatus.OK,
+                               f"{kind}, up (score {found.score:.2f})",
+                               found.latency_p50_s and found.latency_p50_s * 1000, age)
+    return ComponentHealth(name, Component.SOURCE, HealthStatus.DEGRADED,
+                           f"{kind}, {found.status}: {'; '.join(found.reasons)}",
+                           found.latency_p50_s and found.latency_p50_s * 1000, age)
+
+
 def health(config: Config, state_db: ProbeView, stores: Sequence[ProbeView],
            found_nodes: Sequence[NodeView] | None, verdicts: Sequence[FreshnessView] | None,
-           scheduled: bool, now_ms: int, read_error: str | None = None) -> HealthView:
+           scheduled: bool, now_ms: int, read_error: str | None = None,
+           providers: Sequence[ProviderView] | None = None) -> HealthView:
     """Judge the probes and what the state DB says; ``found_nodes`` and ``verdicts`` are
     None when the state DB could not be read: unreachable (its probe says why) or,
     ``read_error``, answering but unreadable (a table missing): down either way, as the
-    routes that read it are."""
+    routes that read it are. ``providers``: the sources' latest recorded health."""
     db = _probe(state_db)
     if read_error is not None and db.status != HealthStatus.DOWN:
         db = ComponentHealth(state_db.name, state_db.kind, HealthStatus.DOWN,
@@ -162,9 +182,9 @@ def health(config: Config, state_db: ProbeView, stores: Sequence[ProbeView],
     parts = [db, *(_probe(s) for s in stores)]
     if found_nodes is not None:
         parts += _nodes(found_nodes, scheduled, now_ms)
+    checked = {v.source: v for v in providers or ()}
     for name, src in config.sources.items():
-        parts.append(ComponentHealth(name, Component.SOURCE, HealthStatus.OK,
-                                     f"configured ({src.type})"))
+        parts.append(_source(name, src.type, checked.get(name), now_ms))
     if verdicts is not None:
         parts.append(_freshness(verdicts))
     return HealthView(worst([p.status for p in parts]), now_ms, parts)

@@ -140,6 +140,16 @@ class Disagreement:
 
 
 @dataclass(frozen=True, slots=True)
+class UnwellProvider:
+    """A source whose latest ``providers_health`` check found it degraded or down."""
+
+    source: str
+    status: str
+    reasons: list[str]
+    checked_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Banner:
     """The line above ``candlekeep list``: is anything running, is anything failing."""
 
@@ -153,6 +163,8 @@ class Banner:
     disagreements: list[Disagreement]
     config_differs: list[str]
     """Jobs the local config describes differently from the cluster's."""
+    unwell_providers: list[UnwellProvider] | None
+    """None when the providers' health could not be read."""
 
 
 def banner(reader: Reader, jobs: Sequence[JobView], daemon_local: bool,
@@ -170,7 +182,18 @@ def banner(reader: Reader, jobs: Sequence[JobView], daemon_local: bool,
         open_gaps=open_gaps,
         disagreements=[Disagreement(n.node, n.conflicts) for n in found
                        if n.alive and n.conflicts],
-        config_differs=[j.name for j in jobs if j.spec_matches is False])
+        config_differs=[j.name for j in jobs if j.spec_matches is False],
+        unwell_providers=_unwell_providers(reader))
+
+
+def _unwell_providers(reader: Reader) -> list[UnwellProvider] | None:
+    from candlekeep.queries.providers import unwell
+
+    try:
+        found = unwell(reader)
+    except Exception:
+        return None
+    return [UnwellProvider(v.source, v.status.value, v.reasons, v.checked_at) for v in found]
 
 
 @dataclass(frozen=True, slots=True)
