@@ -14,6 +14,7 @@ from candlekeep.alerts.message import AlertState, Message, RuleKind, Subject
 from candlekeep.config.ops import ApiConfig
 from candlekeep.core.text import clean_text
 from candlekeep.core.timeutil import fmt_duration, fmt_ms
+from candlekeep.queries.providers import ProviderView
 from candlekeep.state.rows import FreshnessRow, GapRow
 from candlekeep.state.statuses import FreshnessStatus, RunStatus
 
@@ -207,3 +208,37 @@ def gaps_failed(gaps: Sequence[GapRow], job: str, node: str, now_ms: int,
     return Message(RuleKind.GAP_FAILED, AlertState.FIRING, title, summary,
                    tuple(_gap_subject(g) for g in gaps), now_ms, node,
                    hint=where.hint("candlekeep gaps list --status failed"))
+
+
+# -- providers --------------------------------------------------------------------------------
+
+
+def provider_key(view: ProviderView) -> str:
+    return f"provider_degraded:{view.source}"
+
+
+def _provider_subject(v: ProviderView) -> Subject:
+    why = "; ".join(v.reasons) or f"score {v.score:.2f}"
+    line = (f"{v.source} ({v.type}): {v.status.upper()}, circuit {v.circuit}, {why}"
+            if v.unwell else f"{v.source} ({v.type}): up again, score {v.score:.2f}")
+    return Subject(provider_key(v), {
+        "source": v.source, "type": v.type, "status": v.status.value,
+        "circuit": v.circuit.value, "reasons": "; ".join(v.reasons) or None,
+        "checked_at": v.checked_at, "node": v.node}, line)
+
+
+def providers(views: Sequence[ProviderView], state: AlertState, job: str, node: str,
+              now_ms: int, where: Where) -> Message:
+    firing = state is AlertState.FIRING
+    if len(views) == 1:
+        v = views[0]
+        title = f"provider {v.source} is {v.status}" if firing else \
+            f"provider {v.source} is up again"
+    else:
+        title = (f"{len(views)} providers are degraded or down" if firing
+                 else f"{len(views)} providers are up again")
+    summary = (f"The providers health check (job {job}, node {node}) at {fmt_ms(now_ms)} UTC "
+               + ("found:" if firing else "found these up again:"))
+    return Message(RuleKind.PROVIDER_DEGRADED, state, title, summary,
+                   tuple(_provider_subject(v) for v in views), now_ms, node,
+                   hint=where.hint("candlekeep providers"))

@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 FRESHNESS_JOB = "freshness"
 GAPS_REPAIR_JOB = "gaps_repair"
+PROVIDERS_JOB = "providers_health"
 _ALERTING = {s.value for s in FRESHNESS_ALERTING}
 
 
@@ -100,6 +101,8 @@ class AlertEngine:
             work.append(self._freshness(spec))
         if spec.type == GAPS_REPAIR_JOB and self._rules(RuleKind.GAP_FAILED, spec.name):
             work.append(self._gaps(spec))
+        if spec.type == PROVIDERS_JOB and self._rules(RuleKind.PROVIDER_DEGRADED, spec.name):
+            work.append(self._providers(spec))
         await _all(f"job={spec.name}", *work)
 
     # -- rules --------------------------------------------------------------------------
@@ -194,6 +197,34 @@ class AlertEngine:
             message = compose.gaps_failed([by_key[c.key] for c in claimed], spec.name,
                                           self.node, now, self.where)
             await self._send(message, route, _unfire(claimed))
+
+    async def _providers(self, spec: JobSpec) -> None:
+        """Sources found degraded or down fire (one message, repeats per the route);
+        those up again that had fired are announced once."""
+        route = self._route(self._rules(RuleKind.PROVIDER_DEGRADED, spec.name))
+        views = await self._db(reads.provider_views)
+        now = self.clock.now_ms()
+        bad = {compose.provider_key(v): v for v in views if v.unwell}
+        up = {compose.provider_key(v): v for v in views if not v.unwell}
+        firing = await self._db(claims.firing, RuleKind.PROVIDER_DEGRADED.value)
+        sends: list[Awaitable[None]] = []
+        if bad:
+            details = {k: f"{v.status}: {'; '.join(v.reasons)}"[:500] for k, v in bad.items()}
+            claimed = await self._db(claims.fire, RuleKind.PROVIDER_DEGRADED.value, details,
+                                     now, route.repeat_ms)
+            if claimed:
+                message = compose.providers([bad[c.key] for c in claimed], AlertState.FIRING,
+                                            spec.name, self.node, now, self.where)
+                sends.append(self._send(message, route, _unfire(claimed)))
+        recovered = firing & up.keys()
+        if recovered:
+            announced = await self._db(claims.resolve, recovered, now)
+            if announced:
+                message = compose.providers([up[k] for k in sorted(announced)],
+                                            AlertState.RESOLVED, spec.name, self.node, now,
+                                            self.where)
+                sends.append(self._send(message, route, _unresolve(sorted(announced), now)))
+        await _all(f"job={spec.name}", *sends)
 
     # -- claims and delivery ------------------------------------------------------------
 

@@ -21,6 +21,7 @@ class RuleKind(StrEnum):
     CONSECUTIVE_FAILURES = "consecutive_failures"
     FRESHNESS = "freshness"
     GAP_FAILED = "gap_failed"
+    PROVIDER_DEGRADED = "provider_degraded"
 
 
 class AlertState(StrEnum):

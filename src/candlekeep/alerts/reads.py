@@ -1,5 +1,6 @@
-"""What the rules read from the state DB besides ``alert_state``: a job's recent ticks and
-the freshness verdicts (through the read model the CLI, the API and reports share).
+"""What the rules read from the state DB besides ``alert_state``: a job's recent ticks, the
+freshness verdicts and the providers' health (through the read model the CLI, the API and
+reports share).
 Blocking; the engine calls them in a thread."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from candlekeep.queries.providers import ProviderView, providers
 from candlekeep.state import tables as t
 from candlekeep.state.db import reader_on
 from candlekeep.state.rows import FreshnessRow
@@ -52,3 +54,9 @@ def freshness_rows(engine: Engine) -> list[FreshnessRow]:
     connection of the engine's own pool."""
     with reader_on(engine) as reader:
         return reader.freshness()
+
+
+def provider_views(engine: Engine) -> list[ProviderView]:
+    """Every source's latest recorded health, through the read model."""
+    with reader_on(engine) as reader:
+        return providers(reader)
