@@ -14,7 +14,12 @@ import pyarrow.compute as pc
 import pytest
 
 from candlekeep.core.clock import FakeClock, SystemClock
-from candlekeep.core.errors import BadReplyError, SourceError, TransientSourceError
+from candlekeep.core.errors import (
+    BadReplyError,
+    BannedError,
+    SourceError,
+    TransientSourceError,
+)
 from candlekeep.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS
 from candlekeep.core.timeutil import to_ms
 from candlekeep.sim.exchange import Faults, SimExchange, TransientSpec
@@ -192,12 +197,21 @@ async def test_429_retry_after_is_honoured(source: CcxtSource, shared_sim: SimEx
     assert sum(clock.slept) >= 7  # the limiter paused and the retry waited it out
 
 
-async def test_418_ban_is_honoured(source: CcxtSource, shared_sim: SimExchange) -> None:
+async def test_418_ban_stops_the_source_until_its_retry_after(
+        source: CcxtSource, shared_sim: SimExchange) -> None:
     await source.markets()
     shared_sim.force("418", retry_after_s=120)
+    with pytest.raises(BannedError):
+        await source.fetch_candles("BTC/USDT", "1h", DAY, DAY + 24 * HOUR_MS)
+    sent = source.stats.requests
+    with pytest.raises(BannedError):  # fails fast: nothing is sent during the ban
+        await source.fetch_candles("BTC/USDT", "1h", DAY, DAY + 24 * HOUR_MS)
+    assert source.stats.requests == sent and source.stats.rate_limited == 1
+    clock = source.clock
+    assert isinstance(clock, FakeClock) and clock.slept == []
+    clock.set(clock.now_ms() + 120_000)
     got = await source.fetch_candles("BTC/USDT", "1h", DAY, DAY + 24 * HOUR_MS)
-    assert got.num_rows == 24 and source.stats.rate_limited == 1
-    assert isinstance(source.clock, FakeClock) and sum(source.clock.slept) >= 120
+    assert got.num_rows == 24
 
 
 async def test_5xx_burst_and_truncated_json_are_retried(

@@ -10,7 +10,9 @@ from CCXT as a non-JSON value instead of an error).
 
 What each exchange allows (candles per request, weight per request, budget per window) is
 data in ``CAPABILITIES``; an exchange missing there falls back to what CCXT declares
-(``features[...]['fetchOHLCV']['limit']`` and ``rateLimit``).
+(``features[...]['fetchOHLCV']['limit']`` and ``rateLimit``). A configured ``rate_limit``
+is a fixed budget; without one, that advertised budget is where an adaptive budget starts
+(cut on a 429, raised back slowly: see ``adaptive_budget``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pyarrow.compute as pc
 from candlekeep.core.clock import Clock
 from candlekeep.core.errors import (
     BadReplyError,
+    BannedError,
     GeoBlockedError,
     RateLimitedError,
     SourceError,
@@ -40,6 +43,7 @@ from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.capabilities import Capabilities, capabilities, known
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy
+from candlekeep.sources.usage_headers import parse_usage
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -121,16 +125,6 @@ def _scrubbing_logger(name: str, scrub: _Scrubber) -> logging.Logger:
         logger.addFilter(filt)
     filt.scrubbers.append(scrub)
     return logger
-
-
-def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
-    if not headers:
-        return None
-    lname = name.lower()
-    for key, value in headers.items():
-        if str(key).lower() == lname:
-            return str(value)
-    return None
 
 
 _HOOKED: dict[type, type] = {}
@@ -234,7 +228,8 @@ class CcxtSource(Source):
         self.caps = caps or capabilities(exchange, kind, _generic_capabilities(self._ex, kind))
         budget, window = rate_limit or (self.caps.budget, self.caps.window_s)
         self.limiter = limiter or WeightLimiter(budget, window, clock=self.clock,
-                                                max_rps=max_requests_per_second)
+                                                max_rps=max_requests_per_second,
+                                                adaptive=rate_limit is None, name=name)
 
     @classmethod
     def from_config(cls, name: str, cfg: CcxtSourceConfig, clock: Clock) -> CcxtSource:
@@ -262,17 +257,21 @@ class CcxtSource(Source):
 
     def _on_response(self, code: int, reason: str, headers: Any, body: str | None,
                      response: Any) -> None:
-        used = _header(headers, "X-MBX-USED-WEIGHT-1M")
-        if used is not None and used.isdigit():
-            self.limiter.observe_used(int(used))
-        if code in (418, 429):
-            retry_after = _parse_retry_after(_header(headers, "Retry-After"))
+        usage = parse_usage(headers, self.clock.now_ms() / 1000)
+        if usage.used is not None and usage.window_s is not None:
+            self.limiter.observe_used(usage.used)
+        retry_after = usage.retry_after_s
+        if code == 418:
             self.stats.rate_limited += 1
-            if retry_after is not None:
-                self.limiter.pause(retry_after)
+            self.limiter.on_banned(retry_after)
+            raise BannedError(f"source {self.name}: HTTP 418 banned (retry after "
+                              f"{retry_after}s): nothing is sent until then", retry_after)
+        if code == 429:
+            self.stats.rate_limited += 1
+            self.limiter.on_rate_limited(retry_after)
             raise RateLimitedError(
-                f"source {self.name}: HTTP {code} {'banned' if code == 418 else 'rate limited'}"
-                f" (retry after {retry_after}s)", retry_after)
+                f"source {self.name}: HTTP 429 rate limited (retry after {retry_after}s)",
+                retry_after)
         if code >= 500:
             raise TransientSourceError(
                 f"source {self.name}: HTTP {code} {reason}: {self._scrub(_snippet(body))}")
@@ -442,15 +441,6 @@ def _snippet(body: str | None, size: int = 200) -> str:
     if not body:
         return ""
     return body if len(body) <= size else body[:size] + "…"
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 __all__ = ["CcxtSource", "rebase_urls"]

@@ -11,7 +11,8 @@ request. ``HyperliquidClient.info`` sends one such body through its source's ``c
 - turns 5xx, transport failures, timeouts and bodies that are not JSON (truncated, an HTML
   gateway page) into TransientSourceError (retried); a 429 into RateLimitedError, honouring
   a Retry-After when there is one and otherwise booking the rest of the budget as used, so
-  the limiter (not a guess) waits for the server's window to roll over; any other 4xx into
+  the limiter (not a guess) waits for the server's window to roll over (an adaptive
+  limiter pauses a window and cuts its budget); any other 4xx into
   a SourceError naming the request type (not retried: the same body is refused again).
 
 Hyperliquid sends no used-weight header, so the books are ours alone: a 429 is the only
@@ -38,6 +39,7 @@ from candlekeep.sources.hyperliquid.weights import (
 )
 from candlekeep.sources.metering import current_meter
 from candlekeep.sources.ratelimit import Grant, WeightLimiter
+from candlekeep.sources.usage_headers import parse_retry_after
 
 log = logging.getLogger("candlekeep.sources")
 
@@ -174,14 +176,15 @@ class HyperliquidClient:
         name = self.source.name
         where = f"source {name}: {info_type} ({what})"
         if code == 429:
-            retry_after = _retry_after(reply.headers.get("Retry-After"))
+            retry_after = parse_retry_after(reply.headers.get("Retry-After"),
+                                            self.limiter.clock.now_ms() / 1000)
             self.source.stats.rate_limited += 1
-            if retry_after is not None:
-                self.limiter.pause(retry_after)
-            else:
+            if retry_after is None and self.limiter.aimd is None:
                 # The server's window is spent (by us or by someone on the same IP): book
                 # the rest of the budget so that the limiter waits a window before sending.
+                # (An adaptive limiter pauses for a window and cuts its budget instead.)
                 self.limiter.observe_used(self.limiter.budget)
+            self.limiter.on_rate_limited(retry_after)
             raise RateLimitedError(
                 f"{where}: HTTP 429 rate limited"
                 + (f" (retry after {retry_after:g}s)" if retry_after is not None
@@ -200,15 +203,6 @@ class HyperliquidClient:
             raise TransientSourceError(
                 f"{where}: unparseable or truncated reply ({len(reply.content)} bytes): "
                 f"{_snippet(reply.text)}") from None
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _snippet(text: str, size: int = 200) -> str:

@@ -72,6 +72,7 @@ class HyperliquidSource(Source):
         max_attempts: int = 5,
         max_backoff_s: float = 30.0,
         weight_per_minute: int = 1200,
+        adaptive_budget: bool = False,
         max_in_flight: int = 8,
         limiter: WeightLimiter | None = None,
         http: httpx.AsyncClient | None = None,
@@ -82,7 +83,8 @@ class HyperliquidSource(Source):
                          retry=RetryPolicy(max_attempts=max_attempts, max_delay_s=max_backoff_s),
                          rng=rng)
         self.url = url.rstrip("/")
-        self.limiter = limiter or HyperliquidLimiter(weight_per_minute, 60.0, clock=self.clock)
+        self.limiter = limiter or HyperliquidLimiter(weight_per_minute, 60.0, clock=self.clock,
+                                                     adaptive=adaptive_budget, name=name)
         self.client = HyperliquidClient(self, self.url, limiter=self.limiter,
                                         timeout_s=timeout_s, http=http)
         self.funding_page = funding_page
@@ -92,8 +94,11 @@ class HyperliquidSource(Source):
     @classmethod
     def from_config(cls, name: str, cfg: HyperliquidSourceConfig,
                     clock: Clock) -> HyperliquidSource:
+        # The documented 1,200 a minute adapts to what the server enforces; a budget the
+        # user set is fixed.
         return cls(name, cfg.url, clock=clock, timeout_s=cfg.timeout,
-                   max_attempts=cfg.max_attempts, weight_per_minute=cfg.weight_per_minute)
+                   max_attempts=cfg.max_attempts, weight_per_minute=cfg.weight_per_minute,
+                   adaptive_budget="weight_per_minute" not in cfg.model_fields_set)
 
     # ------------------------------------------------------------------ plumbing
 
