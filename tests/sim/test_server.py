@@ -120,6 +120,31 @@ def test_admission_counts_weight_then_429_then_418() -> None:
     assert ex.admit("fapi", "klines", 1).ok  # futures count separately
 
 
+def test_an_enforced_budget_smaller_than_advertised_counts_per_ip() -> None:
+    ex = make(faults=Faults(weight_limit=100, enforced_weight_limit=10, window_s=60,
+                            ban_after=3))
+    assert ex.weight_limit("spot") == 100 and ex.enforced_limit("spot") == 10
+    a = [ex.admit("spot", "klines", 2, "10.0.0.1").status for _ in range(6)]
+    assert a == [200] * 5 + [429]
+    assert ex.admit("spot", "klines", 2, "10.0.0.2").ok  # another IP, another budget
+    assert ex.used_weight("spot", "10.0.0.1") == 12 and ex.used_weight("spot") == 14
+    assert (ex.rate_limited, ex.banned) == (1, 0)
+
+
+def test_sending_during_a_429s_retry_after_earns_a_418() -> None:
+    clock = FakeClock(NOW)
+    ex = make(clock=clock, faults=Faults(weight_limit=10, window_s=60, ban_after=2, ban_s=300))
+    assert [ex.admit("spot", "klines", 2).status for _ in range(6)] == [200] * 5 + [429]
+    clock.set(NOW + 29_000)  # the Retry-After (to 12:01:00) still runs, whatever the weight
+    late = ex.admit("spot", "klines", 2)
+    assert (late.status, late.retry_after_s) == (429, 1)
+    clock.set(NOW + 30_000)  # a new window, the Retry-After honoured: a clean slate
+    assert ex.admit("spot", "klines", 2).ok
+    assert [ex.admit("spot", "klines", 2).status for _ in range(7)] == \
+        [200] * 4 + [429, 429, 418]
+    assert (ex.rate_limited, ex.banned) == (4, 1)
+
+
 def test_forced_faults_are_consumed_in_order() -> None:
     ex = make()
     ex.force("503", 2)
@@ -260,6 +285,18 @@ def test_rate_limit_over_http_then_ban() -> None:
     assert statuses[2].headers["retry-after"] == "30"
     assert statuses[3].headers["retry-after"] == "600"
     assert statuses[4].json()["code"] == -1003
+
+
+def test_the_used_weight_header_reports_the_enforced_count_not_the_advertised() -> None:
+    ex = make(faults=Faults(weight_limit=6000, enforced_weight_limit=24, window_s=60))
+    with run_in_thread(ex) as url, httpx.Client(base_url=url) as c:
+        info = c.get("/api/v3/exchangeInfo").json()
+        params: dict[str, str | int] = {"symbol": "BTCUSDT", "interval": "1m", "limit": 1}
+        replies = [c.get("/api/v3/klines", params=params) for _ in range(3)]
+    assert info["rateLimits"][0]["limit"] == 6000  # what is advertised
+    assert [r.status_code for r in replies] == [200, 200, 429]
+    assert [r.headers["x-mbx-used-weight-1m"] for r in replies] == ["22", "24", "26"]
+    assert replies[2].headers["retry-after"] == "30"
 
 
 def test_build_exchange_options() -> None:

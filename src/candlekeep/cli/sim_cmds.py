@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(7, "--seed", help="Same seed, same candles."),
         weight_limit: int = typer.Option(6000, "--weight-limit",
                                          help="Spot request weight per window."),
+        enforced_weight_limit: int | None = typer.Option(
+            None, "--enforced-weight-limit",
+            help="Spot weight per window actually enforced, when less than advertised."),
         window: float = typer.Option(60.0, "--window", help="Rate-limit window, seconds."),
         holes_per_day: float = typer.Option(1.0, "--holes-per-day",
                                             help="Exchange-side maintenance holes."),
@@ -36,7 +39,8 @@ def register(app: typer.Typer) -> None:
 
         console.print(f"sim exchange on http://{host}:{port} (seed {seed}); Ctrl-C stops it",
                       highlight=False)
-        serve_options(host, port, seed=seed, weight_limit=weight_limit, window_s=window,
+        serve_options(host, port, seed=seed, weight_limit=weight_limit,
+                      enforced_weight_limit=enforced_weight_limit, window_s=window,
                       holes_per_day=holes_per_day, late_per_day=late_per_day,
                       error_rate=error_rate, truncate_rate=truncate_rate, slow_rate=slow_rate)
 

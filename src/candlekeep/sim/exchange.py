@@ -6,8 +6,10 @@ expect. The only state is what a real exchange would have too: which late candle
 served already, the rate-limit window, bans, and a queue of faults a test forced.
 
 Binance is the model: ``klines`` follows its startTime/endTime/limit semantics, the weight
-budget is counted in fixed windows aligned to the epoch, a client that keeps going over the
-budget gets 429s with Retry-After and then a 418 ban.
+budget is counted per client IP in fixed windows aligned to the epoch, a client that keeps
+sending during a 429's Retry-After gets a 418 ban. The budget enforced can be smaller than
+the one exchangeInfo advertises (another program on the same IP, a stricter endpoint): the
+used-weight header then reports the true count, as Binance's would.
 
 Three APIs, as Binance has them: spot (``/api``), USDⓈ-M futures (``/fapi``, linear
 perpetuals ``BTC/USDT:USDT``) and COIN-M futures (``/dapi``, inverse perpetuals
@@ -21,7 +23,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -103,14 +105,21 @@ class Hole:
 class Faults:
     """Rate limits and injected failures; random draws come from ``seed`` in request order.
 
-    Weight limits apply per API (spot ``/api``, USDⓈ-M ``/fapi``, COIN-M ``/dapi``) in fixed
-    windows of ``window_s``. ``ban_after`` violations within one ban period turn the next
-    over-budget request into a 418 ban of ``ban_s`` seconds.
+    Weight limits apply per API (spot ``/api``, USDⓈ-M ``/fapi``, COIN-M ``/dapi``) and
+    client IP in fixed windows of ``window_s``. ``weight_limit`` (and the fapi/dapi ones) is
+    what exchangeInfo advertises; ``enforced_*`` what is enforced, when smaller. The first
+    request over budget gets a 429 whose Retry-After runs to the end of the window; every
+    request during that Retry-After is another violation (another 429), and more than
+    ``ban_after`` violations in one such episode (the first included) get a 418 ban of
+    ``ban_s`` seconds.
     """
 
     weight_limit: int = 6000
     fapi_weight_limit: int = 2400
     dapi_weight_limit: int = 2400
+    enforced_weight_limit: int | None = None
+    enforced_fapi_weight_limit: int | None = None
+    enforced_dapi_weight_limit: int | None = None
     window_s: float = 60.0
     ban_after: int = 5
     ban_s: float = 120.0
@@ -154,7 +163,8 @@ class _Forced:
 class _RateState:
     window_index: int = -1
     used: int = 0
-    violations: deque[int] = field(default_factory=deque)
+    violations: int = 0  # requests over budget or during Retry-After, this episode
+    retry_until_ms: int = 0
     banned_until_ms: int = 0
 
 
@@ -268,12 +278,16 @@ class SimExchange:
                            for m in markets.values()}
         self._lock = threading.Lock()
         self._served: set[tuple[str, str, int]] = set()
-        self._rate: dict[str, _RateState] = {api: _RateState() for api in self._apis}
+        self._rate: dict[tuple[Api, str], _RateState] = {}
         self._forced: deque[_Forced] = deque()
         self._rng = random.Random(self.faults.seed)
         self._burst_left = 0
         self.requests = 0
         self.rejected = 0
+        self.rate_limited = 0
+        """429 replies for the weight budget (forced ones not counted)."""
+        self.banned = 0
+        """418 replies for a ban (forced ones not counted)."""
 
     # ----------------------------------------------------------------- markets
 
@@ -490,44 +504,61 @@ class SimExchange:
         return {"spot": f.weight_limit, "fapi": f.fapi_weight_limit,
                 "dapi": f.dapi_weight_limit}[api]
 
-    def used_weight(self, api: Api) -> int:
+    def enforced_limit(self, api: Api) -> int:
+        """The weight budget actually enforced (at most the advertised one)."""
+        f = self.faults
+        enforced = {"spot": f.enforced_weight_limit, "fapi": f.enforced_fapi_weight_limit,
+                    "dapi": f.enforced_dapi_weight_limit}[api]
+        advertised = self.weight_limit(api)
+        return advertised if enforced is None else min(enforced, advertised)
+
+    def used_weight(self, api: Api, ip: str | None = None) -> int:
+        """Weight counted in the current window, for ``ip`` or summed over all IPs."""
         with self._lock:
-            state = self._rate[api]
             window = self._window_index()
-            return state.used if state.window_index == window else 0
+            return sum(state.used for (a, who), state in self._rate.items()
+                       if a == api and (ip is None or who == ip)
+                       and state.window_index == window)
 
     def _window_index(self) -> int:
         return int(self.clock.now_ms() // int(self.faults.window_s * 1000))
 
-    def admit(self, api: Api, endpoint: str, weight: int) -> Admission:
-        """Count the request's weight and decide its fate; cheap, called on every request."""
+    def admit(self, api: Api, endpoint: str, weight: int, ip: str = "") -> Admission:
+        """Count the request's weight against ``ip``'s budget and decide its fate; cheap,
+        called on every request."""
         f = self.faults
         now = self.clock.now_ms()
         window_ms = int(f.window_s * 1000)
         with self._lock:
             self.requests += 1
-            state = self._rate[api]
+            state = self._rate.setdefault((api, ip), _RateState())
             window = now // window_ms
             if state.window_index != window:
                 state.window_index = window
                 state.used = 0
             state.used += weight
             adm = Admission(used_weight=state.used)
+            in_retry = now < state.retry_until_ms
             if state.banned_until_ms > now:
                 adm.status, adm.reason = 418, "banned"
                 adm.retry_after_s = _ceil_s(state.banned_until_ms - now)
-            elif state.used > self.weight_limit(api):
-                while state.violations and state.violations[0] <= now - int(f.ban_s * 1000):
-                    state.violations.popleft()
-                state.violations.append(now)
-                if len(state.violations) > f.ban_after:
+                self.banned += 1
+            elif in_retry or state.used > self.enforced_limit(api):
+                if not in_retry:  # a new episode: Retry-After runs to the window's end
+                    state.violations = 0
+                    state.retry_until_ms = (window + 1) * window_ms
+                state.violations += 1
+                if state.violations > f.ban_after:
                     state.banned_until_ms = now + int(f.ban_s * 1000)
-                    state.violations.clear()
+                    state.violations = 0
+                    state.retry_until_ms = 0
                     adm.status, adm.reason = 418, "banned"
                     adm.retry_after_s = _ceil_s(int(f.ban_s * 1000))
+                    self.banned += 1
                 else:
                     adm.status, adm.reason = 429, "rate limit"
-                    adm.retry_after_s = _ceil_s((window + 1) * window_ms - now)
+                    adm.retry_after_s = _ceil_s(state.retry_until_ms - now)
+                    self.rate_limited += 1
             else:
                 self._apply_forced(adm, endpoint)
                 if adm.ok and adm.reason == "":

@@ -132,7 +132,8 @@ class SimServerApp:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             weight = self._weight(api, name, request)
-            adm = self.exchange.admit(api, name, weight)
+            adm = self.exchange.admit(api, name, weight,
+                                      request.client.host if request.client else "")
             headers = {WEIGHT_HEADER: str(adm.used_weight)}
             if adm.status in (429, 418):
                 headers["Retry-After"] = str(adm.retry_after_s or 1)
@@ -401,6 +402,9 @@ def build_exchange(
     weight_limit: int = 6000,
     fapi_weight_limit: int = 2400,
     dapi_weight_limit: int = 2400,
+    enforced_weight_limit: int | None = None,
+    enforced_fapi_weight_limit: int | None = None,
+    enforced_dapi_weight_limit: int | None = None,
     window_s: float = 60.0,
     error_rate: float = 0.0,
     error_burst: int = 1,
@@ -413,7 +417,10 @@ def build_exchange(
 ) -> SimExchange:
     """A SimExchange from flat options, the shape a CLI command has."""
     faults = Faults(weight_limit=weight_limit, fapi_weight_limit=fapi_weight_limit,
-                    dapi_weight_limit=dapi_weight_limit, window_s=window_s,
+                    dapi_weight_limit=dapi_weight_limit,
+                    enforced_weight_limit=enforced_weight_limit,
+                    enforced_fapi_weight_limit=enforced_fapi_weight_limit,
+                    enforced_dapi_weight_limit=enforced_dapi_weight_limit, window_s=window_s,
                     error_rate=error_rate, error_burst=error_burst,
                     truncate_rate=truncate_rate, slow_rate=slow_rate, slow_s=slow_s,
                     corrupt_rate=corrupt_rate, seed=seed)
