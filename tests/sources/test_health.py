@@ -172,3 +172,27 @@ async def test_a_missing_symbol_reloads_after_the_doubled_ttl_only() -> None:
     with pytest.raises(SourceError, match="no market"):
         await src.market("NEW/USDT")
     assert src._markets_at == clock.now_ms()  # reloaded once: older than the plain TTL
+
+
+async def test_budget_use_and_a_cut_adaptive_budget_degrade() -> None:
+    """A source's limiter (here a real adaptive WeightLimiter on the sim source, as CCXT
+    and Hyperliquid sources carry one): its use is reported, and a 429's cut below the
+    advertised budget makes the provider degraded."""
+    from candlekeep.sources.ratelimit import WeightLimiter
+
+    clock = FakeClock(NOW, autoadvance=True)
+    src = _sim(clock)
+    limiter = WeightLimiter(1200, 60, clock=clock, adaptive=True, name="sim")
+    src.limiter = limiter  # type: ignore[attr-defined]
+    async with limiter.reserve(300):
+        pass
+    h = provider_health(src, "sim", Counters(), clock.now_ms())
+    assert (h.budget_used, h.budget, h.budget_advertised) == (300, 1200, 1200)
+    assert h.status is ProviderStatus.UP and h.limiter is not None
+    assert h.limiter["adaptive"] is True
+    limiter.on_rate_limited(None)
+    h = provider_health(src, "sim", Counters(), clock.now_ms())
+    assert h.budget is not None and h.budget < 1200 and h.budget_advertised == 1200
+    assert h.status is ProviderStatus.DEGRADED
+    assert h.reasons == [f"budget cut to {h.budget} of 1200 advertised"]
+    assert h.limiter is not None and h.limiter["cuts"] == 1

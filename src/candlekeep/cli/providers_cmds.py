@@ -62,8 +62,8 @@ def register(app: typer.Typer) -> None:
                 table.add_column(col, overflow="fold")
             for v in views:
                 budget = (f"{v.budget_used}/{v.budget}" if v.budget is not None else "-")
-                if v.budget_effective is not None and v.budget_advertised is not None:
-                    budget += f" (effective {v.budget_effective} of {v.budget_advertised})"
+                if v.budget_advertised is not None and v.budget != v.budget_advertised:
+                    budget += f" (cut from {v.budget_advertised})"
                 table.add_row(
                     escape(v.source), v.type, f"[{_STYLE[v.status]}]{v.status}[/]",
                     f"{v.score:.2f}", str(v.circuit), _seconds(v.latency_p50_s),

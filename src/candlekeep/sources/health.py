@@ -19,7 +19,6 @@ not hide an hour of 429s.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -104,51 +103,31 @@ class Counters:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A rate limiter's use: weight used in its current window of ``budget``; the
-    effective and advertised budgets when the limiter adapts (None otherwise)."""
+    """A rate limiter's use: weight on the books of its window against the budget it paces
+    to now, and the budget the exchange advertises (an adaptive budget is cut below it by
+    429s; a fixed one equals it)."""
 
     used: int
     budget: int
+    advertised: int
     window_s: float
-    effective: int | None = None
-    advertised: int | None = None
 
     @property
     def cut(self) -> bool:
-        return (self.effective is not None and self.advertised is not None
-                and self.effective < self.advertised)
+        return self.budget < self.advertised
 
 
 def budget_of(source: Source) -> tuple[Budget | None, dict[str, Any] | None]:
     """The source's rate budget when it has a limiter (CCXT, Hyperliquid), and the
-    limiter's own snapshot, JSON-ready, when it offers one (an adaptive limiter)."""
+    limiter's whole snapshot, JSON-ready."""
+    from candlekeep.sources.ratelimit import WeightLimiter
+
     limiter = getattr(source, "limiter", None)
-    if limiter is None:
+    if not isinstance(limiter, WeightLimiter):
         return None, None
-    snap = limiter.snapshot() if callable(getattr(limiter, "snapshot", None)) else None
-    detail = _json_ready(snap) if snap is not None else None
-    effective = _int_field(snap, "effective_budget", "effective")
-    advertised = _int_field(snap, "advertised_budget", "advertised")
-    return Budget(int(limiter.used()), int(limiter.budget), float(limiter.window_s),
-                  effective, advertised), detail
-
-
-def _int_field(snap: Any, *names: str) -> int | None:
-    for name in names:
-        value = getattr(snap, name, None)
-        if value is None and isinstance(snap, dict):
-            value = snap.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return int(value)
-    return None
-
-
-def _json_ready(snap: Any) -> dict[str, Any] | None:
-    if hasattr(snap, "as_dict"):
-        return dict(snap.as_dict())
-    if dataclasses.is_dataclass(snap) and not isinstance(snap, type):
-        return dataclasses.asdict(snap)
-    return dict(snap) if isinstance(snap, dict) else None
+    snap = limiter.snapshot()
+    return (Budget(snap.used, snap.effective_budget, snap.advertised_budget, snap.window_s),
+            snap.as_dict())
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +161,6 @@ class ProviderHealth:
     last_error: str | None
     budget_used: int | None
     budget: int | None
-    budget_effective: int | None
     budget_advertised: int | None
     limiter: dict[str, Any] | None
     """The rate limiter's own snapshot when it offers one (an adaptive budget)."""
@@ -210,7 +188,7 @@ def judge(snap: CircuitSnapshot, counters: Counters, budget: Budget | None,
         if rate >= thresholds.rate_limited_rate:
             reasons.append(f"429 rate {rate:.0%} of {counters.requests} requests")
     if budget is not None and budget.cut:
-        reasons.append(f"budget cut to {budget.effective} of {budget.advertised} advertised")
+        reasons.append(f"budget cut to {budget.budget} of {budget.advertised} advertised")
     if probe_error is not None:
         reasons.append(f"probe failed: {probe_error}")
     return (ProviderStatus.DEGRADED if reasons else ProviderStatus.UP), reasons
@@ -236,7 +214,6 @@ def provider_health(source: Source, source_type: str, since: Counters, now_ms: i
         rate_limited_rate=(delta.rate_limited / delta.requests if delta.requests else None),
         rejected=snap.rejected, last_error=source.redact(snap.last_error or "") or None,
         budget_used=budget.used if budget else None, budget=budget.budget if budget else None,
-        budget_effective=budget.effective if budget else None,
         budget_advertised=budget.advertised if budget else None, limiter=limiter,
         probe_error=probe_error, probed=probed, checked_at=now_ms)
 
