@@ -4,7 +4,8 @@ refused keys named by config path and never echoed, symbol → id with an ambigu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from itertools import pairwise
 
 import pytest
 
@@ -41,24 +42,26 @@ def url(sim: CoinGeckoSim) -> Iterator[str]:
         yield base
 
 
+Make = Callable[..., CoinGeckoSource]
+
+
 @pytest.fixture
-async def make(url: str, clock: FakeClock) -> AsyncIterator[type[CoinGeckoSource]]:
+async def make(url: str, clock: FakeClock) -> AsyncIterator[Make]:
     made: list[CoinGeckoSource] = []
 
-    def factory(plan: g.Plan = "demo", key: str | None = "CG-demo-key", host: str | None = None,
-                **kw: object) -> CoinGeckoSource:
+    def factory(plan: g.Plan = "demo", key: str | None = "CG-demo-key",
+                host: g.Plan | None = None) -> CoinGeckoSource:
         src = CoinGeckoSource("cg", plan=plan, api_key=key, clock=clock, max_attempts=3,
-                              base_url=CoinGeckoSim.base_url(url, host or plan),  # type: ignore[arg-type]
-                              **kw)  # type: ignore[arg-type]
+                              base_url=CoinGeckoSim.base_url(url, host or plan))
         made.append(src)
         return src
 
-    yield factory  # type: ignore[misc]
+    yield factory
     for src in made:
         await src.close()
 
 
-async def test_each_plan_uses_its_host_and_key_header(make, sim: CoinGeckoSim) -> None:  # type: ignore[no-untyped-def]
+async def test_each_plan_uses_its_host_and_key_header(make: Make, sim: CoinGeckoSim) -> None:
     demo = make("demo", "CG-demo-key")
     assert (await demo.coin("btc")).id == "bitcoin"
     assert sim.used("CG-demo-key") == 1 and demo.limiter.budget == 30
@@ -75,8 +78,8 @@ async def test_each_plan_uses_its_host_and_key_header(make, sim: CoinGeckoSim) -
     ("demo", "CG-pro-key", "demo", "sources.cg.plan: pro"),   # 10010
     ("pro", "CG-demo-key", "pro", "sources.cg.plan: demo"),   # 10011
 ])
-async def test_a_refused_key_names_the_config_path_never_the_key(  # type: ignore[no-untyped-def]
-        make, plan: g.Plan, key: str, host: str, names: str) -> None:
+async def test_a_refused_key_names_the_config_path_never_the_key(
+        make: Make, plan: g.Plan, key: str, host: str, names: str) -> None:
     src = make(plan, key, host)
     with pytest.raises(SourceError) as err:
         await src.coin("btc")
@@ -96,7 +99,7 @@ async def test_a_keyless_caller_refused_is_told_to_set_a_key(url: str, clock: Fa
         await src.close()
 
 
-async def test_symbols_map_to_ids_and_an_ambiguous_one_lists_its_candidates(make) -> None:  # type: ignore[no-untyped-def]
+async def test_symbols_map_to_ids_and_an_ambiguous_one_lists_its_candidates(make: Make) -> None:
     src = make()
     assert (await src.coin("BTC")).id == "bitcoin"
     assert (await src.coin("ethereum")).symbol == "eth"
@@ -105,19 +108,19 @@ async def test_symbols_map_to_ids_and_an_ambiguous_one_lists_its_candidates(make
     assert "ambiguous" in str(err.value)
     assert "ethereum (Ethereum)" in str(err.value)
     assert "ethereum-wormhole (Ethereum (Wormhole))" in str(err.value)
-    with pytest.raises(SourceError, match="no coin id or symbol 'bitcoim'.*did you mean bitcoin"):
+    with pytest.raises(SourceError, match=r"no coin id or symbol 'bitcoim'.*did you mean bitcoin"):
         await src.coin("bitcoim")
     assert src.stats.requests == 1  # one coin list, cached
     markets = await src.markets()
     assert markets["btc"].market_id == "bitcoin" and "eth" not in markets
 
 
-async def test_no_exchange_candles_names_the_job_type_to_use(make) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(SourceError, match="no exchange candles.*coingecko_prices job type"):
+async def test_no_exchange_candles_names_the_job_type_to_use(make: Make) -> None:
+    with pytest.raises(SourceError, match=r"no exchange candles.*coingecko_prices job type"):
         await make().fetch_candles("bitcoin", "1h", NOW - DAY_MS, NOW)
 
 
-async def test_a_429_is_waited_out_for_its_retry_after(make, sim: CoinGeckoSim,  # type: ignore[no-untyped-def]
+async def test_a_429_is_waited_out_for_its_retry_after(make: Make, sim: CoinGeckoSim,
                                                        clock: FakeClock) -> None:
     src = make("demo", "CG-tight-key")  # the sim enforces 2 a minute, advertises 30
     await src.coin("btc")
@@ -144,7 +147,7 @@ def test_every_planned_range_comes_back_at_the_wanted_width(tf: str, span: int,
         if plan == "demo":
             assert r.from_ms >= NOW - 365 * DAY_MS
     covered = sorted((r.keep_from, r.keep_to) for r in ranges)
-    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in pairwise(covered))
     assert covered[-1][1] == NOW
     assert bool(warnings) == (tf == "5m" and span > DAY_MS)
 

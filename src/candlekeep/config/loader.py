@@ -181,6 +181,13 @@ def _check_references(cfg: Config, file: str) -> None:
                               f"defined stores: {', '.join(cfg.stores) or 'none'}")
         if s.start is not None and s.end is not None and s.end <= s.start:
             raise ConfigError(file, f"{key}.end", "end must be after start")
+        for where, name in ((f"{key}.source", s.source),
+                            *((f"{key}.fallback[{j}]", n) for j, n in enumerate(s.fallback))):
+            if isinstance(cfg.sources.get(name), CoinGeckoSourceConfig):
+                raise ConfigError(file, where, f"source {name!r} is a coingecko source, which "
+                                  "has no exchange candles for series",
+                                  "fetch these coins with a job of type coingecko_prices "
+                                  "(params: source, coins, timeframe, lookback)")
         _check_timeframes(file, key, s.timeframes, cfg.sources[s.source], s.source)
         _check_fallback(cfg, file, key, s)
     _check_accounts(cfg, file)

@@ -3,6 +3,7 @@
 from candlekeep.jobs import (  # noqa: F401
     availability,
     backfill,
+    coingecko,
     command,
     flush,
     freshness,
