@@ -242,6 +242,8 @@ def test_config_refuses_a_timeframe_the_plan_cannot_give(tmp_path: Path) -> None
                           "lookback": "2d"})
     assert err.value.key == "jobs[0].params.timeframe"
     assert "possible: 5m (last 24 h only), 1h, 1d, and 30m/4h OHLC" in str(err.value)
+    # No endpoint was given: no endpoint is to blame, CoinGecko as a whole cannot.
+    assert "CoinGecko cannot give 1m" in str(err.value) and "ohlc" not in str(err.value)
     with pytest.raises(ConfigError, match="ohlc cannot give 1h on the demo plan"):
         config(tmp_path, {"source": "cg", "coins": ["btc"], "timeframe": "1h",
                           "endpoint": "ohlc", "lookback": "2d"})

@@ -66,8 +66,13 @@ def default_endpoint(timeframe: str) -> Endpoint:
 
 
 def timeframe_problem(plan: Plan, timeframe: str, endpoint: Endpoint | None = None) -> str | None:
-    """Why ``plan`` cannot give ``timeframe`` (from ``endpoint``), or None when it can."""
-    endpoint = endpoint or default_endpoint(timeframe)
+    """Why ``plan`` cannot give ``timeframe`` (from ``endpoint``), or None when it can.
+    Without an endpoint the problem is CoinGecko's as a whole, not the default endpoint's."""
+    if endpoint is None:
+        if timeframe in CHART_TIMEFRAMES or timeframe in OHLC_TIMEFRAMES[plan]:
+            return None
+        return (f"CoinGecko cannot give {timeframe} on the {plan} plan (it decides the "
+                "granularity by the range asked)")
     served = CHART_TIMEFRAMES if endpoint == "market_chart" else OHLC_TIMEFRAMES[plan]
     if timeframe in served:
         return None
