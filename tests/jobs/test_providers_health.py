@@ -129,3 +129,41 @@ async def test_unknown_source_is_a_config_error(tmp_path: Path) -> None:
         assert "jobs." in res.errors[0] and "nope" in res.errors[0] and "sim" in res.errors[0]
     finally:
         await rt.aclose()
+
+
+def _insert_detail(rt: Runtime, source: str, detail: dict[str, object], checked_at: int,
+                   node: str = "old-build") -> None:
+    """A row written straight into the table, as another build would have written it."""
+    from candlekeep.state import ops_tables as o
+
+    with rt.state.engine.begin() as conn:
+        conn.execute(o.provider_health.insert().values(
+            source=source, type="sim", status=detail["status"], score=detail["score"],
+            circuit=detail["circuit"], calls=0, requests=0, node=node,
+            checked_at=checked_at, detail=json.dumps(detail)))
+
+
+async def test_rows_of_another_shape_are_read(tmp_path: Path) -> None:
+    """A row from an earlier build (an extra ``budget_effective``, no ``limiter`` nor
+    ``probed``) is read: unknown keys dropped, missing ones None."""
+    clock = FakeClock(NOW, autoadvance=True)
+    rt = _runtime(tmp_path, clock, SimExchange(7, clock=clock))
+    try:
+        await run(rt, "providers_health", probe=False, sources=["spare"])
+        with reader_on(rt.state.engine) as reader:
+            (spare,) = providers(reader)
+        old = json.loads(json.dumps(plain(spare)))
+        for key in ("node", "checked_utc", "limiter", "probed"):
+            old.pop(key, None)
+        old |= {"source": "sim", "status": "down", "budget_effective": 900,
+                "checked_at": NOW + 1}
+        _insert_detail(rt, "sim", old, NOW + 1)
+        with reader_on(rt.state.engine) as reader:
+            views = {v.source: v for v in providers(reader)}
+        sim = views["sim"]
+        assert sim.status == "down" and sim.node == "old-build" and sim.unwell
+        assert sim.limiter is None and sim.probed is None
+        assert not hasattr(sim, "budget_effective")
+        assert views["spare"].status == "up"
+    finally:
+        await rt.aclose()

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from candlekeep.core.timeutil import iso_ms
@@ -35,11 +35,22 @@ class ProviderView(ProviderHealth):
         return self.status is not ProviderStatus.UP
 
 
+_FIELDS = tuple(f.name for f in fields(ProviderHealth))
+
+
+def view_of(d: dict[str, Any], node: str) -> ProviderView:
+    """A view of a recorded (or just found) ``ProviderHealth`` as JSON. Built from the
+    dataclass's own fields, so a row another build wrote (a field since dropped, one added
+    since) still reads: unknown keys are dropped, missing ones are None. Kept rows live for
+    ``keep`` (a week), and one unreadable row would break every reader of this model."""
+    kept = {name: d.get(name) for name in _FIELDS}
+    kept["status"] = ProviderStatus(kept["status"])
+    kept["circuit"] = CircuitState(kept["circuit"])
+    return ProviderView(**kept, node=node, checked_utc=iso_ms(kept["checked_at"]))
+
+
 def _view(node: str, detail: str) -> ProviderView:
-    d: dict[str, Any] = json.loads(detail)
-    d["status"] = ProviderStatus(d["status"])
-    d["circuit"] = CircuitState(d["circuit"])
-    return ProviderView(**d, node=node, checked_utc=iso_ms(d["checked_at"]))
+    return view_of(json.loads(detail), node)
 
 
 def providers(reader: Reader) -> list[ProviderView]:
