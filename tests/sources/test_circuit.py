@@ -482,3 +482,40 @@ def test_defaults_per_source_type_with_overrides_key_by_key() -> None:
 def test_bad_config_is_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         CircuitConfig.model_validate(bad)
+
+
+# ---------------------------------------------------------------- rate-limit episodes
+
+
+def test_the_429s_of_one_episode_count_once_and_a_ban_always_counts() -> None:
+    from candlekeep.core.errors import BannedError
+
+    rig = Rig(failures=3, error_rate=None)
+    in_flight = [rig.breaker.before() for _ in range(4)]
+    for permit in in_flight:  # all sent before the first 429 came back
+        permit.failed(RateLimitedError("source binance: HTTP 429", 10.0))
+    assert rig.breaker.state is CLOSED
+    assert rig.breaker.snapshot().consecutive_failures == 1
+    rig.at(11)  # Retry-After passed: a new 429 is a new episode
+    rig.fail(RateLimitedError("source binance: HTTP 429", 10.0))
+    assert rig.breaker.snapshot().consecutive_failures == 2
+    rig.fail(BannedError("source binance: HTTP 418", 120.0))  # inside the episode, counts
+    assert rig.breaker.state is OPEN
+    assert rig.breaker.snapshot().until_ms == T0 + 11_000 + 120_000  # never before the ban
+
+
+def test_a_request_refused_while_probes_run_is_retried_not_failed() -> None:
+    from candlekeep.sources.circuit import CircuitProbingError
+
+    rig = Rig(failures=1, cooldown=30, probes=1)
+    rig.fail()
+    rig.at(31)
+    probe = rig.breaker.before()  # half-open: the one probe slot
+    with pytest.raises(CircuitProbingError) as info:
+        rig.breaker.before()
+    assert isinstance(info.value, TransientSourceError)  # a retry loop waits and tries again
+    assert isinstance(info.value, CircuitOpenError)  # still "the circuit refused"
+    assert not counts_against(info.value)
+    probe.succeeded()
+    assert rig.breaker.state is CLOSED
+    rig.ok()  # the retry goes through

@@ -14,7 +14,10 @@ errors, 5xx and truncated replies (``TransientSourceError``) and 429/418
 parameter) is the caller's mistake: the provider answered, so for the breaker it is an
 answer like any other. While open, ``before()`` raises ``CircuitOpenError`` at once; it is a
 plain ``SourceError``, not a transient one, so a retry loop stops instead of sleeping
-through its backoffs.
+through its backoffs. A request refused in half-open because the probe slots are taken gets
+``CircuitProbingError``, which *is* transient: the probes settle the state in moments.
+The 429s of one rate-limit episode (every request in flight when the first came back)
+count as one failure.
 
 One request attempt is wrapped as::
 
@@ -49,7 +52,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from candlekeep.core.clock import Clock, SystemClock
-from candlekeep.core.errors import RateLimitedError, SourceError, TransientSourceError
+from candlekeep.core.errors import (
+    BannedError,
+    RateLimitedError,
+    SourceError,
+    TransientSourceError,
+)
 from candlekeep.core.timeutil import fmt_ms, iso_ms, parse_duration
 
 log = logging.getLogger("candlekeep.sources")
@@ -141,6 +149,12 @@ class CircuitOpenError(SourceError):
         self.source = source
         self.state = state
         self.until_ms = until_ms
+
+
+class CircuitProbingError(CircuitOpenError, TransientSourceError):
+    """Refused while half-open because the probe slots are taken: transient, unlike an open
+    circuit, since the probes will settle it within moments (closed: the retry goes
+    through; open again: the retry hook's ``check()`` stops it)."""
 
 
 def counts_against(exc: BaseException) -> bool:
@@ -275,7 +289,8 @@ class CircuitBreaker:
         self.config = config or CircuitConfig()
         self.clock: Clock = clock or SystemClock()
         self.on_change = on_change
-        """Called after every transition (health job, alerts); its errors are logged."""
+        """Called after every transition (an observer: tests record them); its errors are
+        logged, never raised into the request."""
         self._state = CircuitState.CLOSED
         self._since_ms = self.clock.now_ms()
         self._until_ms: int | None = None
@@ -288,6 +303,7 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         self._probe_successes = 0
         self._rejected = 0
+        self._rate_episode_until_ms = 0
         # (ts_ms, failed) of answered calls, oldest first; _window_failures counts the True.
         self._calls: deque[tuple[int, bool]] = deque()
         self._window_failures = 0
@@ -306,7 +322,7 @@ class CircuitBreaker:
                 self._probes_in_flight += 1
                 return Permit(self, self._generation, True, now)
             self._rejected += 1
-            raise CircuitOpenError(
+            raise CircuitProbingError(
                 f"source {self.name}: circuit half-open (probing whether it recovered, "
                 f"{self._probes_in_flight} probe(s) in flight); try again shortly",
                 source=self.name, state=self._state, until_ms=None)
@@ -386,9 +402,12 @@ class CircuitBreaker:
 
     def _on_failure(self, permit: Permit, exc: BaseException, latency_s: float) -> None:
         now = self.clock.now_ms()
-        self._record(now, True, latency_s)
         self._last_error = _without_prefix(str(exc) or type(exc).__name__, self.name)
         self._last_failure_ms = now
+        if self._same_rate_limit_episode(exc, now):
+            self._latencies.append((now, latency_s))
+            return  # requests already in flight when the first 429 came: one failure
+        self._record(now, True, latency_s)
         if permit.generation != self._generation or not self.config.enabled:
             return
         retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
@@ -404,6 +423,19 @@ class CircuitBreaker:
             self._probes_in_flight -= 1
             self._consecutive += 1
             self._open(now, "a failed probe", retry_after)
+
+    def _same_rate_limit_episode(self, exc: BaseException, now: int) -> bool:
+        """Whether ``exc`` is a 429 of a rate-limit episode already counted. Requests in
+        flight when the first 429 arrives all get one; counting each would open a circuit
+        on one burst (CoinGecko's opens at 3) where waiting out Retry-After is the cure.
+        A ban (418) always counts."""
+        if not isinstance(exc, RateLimitedError) or isinstance(exc, BannedError):
+            return False
+        if now < self._rate_episode_until_ms:
+            return True
+        wait_s = exc.retry_after if exc.retry_after is not None else 1.0
+        self._rate_episode_until_ms = now + round(wait_s * 1000)
+        return False
 
     def _on_abandon(self, permit: Permit) -> None:
         if (permit.generation == self._generation and permit.probe
@@ -496,5 +528,5 @@ def _without_prefix(text: str, name: str) -> str:
 
 
 __all__ = ["CIRCUIT_DEFAULTS", "CircuitBreaker", "CircuitChange", "CircuitConfig",
-           "CircuitOpenError", "CircuitSnapshot", "CircuitState", "OnChange", "Permit",
-           "circuit_config", "counts_against"]
+           "CircuitOpenError", "CircuitProbingError", "CircuitSnapshot", "CircuitState",
+           "OnChange", "Permit", "circuit_config", "counts_against"]
