@@ -43,7 +43,7 @@ def view_of(d: dict[str, Any], node: str) -> ProviderView:
     dataclass's own fields, so a row another build wrote (a field since dropped, one added
     since) still reads: unknown keys are dropped, missing ones are None. Kept rows live for
     ``keep`` (a week), and one unreadable row would break every reader of this model."""
-    kept = {name: d.get(name) for name in _FIELDS}
+    kept: dict[str, Any] = {name: d.get(name) for name in _FIELDS}
     kept["status"] = ProviderStatus(kept["status"])
     kept["circuit"] = CircuitState(kept["circuit"])
     return ProviderView(**kept, node=node, checked_utc=iso_ms(kept["checked_at"]))
