@@ -118,8 +118,8 @@ def test_binance_routes_are_untouched(served: tuple[CoinGeckoSim, str]) -> None:
 
 
 @pytest.mark.parametrize(("days", "width", "count"), [
-    (1, THIRTY_MIN_MS, 48), (2, THIRTY_MIN_MS, 96), (3, FOUR_HOURS_MS, 18),
-    (30, FOUR_HOURS_MS, 180), (31, FOUR_DAYS_MS, None)])
+    (1, THIRTY_MIN_MS, 48), (7, FOUR_HOURS_MS, 42), (14, FOUR_HOURS_MS, 84),
+    (30, FOUR_HOURS_MS, 180), (90, FOUR_DAYS_MS, None)])
 def test_ohlc_candle_body_follows_days(cg: CoinGeckoSim, demo: httpx.Client, days: int,
                                        width: int, count: int | None) -> None:
     rows = ok(ohlc(demo, days))
@@ -154,7 +154,7 @@ def test_ohlc_paid_intervals_and_their_days(cg: CoinGeckoSim, demo: httpx.Client
     assert len(hourly) == 7 * 24 and hourly[1][0] - hourly[0][0] == HOUR_MS
     daily = ok(ohlc(pro, 14, interval="daily"))
     assert len(daily) == 14 and all(r[0] % DAY_MS == 0 for r in daily)
-    r = ohlc(pro, 3, interval="daily")
+    r = ohlc(pro, 365, interval="daily")
     assert r.status_code == 400 and "1/7/14/30/90/180" in r.json()["error"]
     r = ohlc(demo, 7, interval="hourly")
     assert r.status_code == 401 and r.json()["status"]["error_code"] == 10005
@@ -163,10 +163,10 @@ def test_ohlc_paid_intervals_and_their_days(cg: CoinGeckoSim, demo: httpx.Client
 def test_demo_history_stops_at_365_days(cg: CoinGeckoSim, demo: httpx.Client,
                                         pro: httpx.Client) -> None:
     assert len(ok(ohlc(demo, 365))) > 0
-    r = ohlc(demo, 366)
+    r = ohlc(demo, "max")  # as recorded in SixPM-Software/waxtax#8
     assert r.status_code == 401
     assert r.json()["error"]["status"]["error_code"] == 10012
-    assert len(ok(ohlc(pro, 366))) > 0
+    assert len(ok(ohlc(pro, "max"))) > 0
     t = now(cg) // 1000
     r = chart(demo, t - 366 * 86400, t - 300 * 86400)
     assert r.status_code == 401 and r.json()["error"]["status"]["error_code"] == 10012
@@ -256,6 +256,13 @@ def test_request_errors(demo: httpx.Client) -> None:
     r = demo.get("/coins/bitcoin/market_chart/range", params={"vs_currency": "usd", "to": 1})
     assert (r.status_code, r.json()) == (400, {"error": "Missing parameter from"})
     assert ohlc(demo, "soon").status_code == 400
+
+
+@pytest.mark.parametrize("days", [0, 2, 3, 5, 31, 50, 364])
+def test_ohlc_refuses_days_coingecko_does_not_document(demo: httpx.Client, days: int) -> None:
+    r = ohlc(demo, days)
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid days: use 1/7/14/30/90/180/365/max"}
 
 
 # ---------------------------------------------------------------- keys and hosts

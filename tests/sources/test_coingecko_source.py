@@ -155,14 +155,22 @@ def test_every_planned_range_comes_back_at_the_wanted_width(tf: str, span: int,
 @pytest.mark.parametrize(("tf", "plan"), [("30m", "demo"), ("4h", "demo"), ("1h", "pro"),
                                           ("1d", "pro")])
 def test_ohlc_requests_ask_for_the_wanted_body(tf: str, plan: g.Plan) -> None:
-    req, warnings = g.ohlc_request(tf, NOW - 36 * HOUR_MS, NOW, plan)
-    assert not warnings
-    if req.interval is None:
-        assert ohlc_candle_ms(req.days) == g.TIMEFRAME_MS[tf]
-    else:
-        assert req.interval == {"1h": "hourly", "1d": "daily"}[tf]
+    for span in (12 * HOUR_MS, DAY_MS, 2 * DAY_MS, 5 * DAY_MS, 20 * DAY_MS):
+        req, warnings = g.ohlc_request(tf, NOW - span, NOW, plan)
+        assert req.days in (1, 7, 14, 30, 90, 180, 365)  # CoinGecko refuses any other
+        if req.interval is None:
+            assert ohlc_candle_ms(req.days) == g.TIMEFRAME_MS[tf]
+        else:
+            assert req.interval == {"1h": "hourly", "1d": "daily"}[tf]
+        # Only 30m cannot reach past a day (days=1 is its only value).
+        assert bool(warnings) == (tf == "30m" and span > DAY_MS)
+        if not warnings:
+            assert req.days * DAY_MS >= span
+    assert g.ohlc_request("4h", NOW - 8 * DAY_MS, NOW, plan)[0].days == 14
     _, warnings = g.ohlc_request(tf, NOW - 400 * DAY_MS, NOW, plan)
     assert warnings and "reaches back" in warnings[0]
+    if tf == "30m":
+        assert "reaches back 24 h only" in warnings[0]
 
 
 def test_timeframes_a_plan_cannot_give_are_named_with_the_possible_ones() -> None:

@@ -44,6 +44,7 @@ from candlekeep.sim.coingecko.spec import (
     DEMO_PREFIX,
     DEMO_QUERY,
     OHLC_DAILY_DAYS,
+    OHLC_DAYS,
     OHLC_HOURLY_DAYS,
     PRO_HEADER,
     PRO_PREFIX,
@@ -298,8 +299,9 @@ class CoinGeckoSim:
                 days = int(days_text)
             except ValueError:
                 raise Reply(400, wire.plain_error("invalid days")) from None
-            if days < 1:
-                raise Reply(400, wire.plain_error("invalid days"))
+            if days not in OHLC_DAYS:
+                raise Reply(400, wire.plain_error(
+                    f"invalid days: use {'/'.join(map(str, OHLC_DAYS))}/max"))
         interval = q.get("interval") or None
         candle_ms: int | None = None
         if interval is not None:

@@ -53,6 +53,10 @@ FIVE_MIN_MS = 5 * MINUTE_MS
 THIRTY_MIN_MS = 30 * MINUTE_MS
 FOUR_HOURS_MS = 4 * HOUR_MS
 FOUR_DAYS_MS = 4 * DAY_MS
+OHLC_DAYS = (1, 7, 14, 30, 90, 180, 365)
+"""[ohlc] ``days``: 1/7/14/30/90/180/365/max only. Other values are refused with HTTP 400
+(seen for days=50 in man-c/pycoingecko#43 and days=4 in GLEECBTC/gleec-wallet#3380; the
+body is not recorded: the sim answers the plain ``{"error": ...}`` shape)."""
 OHLC_DAILY_DAYS = (1, 7, 14, 30, 90, 180)
 """[ohlc]: paid plans' ``interval=daily`` is available for these ``days`` only."""
 OHLC_HOURLY_DAYS = (1, 7, 14, 30, 90)
@@ -63,7 +67,8 @@ Granularity = Literal["5m", "1h", "1d"]
 
 def ohlc_candle_ms(days: int) -> int:
     """[ohlc] auto granularity (candle body): 1-2 days 30 minutes, 3-30 days 4 hours,
-    31 days and beyond 4 days."""
+    31 days and beyond 4 days (of the ``days`` accepted, OHLC_DAYS: 1 gives 30 minutes,
+    7/14/30 four hours, 90 and more four days)."""
     if days <= 2:
         return THIRTY_MIN_MS
     if days <= 30:

@@ -5,9 +5,9 @@ follows from the request ([range] and [ohlc] in ``sim.coingecko.spec`` name the 
 
 * ``market_chart/range``: 5-minutely when ``from`` is within the last 24 h and the span is
   at most a day; hourly up to 90 days; daily (00:00 UTC) above 90 days;
-* ``/ohlc?days=N`` (the last N days, no ``from``): 30-minute bodies for 1-2 days, 4-hour
-  for 3-30, 4-day beyond; paid plans (the pro host) may add ``interval=hourly|daily`` for
-  fixed ``days`` values.
+* ``/ohlc?days=N`` (the last N days, no ``from``; N one of 1/7/14/30/90/180/365/max, any
+  other is refused with a 400): 30-minute bodies for 1 day, 4-hour for 7-30, 4-day
+  beyond; paid plans (the pro host) may add ``interval=hourly|daily`` for some of those.
 
 So a plan picks the request ranges (``chart_ranges``, ``ohlc_request``) and the reply's
 spacing says what actually came back (``detect_step``): a job stores under that, never
@@ -45,11 +45,12 @@ HOURLY_MIN_SPAN_MS = DAY_MS + HOUR_MS
 DAILY_MIN_SPAN_MS = 91 * DAY_MS
 """A daily request spans more than 90 days: shorter ones come back hourly."""
 DAILY_CHUNK_MS = 365 * DAY_MS
-OHLC_AUTO_DAYS = {"30m": (1, 2), "4h": (3, 30)}
-"""``days`` that give each auto body width ([ohlc])."""
-OHLC_INTERVAL_DAYS = {"1h": ("hourly", (1, 7, 14, 30, 90)),
-                      "1d": ("daily", (1, 7, 14, 30, 90, 180))}
-"""Paid plans' ``interval`` and the ``days`` values it accepts ([ohlc])."""
+OHLC_DAYS: dict[str, tuple[str | None, tuple[int, ...]]] = {
+    "30m": (None, (1,)), "4h": (None, (7, 14, 30)),
+    "1h": ("hourly", (1, 7, 14, 30, 90)), "1d": ("daily", (1, 7, 14, 30, 90, 180))}
+"""Per OHLC timeframe: the ``interval`` (paid plans; None: the automatic body width) and
+the documented ``days`` values that give it ([ohlc]: days is one of 1/7/14/30/90/180/365/
+max; 1-2 days are 30-minute bodies, 3-30 four-hour ones)."""
 DEMO_HISTORY_MS = 365 * DAY_MS
 """The Demo plan and keyless calls reach back 365 days (error 10012 beyond)."""
 
@@ -144,16 +145,11 @@ def ohlc_request(timeframe: str, start_ms: int, now_ms: int,
     """The ``/ohlc`` request whose candles cover ``start_ms`` onwards at ``timeframe``
     (OHLC only ever reaches back from now), and a warning when it cannot reach that far."""
     need = max(1, -(-(now_ms - start_ms) // DAY_MS))
-    if timeframe in OHLC_AUTO_DAYS:
-        lo, hi = OHLC_AUTO_DAYS[timeframe]
-        days = min(max(need, lo), hi)
-        interval = None
-    else:
-        interval, allowed = OHLC_INTERVAL_DAYS[timeframe]
-        days = next((d for d in allowed if d >= need), allowed[-1])
-        hi = allowed[-1]
-    warnings = ([f"CoinGecko's {timeframe} OHLC reaches back {hi} days only: older candles "
-                 "cannot be had"] if need > hi else [])
+    interval, allowed = OHLC_DAYS[timeframe]
+    days = next((d for d in allowed if d >= need), allowed[-1])
+    reach = "24 h" if allowed[-1] == 1 else f"{allowed[-1]} days"
+    warnings = ([f"CoinGecko's {timeframe} OHLC reaches back {reach} only: older candles "
+                 "cannot be had"] if need > allowed[-1] else [])
     return OhlcRequest(days, interval), warnings
 
 
