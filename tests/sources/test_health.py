@@ -3,10 +3,12 @@ provider is unwell, on a real SimSource over the in-process sim exchange."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from candlekeep.core.clock import FakeClock
-from candlekeep.core.errors import SourceError
+from candlekeep.core.errors import SourceError, TransientSourceError
 from candlekeep.core.series import SeriesKey
 from candlekeep.sim.exchange import SimExchange
 from candlekeep.sources.base import MARKETS_TTL_MS
@@ -109,11 +111,17 @@ async def test_error_and_429_rates_judged_since_the_last_check() -> None:
     for _ in range(2):
         with pytest.raises(SourceError):
             await src.fetch_candles("BTC/USDT", "1m", NOW - 3_600_000, NOW)
+    ex.force("503", 2)
+    for _ in range(2):
+        with pytest.raises(SourceError):
+            await src.fetch_candles("BTC/USDT", "1m", NOW - 3_600_000, NOW)
     h = provider_health(src, "sim", Counters(), clock.now_ms())
-    assert h.requests == 10 and h.rate_limited == 2 and h.rate_limited_rate == 0.2
+    assert h.requests == 12 and h.rate_limited == 2
+    # The circuit counts the two 429s of one episode as one failure: 3 of 11 calls.
+    assert (h.calls, h.failures) == (11, 3)
     assert h.status is ProviderStatus.DEGRADED
-    assert any(r.startswith("429 rate 20%") for r in h.reasons)
-    assert any(r.startswith("error rate 20%") for r in h.reasons)
+    assert any(r.startswith("429 rate 17% of 12") for r in h.reasons)
+    assert any(r.startswith("error rate 27% of 11 calls") for r in h.reasons)
     # Since a check made now, nothing new: the rates are not judged (too few requests) …
     later = provider_health(src, "sim", Counters.of(src), clock.now_ms())
     assert later.requests == 0 and later.rate_limited_rate is None
@@ -196,3 +204,40 @@ async def test_budget_use_and_a_cut_adaptive_budget_degrade() -> None:
     assert h.status is ProviderStatus.DEGRADED
     assert h.reasons == [f"budget cut to {h.budget} of 1200 advertised"]
     assert h.limiter is not None and h.limiter["cuts"] == 1
+
+
+# -- honesty: redacted reasons, refused probes -------------------------------------------
+
+
+class _KeyedSim(SimSource):
+    """A source holding a secret that its errors echo (the URL with its key, as a keyed
+    HTTP source's transport errors can), and whose ``redact`` removes it."""
+
+    SECRET = "sk-live-0123456789"
+
+    async def _request_candles(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._request_candles(*args, **kwargs)
+        except TransientSourceError as exc:
+            raise TransientSourceError(f"{exc} at /klines?x_cg_pro_api_key={self.SECRET}"
+                                       ) from exc
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.SECRET, "***")
+
+
+async def test_reasons_are_redacted_like_last_error() -> None:
+    clock = FakeClock(NOW, autoadvance=True)
+    ex = SimExchange(7, clock=clock)
+    src = _KeyedSim("sim", exchange=ex, clock=clock, max_attempts=1)
+    ex.force("503", 10)
+    for _ in range(5):
+        with pytest.raises(SourceError):
+            await src.fetch_candles("BTC/USDT", "1m", NOW - 3_600_000, NOW)
+    assert src.SECRET in (src.circuit.snapshot().last_error or "")  # echoed, unredacted
+    h = provider_health(src, "sim", Counters(), clock.now_ms())
+    assert h.status is ProviderStatus.DOWN
+    assert h.last_error is not None and src.SECRET not in h.last_error
+    assert h.reasons and all(src.SECRET not in r for r in h.reasons)
+    assert "***" in h.reasons[0]
+

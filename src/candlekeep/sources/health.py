@@ -203,6 +203,7 @@ def provider_health(source: Source, source_type: str, since: Counters, now_ms: i
     delta = Counters.of(source) - since
     budget, limiter = budget_of(source)
     status, reasons = judge(snap, delta, budget, probe_error, thresholds or Thresholds())
+    reasons = [source.redact(r) for r in reasons]  # they quote the last error, unredacted
     return ProviderHealth(
         source=source.name, type=source_type, status=status, reasons=reasons,
         score=health_score(snap.state, snap.calls, snap.failures, snap.latency_p95_s),
