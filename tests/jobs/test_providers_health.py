@@ -69,7 +69,9 @@ async def test_records_a_down_provider_and_succeeds(tmp_path: Path, backend: str
             views = {v.source: v for v in providers(reader)}
         sim = views["sim"]
         assert sim.status == "down" and sim.circuit == "open" and sim.failures == 5
-        assert sim.probed and sim.probe_error is not None and "circuit open" in sim.probe_error
+        # The open circuit refused the probe: nothing went out, so no request is counted.
+        assert not sim.probed and res.requests == 0
+        assert sim.probe_error is not None and sim.probe_error.startswith("circuit open")
         assert sim.last_error is not None and "503" in sim.last_error
         assert sim.node == rt.node and sim.checked_at == clock.now_ms()
         spare = views["spare"]  # no series: its probe is the (in-process) market list

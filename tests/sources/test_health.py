@@ -241,3 +241,18 @@ async def test_reasons_are_redacted_like_last_error() -> None:
     assert h.reasons and all(src.SECRET not in r for r in h.reasons)
     assert "***" in h.reasons[0]
 
+
+async def test_a_probe_the_circuit_refuses_is_not_a_probe() -> None:
+    """No request went out: not probed (so request counts stay honest), and why."""
+    clock = FakeClock(NOW, autoadvance=True)
+    ex = SimExchange(7, clock=clock)
+    src = _sim(clock, ex)
+    ex.force("503", 10)
+    for _ in range(5):
+        with pytest.raises(SourceError):
+            await src.fetch_candles("BTC/USDT", "1m", NOW - 3_600_000, NOW)
+    before = src.stats.requests
+    probed, error = await probe(src, SeriesKey("sim", "BTC/USDT", "1m"))
+    assert src.stats.requests == before
+    assert not probed
+    assert error is not None and error.startswith("circuit open")

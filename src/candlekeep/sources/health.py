@@ -223,8 +223,11 @@ async def probe(source: Source, series: SeriesKey | None) -> tuple[bool, str | N
     """One light request through ``source.call`` (so through its circuit), for a provider
     nobody asked lately: the newest closed candles of ``series`` (one page), or, for a
     source without configured series, its market list (a request only when not loaded
-    yet). Returns whether a request went out (or was refused) and the error, if any."""
+    yet). Returns whether a request went out and the error, if any: a probe the circuit
+    refused sent nothing, so it is not counted as one (its error says the circuit is
+    open)."""
     from candlekeep.core.errors import SourceError
+    from candlekeep.sources.circuit import CircuitOpenError
 
     before = source.stats.requests
     try:
@@ -234,6 +237,9 @@ async def probe(source: Source, series: SeriesKey | None) -> tuple[bool, str | N
             tf = source.timeframe(series.timeframe)
             end = tf.floor(source.clock.now_ms())
             await source.fetch_candles(series.symbol, series.timeframe, end - 2 * tf.ms, end)
+    except CircuitOpenError as exc:
+        return False, f"circuit {exc.state.value.replace('_', '-')}, not sent: " \
+            + source.redact(str(exc))
     except SourceError as exc:
         return True, source.redact(str(exc))
     return source.stats.requests > before, None
