@@ -216,3 +216,59 @@ def test_fallbacks_are_ordered_by_health_then_config_order() -> None:
     ranked = [s.name for s in order_fallbacks([made[n] for n in names])]
     # steady (all answered) > fresh (no calls yet: unknown) > flaky; down is left out.
     assert ranked == ["steady", "fresh", "flaky"]
+
+
+async def test_a_fallback_fetches_only_what_the_primarys_archive_did_not_store(
+        tmp_path: Path) -> None:
+    """The archive's files move the primary's checkpoint; when its REST tail then fails,
+    the fallback serves the tail only, not the history the archive already stored."""
+    from candlekeep.core.timeutil import to_ms
+    from candlekeep.sim.archive import ArchiveSpec
+
+    now, start = to_ms("2025-01-03T12:00:30Z"), to_ms("2024-12-01")
+    key, alt_key = SeriesKey("bn", "BTC/USDT", "15m"), SeriesKey("alt", "BTC/USDT", "15m")
+    bn = SimExchange(7, {"BTC/USDT": "2017-08-17"}, clock=FakeClock(now), transient=None)
+    alt = SimExchange(8, {"BTC/USDT": "2017-08-17"}, clock=FakeClock(now), transient=None)
+    with run_in_thread(bn, archive=ArchiveSpec(faults=())) as bn_url, \
+            run_in_thread(alt) as alt_url:
+        cfg = parse_config({
+            "data_dir": "data",
+            "stores": {"main": {"type": "duckdb", "path": "data/candles.duckdb"}},
+            "sources": {
+                "bn": {"type": "ccxt", "exchange": "binance", "base_url": bn_url,
+                       "max_attempts": 2, "bulk": {"base_url": bn_url, "concurrency": 2}},
+                "alt": {"type": "ccxt", "exchange": "binance", "base_url": alt_url,
+                        "max_attempts": 2}},
+            "series": [{"source": "bn", "symbols": ["BTC/USDT"], "timeframes": ["15m"],
+                        "start": start, "fallback": ["alt"]}],
+        }, str(tmp_path / "candlekeep.yaml"), tmp_path)
+        rt = Runtime(cfg, clock=FakeClock(now, autoadvance=True))
+        try:
+            rt.state.set_checkpoint("backfill", key, start + 900_000, now)  # no listing probe
+            bn.force("503", 1000, endpoint="klines")  # REST down, the archive is fine
+            res = await run(rt, "backfill")
+            assert res.ok, res.errors
+            primary, fallback = stored_ts(rt, key), stored_ts(rt, alt_key)
+            day = to_ms("2025-01-03")
+            assert primary[0] == start + 900_000 and primary[-1] < day  # the archive's days
+            assert fallback == [t for t in truth_ts(alt, alt_key, day, now) if t >= day]
+            assert not set(primary) & set(fallback)
+            [fill] = res.details["fallback"]
+            assert fill["start"] == "2025-01-03T00:00:00.000Z"
+        finally:
+            await rt.aclose()
+
+
+async def test_restart_forgets_what_fallbacks_served(
+        runtime: Make, exchanges: dict[str, tuple[SimExchange, str]]) -> None:
+    bn, _ = exchanges["bn"]
+    alt, _ = exchanges["alt"]
+    bn.force("503", 100, endpoint="*")
+    rt = runtime(["alt"])
+    assert (await run(rt, "backfill")).ok
+    asked = alt.requests
+    res = await run(rt, "backfill", restart=True)  # primary still down: alt serves it all
+    assert res.ok, res.errors
+    assert alt.requests > asked
+    [fill] = res.details["fallback"]
+    assert fill["rows"] == len(truth_ts(alt, ALT))

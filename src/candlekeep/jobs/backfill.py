@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from candlekeep.core.series import SeriesKey
 from candlekeep.core.timeframes import parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, SeriesFilter
 from candlekeep.jobs.bulk_fetch import close_archives, open_archives
+from candlekeep.jobs.fallback import checkpoint_name as fallback_checkpoint
 from candlekeep.jobs.gaps import scan_gaps
 from candlekeep.jobs.registry import job_type, series_sources
 from candlekeep.jobs.series_fetch import SyncRange, sync_all
@@ -28,6 +30,13 @@ async def backfill(ctx: JobContext, p: BackfillParams) -> JobResult:
     plans = p.plans(ctx.runtime)
     if p.restart and not ctx.dry_run:
         await ctx.db.clear_checkpoints(CHECKPOINT, [pl.key for pl in plans])
+        served: dict[str, list[SeriesKey]] = {}  # what fallbacks served, per store
+        for pl in plans:
+            served.setdefault(pl.store, []).extend(
+                SeriesKey(name, pl.key.symbol, pl.key.timeframe) for name in pl.fallback)
+        for store, keys in served.items():
+            if keys:
+                await ctx.db.clear_checkpoints(fallback_checkpoint(CHECKPOINT, store), keys)
     ranges = []
     for plan in plans:
         tf = parse_timeframe(plan.key.timeframe)

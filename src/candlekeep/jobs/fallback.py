@@ -80,21 +80,35 @@ class FallbackFill:
 async def fill_from_fallback(ctx: JobContext, plan: SeriesPlan, start_ms: int, end_ms: int,
                              cause: SourceError, checkpoint_job: str, res: JobResult,
                              probe_listing: bool) -> None:
-    """Fetch ``[start_ms, end_ms)`` of ``plan``'s series from its first healthy fallback
-    and store it under that fallback's name; SourceError when none could."""
+    """Fetch ``[start_ms, end_ms)`` of ``plan``'s series from its healthy fallbacks, in
+    order, each storing under its own name and taking over where the one before it
+    stopped; SourceError when the range could not be completed."""
     key, tf = plan.key, parse_timeframe(plan.key.timeframe)
     candidates = order_fallbacks([await ctx.source(n) for n in plan.fallback])
     tried: list[str] = [f"{n}: circuit open" for n in plan.fallback
                         if n not in {s.name for s in candidates}]
     store = await ctx.store(plan.store)
     progress = checkpoint_name(checkpoint_job, plan.store)
+    pos = start_ms  # everything before this is served, by the primary or a fallback
+
+    def served(source: Source, lo: int, hi: int, rows: int) -> None:
+        fill = FallbackFill(str(key), source.name, iso_ms(lo) or "", iso_ms(hi) or "", rows,
+                            str(cause))
+        res.details.setdefault("fallback", []).append(fill.as_dict())
+        res.warnings.append(
+            f"{key}: {key.source} failed ({cause}); {fmt_ms(lo)} → {fmt_ms(hi)} fetched "
+            f"from fallback {source.name} ({rows} candles stored as "
+            f"{SeriesKey(source.name, key.symbol, key.timeframe)}); {key.source} fills its "
+            "own series once it is back")
+        ctx.log.warning("series=%s served by fallback=%s rows=%d", key, source.name, rows)
+
     for source in candidates:
         fb_key = SeriesKey(source.name, key.symbol, key.timeframe)
         done = await ctx.db.get_checkpoint(progress, fb_key)
-        lo = max(start_ms, done) if done is not None else start_ms
-        rows, already = 0, lo >= end_ms
+        first_lo = lo = max(pos, done) if done is not None else pos
+        rows = 0
         try:
-            if probe_listing and done is None:
+            if probe_listing and done is None and pos == start_ms:
                 first = await source.first_candle_ms(key.symbol, key.timeframe, lo)
                 lo = end_ms if first is None else max(lo, first)
             chunk_ms = source.page_limit(key.timeframe) * CHUNK_PAGES * tf.ms
@@ -113,23 +127,19 @@ async def fill_from_fallback(ctx: JobContext, plan: SeriesPlan, start_ms: int, e
             ctx.log.warning("series=%s fallback=%s failed error=%s", key, source.name, exc)
             tried.append(f"{source.name}: {exc}")
             res.rows_written += rows
+            if lo > first_lo:  # it served part: the next one takes over from there
+                served(source, first_lo, lo, rows)
+                pos = lo
             continue
         res.rows_written += rows
-        if already:
+        if first_lo >= end_ms:
             res.warnings.append(f"{key}: {key.source} failed ({cause}); fallback "
-                                f"{source.name} already served {fmt_ms(start_ms)} → "
+                                f"{source.name} already served {fmt_ms(pos)} → "
                                 f"{fmt_ms(end_ms)}")
-            return
-        fill = FallbackFill(str(key), source.name, iso_ms(start_ms) or "",
-                            iso_ms(end_ms) or "", rows, str(cause))
-        res.details.setdefault("fallback", []).append(fill.as_dict())
-        res.warnings.append(
-            f"{key}: {key.source} failed ({cause}); {fmt_ms(start_ms)} → {fmt_ms(end_ms)} "
-            f"fetched from fallback {source.name} ({rows} candles stored as {fb_key}); "
-            f"{key.source} fills its own series once it is back")
-        ctx.log.warning("series=%s served by fallback=%s rows=%d", key, source.name, rows)
+        else:
+            served(source, first_lo, end_ms, rows)
         return
-    raise SourceError(f"{cause}; no fallback could serve {fmt_ms(start_ms)} → "
+    raise SourceError(f"{cause}; no fallback could serve {fmt_ms(pos)} → "
                       f"{fmt_ms(end_ms)}: " + "; ".join(tried)) from cause
 
 

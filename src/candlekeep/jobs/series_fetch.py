@@ -126,6 +126,11 @@ async def sync_series(ctx: JobContext, rng: SyncRange, checkpoint_job: str,
             cursor = bulk.files[-1].end_ms
         await rest(cursor, end)
     except SourceError as exc:
+        if plan.fallback and falls_back(exc) and not ctx.dry_run:
+            # Archive files move the checkpoint without passing through ``rest``.
+            stored_to = await ctx.db.get_checkpoint(checkpoint_job, key)
+            if stored_to is not None and done_to < stored_to <= end:
+                done_to = stored_to
         if plan.fallback and falls_back(exc) and not ctx.dry_run and done_to < end:
             try:
                 await fill_from_fallback(ctx, plan, done_to, end, exc, checkpoint_job, res,
