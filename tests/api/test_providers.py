@@ -1,6 +1,7 @@
-"""Providers health through the real read paths: ``candlekeep providers --probe`` records a
-check, a provider recorded down shows in ``providers --json`` (equal to ``GET /providers``),
-in the ``list`` banner and in ``/system/health`` (degraded, not 503)."""
+"""Providers health through the real read paths: ``candlekeep providers --probe`` shows a
+check without recording it, a provider recorded down shows in ``providers --json`` (equal
+to ``GET /providers``), in the ``list`` banner and in ``/system/health`` (degraded, not
+503)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,14 @@ async def test_providers_cli_api_banner_and_health(tmp_path: Path) -> None:
     history = cli_json(cfg, "history")
     assert any(r["job"] == "providers_health" and r["status"] == "success"
                for r in history)
-    assert (tmp_path / "data" / "health.json").exists()
+    # Shown, not recorded: nothing in the table, no health.json.
+    assert "no provider checked yet" in cli(cfg, "providers")
+    assert not (tmp_path / "data" / "health.json").exists()
 
     await _record_down(cfg)
+    # A probe from this fresh process finds it up, and leaves the daemon's verdict alone.
+    again = cli_json(cfg, "providers", "--probe")
+    assert [(p["source"], p["status"]) for p in again] == [("sim", "up")]
     listed = cli_json(cfg, "providers", ok=(1,))
     assert [(p["source"], p["status"], p["node"]) for p in listed] == [
         ("sim", "down", "node-a")]

@@ -169,3 +169,35 @@ async def test_rows_of_another_shape_are_read(tmp_path: Path) -> None:
         assert views["spare"].status == "up"
     finally:
         await rt.aclose()
+
+
+async def test_an_unrecorded_check_leaves_the_recorded_verdict(tmp_path: Path) -> None:
+    """``record=False`` (``candlekeep providers --probe``): a fresh process's verdict comes
+    back in the run's details and neither the table nor health.json changes, so the
+    daemon's open circuit stays the latest verdict."""
+    clock = FakeClock(NOW, autoadvance=True)
+    ex = SimExchange(7, clock=clock)
+    rt = _runtime(tmp_path, clock, ex)
+    try:
+        await _trip(rt, ex)
+        await run(rt, "providers_health", probe=False)
+        health_file = rt.config.data_dir / "health.json"
+        before = health_file.read_text()
+        fresh = _runtime(tmp_path, clock, SimExchange(7, clock=clock))  # closed breaker
+        try:
+            res = await run(fresh, "providers_health", record=False)
+        finally:
+            await fresh.aclose()
+        assert res.ok and res.requests == 1 and not res.artifacts
+        found = {d["source"]: d for d in res.details["found"]}
+        assert found["sim"]["status"] == "up" and found["sim"]["probed"]
+        assert res.details["node"] == fresh.node
+        with reader_on(rt.state.engine) as reader:
+            views = {v.source: v for v in providers(reader)}
+        assert views["sim"].status == "down" and views["sim"].circuit == "open"
+        assert health_file.read_text() == before
+        with rt.state.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT COUNT(*) FROM provider_health").scalar()
+        assert rows == 2
+    finally:
+        await rt.aclose()

@@ -1,6 +1,7 @@
 """``candlekeep providers``: each source's latest recorded health (``provider_health``, as
 ``GET /providers`` answers), or a check now with ``--probe`` (the ``providers_health`` job
-through the run path, recorded like any run)."""
+through the run path, shown but not recorded: a fresh process's closed breakers and zero
+counters must not overwrite the daemon's verdict)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def providers(
         ctx: typer.Context,
-        probe: bool = typer.Option(False, "--probe", help="Check every source now (one "
-                                   "light request each) and record it, then show."),
+        probe: bool = typer.Option(False, "--probe", help="Check every source now from "
+                                   "this process (one light request each) and show it; "
+                                   "the recorded verdicts are left as they are."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Per source: status (up, degraded, down), circuit, latency p50/p95, error and 429
@@ -41,22 +43,28 @@ def register(app: typer.Typer) -> None:
         """
         from candlekeep.queries.encode import plain
         from candlekeep.queries.providers import providers as read_providers
+        from candlekeep.queries.providers import view_of
         from candlekeep.state.reader import reading
 
         cfg = common.state(ctx).config()
         if probe:
             from candlekeep.cli.data_cmds import run_job
 
-            result = common.run(run_job(ctx, "providers_health", {}, show_progress=False))
+            result = common.run(run_job(ctx, "providers_health", {"record": False},
+                                        show_progress=False))
             for e in result.errors:
                 err_console.print(f"[red]error:[/] {escape(e)}", highlight=False)
-        with reading(cfg.state_url, cfg.data_dir) as reader:
-            views = read_providers(reader)
+            views = [view_of(d, result.details["node"])
+                     for d in result.details.get("found", [])]
+        else:
+            with reading(cfg.state_url, cfg.data_dir) as reader:
+                views = read_providers(reader)
         if as_json:
             print_json(plain(views))
         else:
             now = int(time.time() * 1000)
-            table = Table(title="providers")
+            table = Table(title="providers, checked now (not recorded)" if probe
+                          else "providers")
             for col in ("source", "type", "status", "score", "circuit", "p50", "p95",
                         "errors", "429s", "budget", "checked", "why"):
                 table.add_column(col, overflow="fold")

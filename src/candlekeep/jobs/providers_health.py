@@ -3,7 +3,8 @@ in ``provider_health`` and ``data_dir/health.json``, and mark degraded sources s
 cached reference data (market lists) lives twice as long.
 
 Run by the daemon, the job sees the very sources (breakers, counters, limiters) its ingest
-jobs use; run from the CLI it sees fresh ones, which only the probe measures. A provider
+jobs use; run from the CLI it sees fresh ones, which only the probe measures, so
+``candlekeep providers --probe`` shows its verdicts without recording them (``record``). A provider
 that is down does not fail the run: it is reported (a warning, the recorded status, the
 ``provider_degraded`` alert)."""
 
@@ -58,6 +59,11 @@ class ProvidersHealthParams(Params):
     """Degraded at or above this share of 429/418 replies since the last check."""
     min_requests: int = Field(default=5, ge=1)
     """Calls (requests) before a rate is judged."""
+    record: bool = True
+    """Record the verdicts (``provider_health``, ``health.json``). ``candlekeep providers
+    --probe`` does not: its fresh process (closed breakers, zero counters) would overwrite
+    the daemon's verdict as every source's latest; its verdicts come back in the run's
+    ``details["found"]`` instead."""
     keep: Duration = Field(default=7 * 86400.0, gt=0)
     """How long the recorded history of checks is kept."""
 
@@ -109,18 +115,24 @@ async def providers_health(ctx: JobContext, p: ProvidersHealthParams) -> JobResu
         return JobResult(details={"plan": f"check {', '.join(names) or 'no source'}"
                                           + (" with a probe each" if p.probe else "")})
     found = list(await asyncio.gather(*(_check(ctx, p, n) for n in names)))
-    now = ctx.clock.now_ms()
-    views = await asyncio.to_thread(_save, ctx, found, now - int(p.keep * 1000))
     res = JobResult(requests=sum(1 for h in found if h.probed))
     res.details["providers"] = [
         {"source": h.source, "status": h.status.value, "score": h.score,
          "circuit": h.circuit.value, "reasons": h.reasons} for h in found]
-    res.artifacts.append(str(ctx.config.data_dir / HEALTH_FILE))
     for h in found:
         if h.status is not ProviderStatus.UP:
             res.warnings.append(f"provider {h.source} {h.status}: {'; '.join(h.reasons)}")
             ctx.log.warning("provider %s source=%s reasons=%s", h.status, h.source,
                             "; ".join(h.reasons))
+    if not p.record:
+        from candlekeep.queries.encode import plain
+
+        res.details["found"] = plain(found)
+        res.details["node"] = ctx.runtime.node
+        return res
+    now = ctx.clock.now_ms()
+    views = await asyncio.to_thread(_save, ctx, found, now - int(p.keep * 1000))
+    res.artifacts.append(str(ctx.config.data_dir / HEALTH_FILE))
     res.details["recorded"] = len(views)
     return res
 
