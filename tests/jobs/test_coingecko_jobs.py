@@ -118,6 +118,25 @@ async def test_hourly_backfill_stores_hourly_points_with_24h_volume(
     assert prices(rt).num_rows == 48
 
 
+async def test_a_lagging_reply_leaves_the_checkpoint_at_what_came_back(
+        runtime: Factory, sim: CoinGeckoSim) -> None:
+    rt = runtime()
+    end = NOW // HOUR_MS * HOUR_MS
+    key = checkpoint_key("cg", "bitcoin", "main", "1h", "market_chart")
+    # The range asked ends at 12:00, its reply with the 11:00 point; a lagging one lacks it.
+    sim.force("lag", endpoint="market_chart_range", points=1)
+    res = await run(rt, "coingecko_prices", source="cg", coins=["btc"], timeframe="1h",
+                    lookback="2d")
+    assert res.ok, res.errors
+    assert ints(prices(rt)["ts"])[-1] == end - 2 * HOUR_MS
+    assert rt.state.get_checkpoint(CHECKPOINT_JOB, key) == end - HOUR_MS
+    again = await run(rt, "coingecko_prices", source="cg", coins=["btc"], timeframe="1h",
+                      lookback="2d")
+    assert again.ok and again.rows_written >= 1
+    assert ints(prices(rt)["ts"]) == list(range(end - 48 * HOUR_MS, end, HOUR_MS))  # no hole
+    assert rt.state.get_checkpoint(CHECKPOINT_JOB, key) == end
+
+
 async def test_five_minute_points_exist_for_the_last_day_only(runtime: Factory) -> None:
     rt = runtime()
     res = await run(rt, "coingecko_prices", source="cg", coins=["bitcoin"], timeframe="5m",

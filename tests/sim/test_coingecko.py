@@ -352,6 +352,8 @@ def test_down_for_answers_503_until_the_clock_passes(cg: CoinGeckoSim,
 
 
 def test_forced_faults(cg: CoinGeckoSim, demo: httpx.Client) -> None:
+    cg.force("lag", endpoint="ohlc", points=3)
+    assert ok(ohlc(demo, 1)) == ok(ohlc(demo, 1))[:-3]  # a lagging reply, then a full one
     cg.force("502", endpoint="ohlc")
     assert demo.get("/ping").status_code == 200  # only ohlc was targeted
     assert ohlc(demo, 1).status_code == 502

@@ -56,7 +56,7 @@ from candlekeep.sim.coingecko.spec import (
 )
 from candlekeep.sim.exchange import SimExchange
 
-CgFault = Literal["500", "502", "503", "504", "slow", "truncate", "html"]
+CgFault = Literal["500", "502", "503", "504", "slow", "truncate", "html", "lag"]
 KEYLESS = "(keyless)"
 HOURLY_MAX_DAYS = 100
 """[range]: ``interval=hourly`` covers "up to any 100 days" per request."""
@@ -80,6 +80,7 @@ class _Forced:
     kind: CgFault
     endpoint: str
     delay_s: float | None
+    points: int = 0
 
 
 @dataclass(slots=True)
@@ -135,12 +136,14 @@ class CoinGeckoSim:
     # ================================================================== faults
 
     def force(self, kind: CgFault, count: int = 1, *, endpoint: str = "*",
-              delay_s: float | None = None) -> None:
+              delay_s: float | None = None, points: int = 1) -> None:
         """Make the next ``count`` admitted requests to ``endpoint`` ("*": any; else
-        ``ping``, ``coins_list``, ``ohlc``, ``market_chart_range``) fail or misbehave."""
+        ``ping``, ``coins_list``, ``ohlc``, ``market_chart_range``) fail or misbehave.
+        ``lag``: a reply from a replica that lags, without its newest ``points`` points
+        (candles)."""
         with self._lock:
             for _ in range(count):
-                self._forced.append(_Forced(kind, endpoint, delay_s))
+                self._forced.append(_Forced(kind, endpoint, delay_s, points))
 
     def down_for(self, seconds: float, status: int = 503) -> None:
         """Answer every request with ``status`` until the sim clock has moved ``seconds``
@@ -203,6 +206,8 @@ class CoinGeckoSim:
                                 headers=headers, media_type="text/html")
             if forced is not None and forced.kind == "truncate":
                 body = body[: max(1, len(body) // 2)]
+            if forced is not None and forced.kind == "lag":
+                body = wire.without_newest(body, forced.points)
             return _json(body, 200, headers)
 
         return endpoint

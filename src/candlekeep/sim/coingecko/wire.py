@@ -109,6 +109,15 @@ def chart(points: ChartPoints) -> str:
     }, separators=(",", ":"))
 
 
+def without_newest(body: str, points: int) -> str:
+    """A chart or OHLC reply less its newest ``points`` entries (of every series)."""
+    reply = json.loads(body)
+    if isinstance(reply, list):
+        return json.dumps(reply[:max(0, len(reply) - points)], separators=(",", ":"))
+    return json.dumps({k: v[:max(0, len(v) - points)] if isinstance(v, list) else v
+                       for k, v in reply.items()}, separators=(",", ":"))
+
+
 def ohlc(candles: OhlcCandles) -> str:
     rows = zip(candles.close_ts.tolist(), candles.open.tolist(), candles.high.tolist(),
                candles.low.tolist(), candles.close.tolist(), strict=True)

@@ -8,7 +8,10 @@ the checkpoint moves past them: a run killed between the two asks again, and the
 makes that harmless.
 
 What came back is judged by its spacing: rows are stored under that timeframe, and when
-it is not the one asked for, the run warns and leaves the checkpoint where it was.
+it is not the one asked for, the run warns and leaves the checkpoint where it was. The
+checkpoint moves to the slot after the newest one that came back, never to the end
+asked: a reply that lags (its newest points not there yet) is asked again next run
+instead of leaving a hole behind the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from candlekeep.core.errors import SourceError
 from candlekeep.core.series import SeriesKey
@@ -39,8 +45,6 @@ from candlekeep.sources.coingecko.granularity import (
 )
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from candlekeep.core.datasets import Dataset
     from candlekeep.jobs.facades import AsyncState, AsyncStore
     from candlekeep.sources.coingecko.coins import Coin
@@ -128,7 +132,7 @@ class Puller:
                                  series, r.keep_from, r.keep_to, now_ms)
             await self._write(COINGECKO_PRICES, table, got, out)
             if got == self.timeframe:
-                await self.db.set_checkpoint(CHECKPOINT_JOB, key, r.keep_to, now_ms)
+                await self._advance(key, table, step, r.keep_to, now_ms)
 
     async def _ohlc(self, coin: Coin, start: int, end: int, now_ms: int, key: SeriesKey,
                     out: CoinOutcome) -> None:
@@ -148,7 +152,16 @@ class Puller:
                            now_ms)
         await self._write(COINGECKO_OHLC, table, got, out)
         if got == self.timeframe:
-            await self.db.set_checkpoint(CHECKPOINT_JOB, key, end, now_ms)
+            await self._advance(key, table, step, end, now_ms)
+
+    async def _advance(self, key: SeriesKey, table: pa.Table, step: int, cap: int,
+                       now_ms: int) -> None:
+        """The checkpoint to the slot after the newest row of ``table`` (at most ``cap``);
+        unmoved when nothing came back."""
+        if not table.num_rows:
+            return
+        newest = pc.max(pc.cast(table["ts"], pa.int64())).as_py()
+        await self.db.set_checkpoint(CHECKPOINT_JOB, key, min(cap, newest + step), now_ms)
 
     def _came_back(self, coin: Coin, ts: list[int], span: str,
                    out: CoinOutcome) -> int | None:
