@@ -66,9 +66,10 @@ async def test_records_a_down_provider_and_succeeds(tmp_path: Path, backend: str
         assert rt.source("sim").markets_ttl_ms() == 2 * MARKETS_TTL_MS
 
         with reader_on(rt.state.engine) as reader:
-            views = {v.source: v for v in providers(reader)}
+            views = {v.source: v for v in providers(reader, clock.now_ms())}
         sim = views["sim"]
         assert sim.status == "down" and sim.circuit == "open" and sim.failures == 5
+        assert not sim.stale
         # The open circuit refused the probe: nothing went out, so no request is counted.
         assert not sim.probed and res.requests == 0
         assert sim.probe_error is not None and sim.probe_error.startswith("circuit open")
@@ -199,5 +200,29 @@ async def test_an_unrecorded_check_leaves_the_recorded_verdict(tmp_path: Path) -
         with rt.state.engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT COUNT(*) FROM provider_health").scalar()
         assert rows == 2
+    finally:
+        await rt.aclose()
+
+
+async def test_an_old_verdict_is_stale_and_health_says_so(tmp_path: Path) -> None:
+    """A down verdict nobody re-checked: still unwell (no false recovery), but marked stale,
+    and /system/health's source component says so."""
+    from candlekeep.queries.health import _source
+    from candlekeep.queries.providers import STALE_AFTER_MS
+
+    clock = FakeClock(NOW, autoadvance=True)
+    ex = SimExchange(7, clock=clock)
+    rt = _runtime(tmp_path, clock, ex)
+    try:
+        await _trip(rt, ex)
+        await run(rt, "providers_health", probe=False, sources=["sim"])
+        checked = clock.now_ms()
+        with reader_on(rt.state.engine) as reader:
+            (fresh,) = providers(reader, checked + STALE_AFTER_MS)
+            (old,) = providers(reader, checked + STALE_AFTER_MS + 1)
+        assert not fresh.stale and old.stale and old.unwell
+        assert not _source("sim", "sim", fresh, checked).detail.startswith("sim, stale")
+        part = _source("sim", "sim", old, checked + 3 * H)
+        assert part.detail.startswith("sim, stale, checked 3h") and "down" in part.detail
     finally:
         await rt.aclose()

@@ -71,7 +71,7 @@ def router(ctx: ApiContext) -> APIRouter:
             try:
                 found = await ctx.pool.run(lambda reader: (nodes(reader, now),
                                                            freshness(reader),
-                                                           providers(reader)))
+                                                           providers(reader, now)))
             except StateDBUnavailable as exc:  # answers a ping, yet the routes get 503
                 unread = str(exc)
         now = ctx.now_ms()

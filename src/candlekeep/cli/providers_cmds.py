@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                                         show_progress=False))
             for e in result.errors:
                 err_console.print(f"[red]error:[/] {escape(e)}", highlight=False)
-            views = [view_of(d, result.details["node"])
+            views = [view_of(d, result.details["node"], int(time.time() * 1000))
                      for d in result.details.get("found", [])]
         else:
             with reading(cfg.state_url, cfg.data_dir) as reader:

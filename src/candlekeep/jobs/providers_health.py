@@ -148,7 +148,7 @@ def _save(ctx: JobContext, found: list[ProviderHealth],
     engine = ctx.runtime.state.engine
     record(engine, found, ctx.runtime.node, forget_before_ms)
     with reader_on(engine) as reader:
-        views = providers(reader)
+        views = providers(reader, ctx.clock.now_ms())
     write_health_file(ctx.config.data_dir / HEALTH_FILE, views, ctx.clock.now_ms())
     return views
 

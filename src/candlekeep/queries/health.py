@@ -158,12 +158,13 @@ def _source(name: str, kind: str, found: ProviderView | None,
         return ComponentHealth(name, Component.SOURCE, HealthStatus.OK,
                                f"configured ({kind}), health not checked yet")
     age = max(0, now_ms - found.checked_at)
+    stale = f"stale, checked {fmt_duration(age)} ago: " if found.stale else ""
     if not found.unwell:
         return ComponentHealth(name, Component.SOURCE, HealthStatus.OK,
-                               f"{kind}, up (score {found.score:.2f})",
+                               f"{kind}, {stale}up (score {found.score:.2f})",
                                found.latency_p50_s and found.latency_p50_s * 1000, age)
     return ComponentHealth(name, Component.SOURCE, HealthStatus.DEGRADED,
-                           f"{kind}, {found.status}: {'; '.join(found.reasons)}",
+                           f"{kind}, {stale}{found.status}: {'; '.join(found.reasons)}",
                            found.latency_p50_s and found.latency_p50_s * 1000, age)
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +24,19 @@ _LATEST = (
 """The newest row of each source, from the (source, checked_at) index's end."""
 
 
+STALE_AFTER_MS = 3_600_000
+"""A verdict older than this is stale: the checks stopped (no daemon, the job removed), so
+it says what a provider was, not what it is."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderView(ProviderHealth):
     """A provider's latest recorded health, with the node that checked it."""
 
     node: str
     checked_utc: str | None
+    stale: bool
+    """Checked more than ``STALE_AFTER_MS`` ago."""
 
     @property
     def unwell(self) -> bool:
@@ -38,7 +46,7 @@ class ProviderView(ProviderHealth):
 _FIELDS = tuple(f.name for f in fields(ProviderHealth))
 
 
-def view_of(d: dict[str, Any], node: str) -> ProviderView:
+def view_of(d: dict[str, Any], node: str, now_ms: int) -> ProviderView:
     """A view of a recorded (or just found) ``ProviderHealth`` as JSON. Built from the
     dataclass's own fields, so a row another build wrote (a field since dropped, one added
     since) still reads: unknown keys are dropped, missing ones are None. Kept rows live for
@@ -46,18 +54,18 @@ def view_of(d: dict[str, Any], node: str) -> ProviderView:
     kept: dict[str, Any] = {name: d.get(name) for name in _FIELDS}
     kept["status"] = ProviderStatus(kept["status"])
     kept["circuit"] = CircuitState(kept["circuit"])
-    return ProviderView(**kept, node=node, checked_utc=iso_ms(kept["checked_at"]))
+    return ProviderView(**kept, node=node, checked_utc=iso_ms(kept["checked_at"]),
+                        stale=now_ms - kept["checked_at"] > STALE_AFTER_MS)
 
 
-def _view(node: str, detail: str) -> ProviderView:
-    return view_of(json.loads(detail), node)
-
-
-def providers(reader: Reader) -> list[ProviderView]:
-    """Every source's latest check, by source name."""
-    return [_view(node, detail) for node, detail in reader.rows(_LATEST)]
+def providers(reader: Reader, now_ms: int | None = None) -> list[ProviderView]:
+    """Every source's latest check, by source name; staleness judged at ``now_ms`` (the
+    wall clock when not given)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return [view_of(json.loads(detail), node, now) for node, detail in reader.rows(_LATEST)]
 
 
 def unwell(reader: Reader) -> list[ProviderView]:
-    """The providers whose latest check found them degraded or down."""
+    """The providers whose latest check found them degraded or down (stale or not: an
+    outage nobody re-checked is not a recovery)."""
     return [v for v in providers(reader) if v.unwell]
