@@ -6,6 +6,7 @@ PostgreSQL; and the config checks that need no network."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from candlekeep.sources.coingecko.datasets import COINGECKO_OHLC, COINGECKO_PRIC
 from candlekeep.sources.coingecko.pull import CHECKPOINT_JOB, checkpoint_key
 from tests.jobs.test_pipeline import run
 from tests.pg import pg_url  # noqa: F401  (fixture)
+from tests.waiting import until
 
 NOW = to_ms("2025-01-15T12:07:13.250Z")
 KEY = "CG-demo-key-s3cret"
@@ -37,8 +39,9 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "coingecko.yaml"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOW, autoadvance=True)
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """Sleeps move it at once unless a test asks for a clock it moves by hand."""
+    return FakeClock(NOW, autoadvance=getattr(request, "param", True))
 
 
 @pytest.fixture
@@ -61,13 +64,13 @@ async def runtime(tmp_path: Path, url: str, clock: FakeClock) -> AsyncIterator[F
     made: list[Runtime] = []
 
     def make(key: str = KEY, store: dict[str, Any] | None = None,
-             rt_clock: FakeClock | None = None) -> Runtime:
+             rt_clock: FakeClock | None = None, **source: Any) -> Runtime:
         cfg = parse_config({
             "data_dir": "data",
             "stores": {"main": store or {"type": "duckdb", "path": "data/cg.duckdb"}},
             "sources": {"cg": {"type": "coingecko", "plan": "demo", "api_key": key,
                                "base_url": CoinGeckoSim.base_url(url, "demo"),
-                               "max_attempts": 2}},
+                               "max_attempts": 2, **source}},
         }, str(tmp_path / "candlekeep.yaml"), tmp_path)
         rt = Runtime(cfg, clock=rt_clock or clock)
         made.append(rt)
@@ -149,6 +152,31 @@ async def test_five_minute_points_exist_for_the_last_day_only(runtime: Factory) 
     assert all(t % (5 * MINUTE_MS) == 0 for t in ts)
     assert ts[-1] == NOW // (5 * MINUTE_MS) * (5 * MINUTE_MS) - 5 * MINUTE_MS
     assert len(ts) == len(set(ts)) >= 286  # a day of 5-minute slots, less the edges
+
+
+@pytest.mark.parametrize("clock", [False], indirect=True)
+async def test_five_minute_requests_waiting_in_the_limiter_still_come_back_5_minutely(
+        runtime: Factory, clock: FakeClock) -> None:
+    # One call a minute: the coin list goes now, the coins one, two and three minutes
+    # later; their ranges must still start within the last 24 h when they are sent.
+    rt = runtime(calls_per_minute=1)  # the clock moves by hand, never under a request
+    coins = ["bitcoin", "solana", "ethereum"]
+    job = asyncio.create_task(run(rt, "coingecko_prices", source="cg", coins=coins,
+                                  timeframe="5m", lookback="2d"))
+    limiter = rt.source("cg").limiter  # type: ignore[attr-defined]
+    while True:
+        await until(lambda: job.done() or (clock.sleepers and not limiter.in_flight_weight),
+                    "a limiter wait or the end")
+        if job.done():
+            break
+        await clock.run_until(clock.next_wakeup_ms())
+    res = job.result()
+    assert res.ok, res.errors
+    assert clock.now_ms() - NOW >= 3 * 60_000  # the last coin waited three minutes
+    assert not [w for w in res.warnings if "returned" in w], res.warnings
+    for coin in coins:
+        got = prices(rt, coin)
+        assert set(got["timeframe"].to_pylist()) == {"5m"} and got.num_rows >= 280
 
 
 async def test_daily_points_are_daily(runtime: Factory) -> None:

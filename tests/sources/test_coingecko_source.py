@@ -124,8 +124,9 @@ async def test_a_429_is_waited_out_for_its_retry_after(make: Make, sim: CoinGeck
                                                        clock: FakeClock) -> None:
     src = make("demo", "CG-tight-key")  # the sim enforces 2 a minute, advertises 30
     await src.coin("btc")
-    await src.market_chart("bitcoin", NOW - 2 * DAY_MS, NOW)
-    reply = await src.market_chart("bitcoin", NOW - 2 * DAY_MS, NOW)  # 429, then retried
+    two_days = g.ChartRange(NOW - 2 * DAY_MS, NOW, NOW - 2 * DAY_MS, NOW)
+    await src.market_chart("bitcoin", two_days)
+    reply = await src.market_chart("bitcoin", two_days)  # 429, then retried
     assert len(reply["prices"]) > 0
     assert sim.rejected_429 == 1 and src.stats.rate_limited == 1 and src.stats.retries == 1
     assert clock.now_ms() >= (NOW // 60_000 + 1) * 60_000  # waited for the next window

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -34,6 +35,8 @@ log = logging.getLogger("candlekeep.sources")
 ROOTS: dict[Plan, str] = {"demo": "https://api.coingecko.com/api/v3",
                           "pro": "https://pro-api.coingecko.com/api/v3"}
 HEADERS: dict[Plan, str] = {"demo": "x-cg-demo-api-key", "pro": "x-cg-pro-api-key"}
+Params = dict[str, Any] | Callable[[], dict[str, Any]]
+
 PER_MINUTE: dict[str, int] = {"demo": 30, "pro": 250, "keyless": 5}
 """Default budgets. Demo: 30 calls/min (the pricing table; the errors page says 100, so
 30 is the safe reading). Pro: 250, the smallest plan on the pro host (Basic; Analyst and
@@ -73,17 +76,19 @@ class CoinGeckoClient:
             text = text.replace(self._key, "***")
         return text.replace(self.base_url, self.shown_url)
 
-    async def get(self, path: str, params: dict[str, Any], *, what: str) -> Any:
+    async def get(self, path: str, params: Params, *, what: str) -> Any:
         """The parsed JSON reply of ``GET {base}{path}`` (retried per the source's policy);
-        its shape is the caller's to check."""
+        its shape is the caller's to check. ``params`` may be a function: it is called when
+        the request is sent (after any wait for the limiter, on every attempt)."""
         return await self.source.call(f"{self.source.name} {what}",
                                       lambda: self._get_once(path, params, what))
 
-    async def _get_once(self, path: str, params: dict[str, Any], what: str) -> Any:
+    async def _get_once(self, path: str, params: Params, what: str) -> Any:
         async with self.limiter.reserve(1):
             self.source.count_request(1)
+            query = params() if callable(params) else params
             try:
-                reply = await self._http.get(self.base_url + path, params=params,
+                reply = await self._http.get(self.base_url + path, params=query,
                                              headers=self._headers)
             except httpx.UnsupportedProtocol as exc:
                 raise SourceError(self.redact(

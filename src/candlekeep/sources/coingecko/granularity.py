@@ -36,8 +36,9 @@ TIMEFRAME_MS = {"5m": 5 * MINUTE_MS, "30m": 30 * MINUTE_MS, "1h": HOUR_MS,
                 "4h": 4 * HOUR_MS, "1d": DAY_MS, "4d": 4 * DAY_MS}
 
 FIVE_MIN_REACH_MS = DAY_MS - MINUTE_MS
-"""How far back a 5-minutely request starts: the last 24 h less a minute, so the request
-still counts as "from current time" when it reaches CoinGecko a little later."""
+"""How far back a 5-minutely request starts from the moment it is sent: the last 24 h
+less a minute, so it still counts as "from current time" when it reaches CoinGecko a
+little later (``ChartRange.from_at``)."""
 HOURLY_CHUNK_MS = 89 * DAY_MS
 """Hourly chunks stay below CoinGecko's 90-day boundary (its docs give no finer one)."""
 HOURLY_MIN_SPAN_MS = DAY_MS + HOUR_MS
@@ -90,6 +91,16 @@ class ChartRange:
     to_ms: int
     keep_from: int
     keep_to: int
+    recent: bool = False
+    """A 5-minutely range: its ``from`` is only good within the last 24 h of the moment the
+    request is sent (``from_at``), which may be minutes after the plan (the limiter)."""
+
+    def from_at(self, send_ms: int) -> int:
+        """The ``from`` to send at ``send_ms``: a recent range's start moved up so it is
+        still within the last 24 h (points older than that come only hourly)."""
+        if not self.recent:
+            return self.from_ms
+        return min(max(self.from_ms, send_ms - FIVE_MIN_REACH_MS), self.to_ms)
 
 
 def history_start(plan: Plan, now_ms: int) -> int | None:
@@ -116,7 +127,7 @@ def chart_ranges(timeframe: str, start_ms: int, end_ms: int,
             start_ms = reach
         if end <= start_ms:
             return [], warnings
-        return [ChartRange(start_ms, now_ms, start_ms, end)], warnings
+        return [ChartRange(start_ms, now_ms, start_ms, end, recent=True)], warnings
     if end <= start_ms:
         return [], warnings
     chunk, min_span = ((HOURLY_CHUNK_MS, HOURLY_MIN_SPAN_MS) if timeframe == "1h"

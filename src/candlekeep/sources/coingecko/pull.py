@@ -117,7 +117,7 @@ class Puller:
         ranges, warnings = chart_ranges(self.timeframe, start, end, now_ms, self.source.plan)
         out.warnings.extend(f"{coin.id} {self.timeframe}: {w}" for w in warnings)
         for r in ranges:
-            reply = await self.source.market_chart(coin.id, r.from_ms, r.to_ms)
+            reply = await self.source.market_chart(coin.id, r)
             out.requests += 1
             try:
                 ts, series = chart_series(reply)

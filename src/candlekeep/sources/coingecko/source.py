@@ -22,7 +22,7 @@ from candlekeep.core.timeutil import fmt_ms
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.coingecko.client import PER_MINUTE, ROOTS, CoinGeckoClient
 from candlekeep.sources.coingecko.coins import Coin, CoinIndex, CoinResolveError
-from candlekeep.sources.coingecko.granularity import Plan
+from candlekeep.sources.coingecko.granularity import ChartRange, Plan
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy
 
@@ -110,12 +110,16 @@ class CoinGeckoSource(Source):
 
     # ------------------------------------------------------------------ data
 
-    async def market_chart(self, coin_id: str, from_ms: int, to_ms: int) -> Any:
-        """``market_chart/range`` in USD for ``[from_ms, to_ms]`` (parsed, unchecked)."""
-        params = {"vs_currency": "usd", "from": from_ms // 1000, "to": -(-to_ms // 1000)}
+    async def market_chart(self, coin_id: str, r: ChartRange) -> Any:
+        """``market_chart/range`` in USD for ``r`` (parsed, unchecked); its ``from`` is
+        taken when the request is sent (a 5-minutely range's moves with the clock)."""
+        def params() -> dict[str, Any]:
+            from_ms = r.from_at(self.clock.now_ms())
+            return {"vs_currency": "usd", "from": from_ms // 1000, "to": -(-r.to_ms // 1000)}
+
         return await self.client.get(
             f"/coins/{coin_id}/market_chart/range", params,
-            what=f"{coin_id} market_chart from {fmt_ms(from_ms)} to {fmt_ms(to_ms)}")
+            what=f"{coin_id} market_chart from {fmt_ms(r.from_ms)} to {fmt_ms(r.to_ms)}")
 
     async def ohlc(self, coin_id: str, days: int, interval: str | None = None) -> Any:
         """``/ohlc`` in USD for the last ``days`` (parsed, unchecked)."""
