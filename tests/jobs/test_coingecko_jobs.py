@@ -35,6 +35,9 @@ from tests.waiting import until
 
 NOW = to_ms("2025-01-15T12:07:13.250Z")
 KEY = "CG-demo-key-s3cret"
+SHARED_KEY = "CG-demo-key-shared"
+"""Advertises the demo plan's 30 calls a minute; the sim lets through 8 (shared with
+another program)."""
 EXAMPLE = Path(__file__).parents[2] / "examples" / "coingecko.yaml"
 
 
@@ -47,7 +50,8 @@ def clock(request: pytest.FixtureRequest) -> FakeClock:
 @pytest.fixture
 def sim(clock: FakeClock) -> CoinGeckoSim:
     return CoinGeckoSim(SimExchange(7, clock=clock, holes=None, transient=None),
-                        CoinGeckoSpec(keys=(KeySpec(KEY, "demo"),)))
+                        CoinGeckoSpec(keys=(KeySpec(KEY, "demo"),
+                                            KeySpec(SHARED_KEY, "demo", enforced_per_minute=8))))
 
 
 @pytest.fixture
@@ -177,6 +181,25 @@ async def test_five_minute_requests_waiting_in_the_limiter_still_come_back_5_min
     for coin in coins:
         got = prices(rt, coin)
         assert set(got["timeframe"].to_pylist()) == {"5m"} and got.num_rows >= 280
+
+
+@pytest.mark.parametrize("calls_per_minute", [None, 30])
+async def test_a_budget_smaller_than_advertised_is_learnt_unless_one_is_configured(
+        runtime: Factory, sim: CoinGeckoSim, calls_per_minute: int | None) -> None:
+    rt = runtime(key=SHARED_KEY, max_attempts=5, **(
+        {"calls_per_minute": calls_per_minute} if calls_per_minute else {}))
+    coins = ["bitcoin", "solana", "ethereum", "ethereum-wormhole"]
+    res = await run(rt, "coingecko_prices", source="cg", coins=coins, timeframe="1h",
+                    lookback="360d")
+    snap = rt.source("cg").limiter.snapshot()  # type: ignore[attr-defined]
+    assert res.ok, res.errors
+    assert res.rows_written == 4 * 360 * 24  # five 89-day chunks per coin, all stored
+    assert snap.advertised_budget == 30
+    if calls_per_minute is None:  # learnt: cut from the advertised 30 to the 8 let through
+        assert snap.adaptive and snap.cuts >= 1 and snap.effective_budget <= 8
+        assert sim.rejected_429 <= 2
+    else:  # configured: fixed, whatever the 429s say
+        assert not snap.adaptive and snap.cuts == 0 and snap.effective_budget == 30
 
 
 async def test_daily_points_are_daily(runtime: Factory) -> None:

@@ -4,11 +4,12 @@ errors turned into candlekeep's.
 * Host and header by plan: demo ``api.coingecko.com`` with ``x-cg-demo-api-key`` (or no
   key at all: IP-limited), pro ``pro-api.coingecko.com`` with ``x-cg-pro-api-key``.
 * Every call costs one from a per-minute WeightLimiter (CoinGecko counts calls, not
-  weights). Replies carry ``x-ratelimit-limit``/``-remaining``: the calls CoinGecko has
-  counted in its window, which the limiter books when they exceed its own (another
-  program on the same key). A 429 pauses the limiter for its ``retry-after`` (else books
-  the whole budget) and is retried. No shared header parser exists in ``sources`` yet
-  (``usage_headers``), so these two headers are read here.
+  weights): adaptive from the plan's published budget unless ``calls_per_minute`` fixes
+  it (``source``). Replies carry ``x-ratelimit-limit``/``-remaining`` (read by
+  ``usage_headers``): the calls CoinGecko has counted in its window, which the limiter
+  books when they exceed its own (another program on the same key). A 429 goes to the
+  limiter (a pause for its ``retry-after``; an adaptive budget is cut; a fixed one
+  without ``retry-after`` books its whole budget) and is retried.
 * 5xx, transport failures and bodies that are not JSON are transient (retried); a key
   refused (10002, 10010, 10011) names the source and ``sources.<name>.api_key`` (and
   ``plan`` when the key belongs to the other host), never the key, which is also removed
@@ -29,6 +30,7 @@ from candlekeep.core.text import redact_url, snippet
 from candlekeep.sources.base import Source
 from candlekeep.sources.coingecko.granularity import Plan
 from candlekeep.sources.ratelimit import WeightLimiter
+from candlekeep.sources.usage_headers import parse_usage
 
 log = logging.getLogger("candlekeep.sources")
 
@@ -97,25 +99,20 @@ class CoinGeckoClient:
             except httpx.TransportError as exc:
                 raise TransientSourceError(self.redact(
                     f"source {self.source.name}: {what}: {type(exc).__name__}: {exc}")) from None
-            self._observe(reply.headers)
             return self._parse(reply, what)
-
-    def _observe(self, headers: httpx.Headers) -> None:
-        limit = _number(headers.get("x-ratelimit-limit"))
-        remaining = _number(headers.get("x-ratelimit-remaining"))
-        if limit is not None and remaining is not None:
-            self.limiter.observe_used(int(limit - remaining))
 
     def _parse(self, reply: httpx.Response, what: str) -> Any:
         code = reply.status_code
         name = self.source.name
         where = f"source {name}: {what}"
+        usage = parse_usage(reply.headers, self.source.clock.now_ms() / 1000)
+        if usage.used is not None:
+            self.limiter.observe_used(usage.used)
         if code == 429:
-            retry_after = _number(reply.headers.get("retry-after"))
+            retry_after = usage.retry_after_s
             self.source.stats.rate_limited += 1
-            if retry_after is not None:
-                self.limiter.pause(retry_after)
-            else:
+            self.limiter.on_rate_limited(retry_after)
+            if retry_after is None and self.limiter.aimd is None:
                 self.limiter.observe_used(self.limiter.budget)
             raise RateLimitedError(f"{where}: HTTP 429 rate limited" + (
                 f" (retry after {retry_after:g}s)" if retry_after is not None else ""),
@@ -171,15 +168,6 @@ def _error_of(body: Any) -> tuple[int | None, str | None]:
     message = status.get("error_message")
     return (code if isinstance(code, int) else None,
             message if isinstance(message, str) else None)
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 __all__ = ["HEADERS", "PER_MINUTE", "ROOTS", "CoinGeckoClient"]

@@ -52,7 +52,10 @@ class CoinGeckoSource(Source):
         self.plan: Plan = plan
         self.keyless = not api_key
         budget = calls_per_minute or PER_MINUTE["keyless" if self.keyless else plan]
-        self.limiter = WeightLimiter(budget, 60.0, clock=self.clock)
+        # The plan's published budget is where an adaptive one starts (a key shared with
+        # another program, or a stricter endpoint, gets less); a configured one is fixed.
+        self.limiter = WeightLimiter(budget, 60.0, clock=self.clock,
+                                     adaptive=calls_per_minute is None, name=name)
         self.client = CoinGeckoClient(self, base_url or ROOTS[plan], plan, api_key,
                                       limiter=self.limiter, timeout_s=timeout_s, http=http)
         self._index: CoinIndex | None = None
