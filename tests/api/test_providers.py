@@ -77,7 +77,7 @@ async def test_providers_cli_api_banner_and_health(tmp_path: Path) -> None:
     assert "down" in text and "node-a" in text
 
     banner = cli_json(cfg, "list")["health"]["unwell_providers"]
-    assert [(b["source"], b["status"]) for b in banner] == [("sim", "down")]
+    assert [(b["source"], b["status"], b["stale"]) for b in banner] == [("sim", "down", False)]
     assert "provider sim down: circuit open" in cli(cfg, "list")
 
     with serving(cfg) as api:

@@ -294,7 +294,8 @@ def register(app: typer.Typer) -> None:
         for pv in banner.unwell_providers or []:
             console.print(f"[{'red' if pv.status == 'down' else 'yellow'}]provider "
                           f"{escape(pv.source)} {pv.status}: {escape('; '.join(pv.reasons))} "
-                          f"(checked {fmt_ms(pv.checked_at)} UTC)[/]", highlight=False)
+                          f"({'stale, ' if pv.stale else ''}checked {fmt_ms(pv.checked_at)} "
+                          "UTC)[/]", highlight=False)
         table = Table(show_lines=False)
         for col in ("job", "schedule", "enabled", "next run (UTC)", "last run", "took",
                     "7d success"):

@@ -147,6 +147,8 @@ class UnwellProvider:
     status: str
     reasons: list[str]
     checked_at: int
+    stale: bool = False
+    """The check is old (``queries.providers.STALE_AFTER_MS``): nobody re-checked since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,8 @@ def _unwell_providers(reader: Reader) -> list[UnwellProvider] | None:
         found = unwell(reader)
     except Exception:
         return None
-    return [UnwellProvider(v.source, v.status.value, v.reasons, v.checked_at) for v in found]
+    return [UnwellProvider(v.source, v.status.value, v.reasons, v.checked_at, v.stale)
+            for v in found]
 
 
 @dataclass(frozen=True, slots=True)
