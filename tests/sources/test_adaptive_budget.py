@@ -133,7 +133,7 @@ async def test_above_the_confirmed_level_requests_go_a_few_at_a_time() -> None:
     await settle()
     assert second.done()
     second.result().release()
-    await spend(lim, 38)  # 400 answered: 5% of it (20) may be in flight beyond it
+    await spend(lim, 88)  # 900 answered: 5% of it (45) but two requests at most beyond it
     grants = [await lim.acquire(10), await lim.acquire(10)]
     third = asyncio.create_task(lim.acquire(10))
     await settle()
@@ -191,3 +191,29 @@ async def test_weight_reported_beyond_our_books_holds_the_raise_back() -> None:
     assert lim.aimd is not None and not lim.aimd.contended
     lim.observe_used(500)
     assert lim.aimd.contended
+
+
+async def test_a_late_429_for_a_request_granted_before_the_cut_is_the_same_episode() -> None:
+    clock = FakeClock()
+    lim = WeightLimiter(1000, 60, clock=clock, adaptive=True)
+    await spend(lim, 40)  # enough confirmed for two requests in flight
+    answered = asyncio.Event()
+
+    async def request(late: bool) -> None:
+        async with lim.reserve(10):
+            if late:
+                await answered.wait()  # its 429 comes back after the pause is over
+            lim.on_rate_limited(1)
+
+    slow = asyncio.create_task(request(late=True))
+    await settle()
+    await request(late=False)
+    assert lim.snapshot().cuts == 1
+    await clock.advance(2)
+    answered.set()
+    await slow
+    assert lim.snapshot().cuts == 1 and lim.rate_limited == 2
+    fresh = asyncio.create_task(request(late=False))  # granted after the cut
+    await clock.advance(61)  # the books of the first episode expire
+    await fresh
+    assert lim.snapshot().cuts == 2  # a new episode

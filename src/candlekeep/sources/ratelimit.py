@@ -28,6 +28,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,15 +39,20 @@ from candlekeep.sources.adaptive_budget import AdaptiveBudget
 
 log = logging.getLogger("candlekeep.sources")
 
+_current_grant: ContextVar[Grant | None] = ContextVar("current_grant", default=None)
+"""The grant of the request this task is making inside ``reserve``: a 429 hook reads it to
+tell a request granted before the last cut (same episode) from a new one."""
+
 
 class Grant:
     """Weight spent on one request; ``release`` it when the reply is back."""
 
-    __slots__ = ("_limiter", "released", "weight")
+    __slots__ = ("_limiter", "granted_ms", "released", "weight")
 
-    def __init__(self, limiter: WeightLimiter, weight: int) -> None:
+    def __init__(self, limiter: WeightLimiter, weight: int, granted_ms: int) -> None:
         self._limiter = limiter
         self.weight = weight
+        self.granted_ms = granted_ms
         self.released = False
 
     def release(self, ok: bool = True) -> None:
@@ -173,7 +179,7 @@ class WeightLimiter:
         if excess <= 0:
             if (aimd is not None and self._pending
                     and self._pending + self._expiring_weight + need > aimd.confirmed
-                    and self._pending + need > aimd.probe_room()):
+                    and self._pending + need > aimd.probe_room(need)):
                 return None  # beyond what the server has accepted: a few at a time
             return 0
         if aimd is not None:
@@ -219,17 +225,19 @@ class WeightLimiter:
                 self._next_allowed_ms = now + self._spacing_ms
             self.granted_weight += weight
             self.granted_requests += 1
-            return Grant(self, weight)
+            return Grant(self, weight, now)
 
     @asynccontextmanager
     async def reserve(self, weight: int = 1) -> AsyncIterator[Grant]:
         """``async with limiter.reserve(w):`` around one request."""
         grant = await self.acquire(weight)
+        token = _current_grant.set(grant)
         ok = False
         try:
             yield grant
             ok = True
         finally:
+            _current_grant.reset(token)
             grant.release(ok)
 
     def _release(self, grant: Grant, ok: bool = True) -> None:
@@ -273,7 +281,10 @@ class WeightLimiter:
             now = self.clock.now_ms()
             self._expire(now)
             level = self._pending + self._expiring_weight
-            if self.aimd.cut(now, level, self._paused_until_ms):
+            grant = _current_grant.get()  # the request this 429 answers, when in reserve()
+            granted_ms = grant.granted_ms if grant is not None and grant._limiter is self \
+                else None
+            if self.aimd.cut(now, level, self._paused_until_ms, granted_ms):
                 self.budget = self.aimd.effective
                 log.warning("rate budget cut%s budget=%d wall=%d advertised=%d cuts=%d",
                             f" source={self.name}" if self.name else "", self.budget,
