@@ -120,7 +120,8 @@ class CoinGeckoSourceConfig(_SourceModel):
     timeout: Duration = 10.0
     max_attempts: int = Field(default=5, ge=1, le=20)
     calls_per_minute: int | None = Field(default=None, gt=0)
-    """Default: the plan's published budget (demo 30, pro 250, keyless 5)."""
+    """Unset: the plan's published budget (demo 30, pro 250, keyless 5), lowered when
+    CoinGecko enforces less (adaptive). Set (e.g. 500 on the Analyst plan): fixed."""
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
 
     @field_validator("api_key", mode="before")
