@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -161,28 +161,11 @@ class AlertEngine:
     async def _freshness(self, spec: JobSpec) -> None:
         route = self._route(self._rules(RuleKind.FRESHNESS, spec.name))
         rows: list[FreshnessRow] = await self._db(reads.freshness_rows)
-        now = self.clock.now_ms()
         bad = {compose.freshness_key(r): r for r in rows if r.status in _ALERTING}
         ok = {compose.freshness_key(r): r for r in rows if r.status == FreshnessStatus.OK}
-        firing = await self._db(claims.firing, RuleKind.FRESHNESS.value)
-        sends: list[Awaitable[None]] = []
-        if bad:
-            details = {k: f"{r.status} since {fmt_ms(r.status_since)}" for k, r in bad.items()}
-            claimed = await self._db(claims.fire, RuleKind.FRESHNESS.value, details, now,
-                                     route.repeat_ms)
-            if claimed:
-                message = compose.freshness([bad[c.key] for c in claimed], AlertState.FIRING,
-                                            spec.name, self.node, now, self.where)
-                sends.append(self._send(message, route, _unfire(claimed)))
-        recovered = firing & ok.keys()
-        if recovered:
-            announced = await self._db(claims.resolve, recovered, now)
-            if announced:
-                message = compose.freshness([ok[k] for k in sorted(announced)],
-                                            AlertState.RESOLVED, spec.name, self.node, now,
-                                            self.where)
-                sends.append(self._send(message, route, _unresolve(sorted(announced), now)))
-        await _all(f"job={spec.name}", *sends)
+        details = {k: f"{r.status} since {fmt_ms(r.status_since)}" for k, r in bad.items()}
+        await self._fire_and_resolve(RuleKind.FRESHNESS, route, spec, bad, ok, details,
+                                     compose.freshness)
 
     async def _gaps(self, spec: JobSpec) -> None:
         route = self._route(self._rules(RuleKind.GAP_FAILED, spec.name))
@@ -203,26 +186,34 @@ class AlertEngine:
         those up again that had fired are announced once."""
         route = self._route(self._rules(RuleKind.PROVIDER_DEGRADED, spec.name))
         views = await self._db(reads.provider_views)
-        now = self.clock.now_ms()
         bad = {compose.provider_key(v): v for v in views if v.unwell}
         up = {compose.provider_key(v): v for v in views if not v.unwell}
-        firing = await self._db(claims.firing, RuleKind.PROVIDER_DEGRADED.value)
+        details = {k: f"{v.status}: {'; '.join(v.reasons)}"[:500] for k, v in bad.items()}
+        await self._fire_and_resolve(RuleKind.PROVIDER_DEGRADED, route, spec, bad, up,
+                                     details, compose.providers)
+
+    async def _fire_and_resolve(self, kind: RuleKind, route: Route, spec: JobSpec,
+                                bad: dict[str, T], well: dict[str, T],
+                                details: Mapping[str, str | None],
+                                message_of: Callable[..., Message]) -> None:
+        """One state-like rule's round: claim and send what is bad (once per the route's
+        repeat, across nodes), and announce once what had fired and is well again."""
+        now = self.clock.now_ms()
+        firing = await self._db(claims.firing, kind.value)
         sends: list[Awaitable[None]] = []
         if bad:
-            details = {k: f"{v.status}: {'; '.join(v.reasons)}"[:500] for k, v in bad.items()}
-            claimed = await self._db(claims.fire, RuleKind.PROVIDER_DEGRADED.value, details,
-                                     now, route.repeat_ms)
+            claimed = await self._db(claims.fire, kind.value, details, now, route.repeat_ms)
             if claimed:
-                message = compose.providers([bad[c.key] for c in claimed], AlertState.FIRING,
-                                            spec.name, self.node, now, self.where)
+                message = message_of([bad[c.key] for c in claimed], AlertState.FIRING,
+                                     spec.name, self.node, now, self.where)
                 sends.append(self._send(message, route, _unfire(claimed)))
-        recovered = firing & up.keys()
+        recovered = firing & well.keys()
         if recovered:
             announced = await self._db(claims.resolve, recovered, now)
             if announced:
-                message = compose.providers([up[k] for k in sorted(announced)],
-                                            AlertState.RESOLVED, spec.name, self.node, now,
-                                            self.where)
+                message = message_of([well[k] for k in sorted(announced)],
+                                     AlertState.RESOLVED, spec.name, self.node, now,
+                                     self.where)
                 sends.append(self._send(message, route, _unresolve(sorted(announced), now)))
         await _all(f"job={spec.name}", *sends)
 
