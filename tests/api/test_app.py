@@ -25,6 +25,7 @@ from candlekeep.api.errors import INTERNAL
 from candlekeep.api.server import ApiServer, ExposureError
 from candlekeep.config.models import Config
 from candlekeep.core.clock import FakeClock
+from candlekeep.core.errors import TransientSourceError
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scheduler.control import DaemonError
 from candlekeep.scheduler.daemon import serve
@@ -158,9 +159,30 @@ async def test_source_counters_are_those_of_the_runtime_serving(tmp_path: Path) 
         await src.fetch_candles("BTC/USDT", "1m", start, start + 10 * 60_000)
         assert src.stats.requests > 0
         assert sample((await api.get("/metrics")).text, name) == src.stats.requests
+        state = 'candlekeep_source_circuit_state{source="sim"}'
+        assert sample((await api.get("/metrics")).text, state) == 0  # closed
+        for _ in range(src.circuit.config.failures):
+            src.circuit.before().failed(TransientSourceError("HTTP 503"))
+        assert sample((await api.get("/metrics")).text, state) == 2  # open
     assert other.source("sim").stats.requests > 0
     await other.aclose()
     await mine.aclose()
+
+
+async def test_rate_budgets_are_gauges_of_the_serving_runtimes_sources(tmp_path: Path) -> None:
+    from candlekeep.api.metrics import SourceCollector
+
+    config = make_config(tmp_path, sources={
+        "bn": {"type": "ccxt", "exchange": "binance", "base_url": "http://127.0.0.1:9"},
+        "fixed": {"type": "ccxt", "exchange": "binance", "base_url": "http://127.0.0.1:9",
+                  "rate_limit": {"weight": 1200, "window": "1m"}}})
+    runtime = Runtime(config, clock=FakeClock(1_780_000_000_000))
+    runtime.source("bn"), runtime.source("fixed")  # made, no request sent
+    budgets = {tuple(s.labels.values()): s.value for fam in SourceCollector(runtime).collect()
+               if fam.name == "candlekeep_source_budget" for s in fam.samples}
+    assert budgets == {("bn", "effective"): 6000, ("bn", "advertised"): 6000,
+                       ("fixed", "effective"): 1200, ("fixed", "advertised"): 1200}
+    await runtime.aclose()
 
 
 # -- errors -----------------------------------------------------------------------------

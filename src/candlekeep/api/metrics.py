@@ -32,6 +32,7 @@ from candlekeep.api.runmetrics import run_metrics
 from candlekeep.config.models import Config
 from candlekeep.core.timeframes import DAY_MS, parse_timeframe
 from candlekeep.jobs.runtime import Runtime, series_plans
+from candlekeep.sources.circuit import CircuitState
 from candlekeep.state.reader import Reader
 
 SERIES_LABELS = ["store", "source", "symbol", "timeframe"]
@@ -166,6 +167,28 @@ class SourceCollector(Collector):
             for source, counts in sorted(totals.items()):
                 fam.add_metric([source], counts[field])
             yield fam
+        yield from self._circuits_and_budgets()
+
+    CIRCUIT_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+    def _circuits_and_budgets(self) -> Iterator[Metric]:
+        circuit = GaugeMetricFamily(
+            "candlekeep_source_circuit_state",
+            "Per process: each source's circuit breaker, 0 closed, 1 half-open, 2 open.",
+            labels=["source"])
+        budget = GaugeMetricFamily(
+            "candlekeep_source_budget",
+            "Per process: rate budget per window now (effective: an adaptive limiter's "
+            "current level) and as published (advertised).", labels=["source", "kind"])
+        for src in self.runtime.open_sources():
+            circuit.add_metric([src.name], self.CIRCUIT_VALUE[src.circuit.state])
+            snapshot = getattr(getattr(src, "limiter", None), "snapshot", None)
+            if snapshot is not None:
+                snap = snapshot()
+                budget.add_metric([src.name, "effective"], snap.effective_budget)
+                budget.add_metric([src.name, "advertised"], snap.advertised_budget)
+        yield circuit
+        yield budget
 
 
 class _Registry(Collector):
