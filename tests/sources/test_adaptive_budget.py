@@ -62,20 +62,22 @@ async def test_no_retry_after_pauses_an_adaptive_limiter_for_a_window() -> None:
     assert lim.snapshot().paused_until_ms == clock.now_ms() + 60_000
 
 
-def test_recovery_is_slow_below_the_wall_then_doubles_and_stops_at_the_advertised() -> None:
+def test_recovery_is_slow_to_the_wall_holds_then_probes_and_doubles_past_it() -> None:
     b = AdaptiveBudget(1000, WINDOW_MS)
     t = 0
     assert b.cut(t, level=100, pause_until_ms=t + 5000)
-    assert (b.effective, b.wall) == (70, 100)
+    assert (b.effective, b.wall, b.hold) == (70, 100, 99)
     t += 5000
     seen = []
-    for _ in range(12):
+    for _ in range(16):
         t += WINDOW_MS
         b.limited = True
         b.maybe_raise(t)
         seen.append(b.effective)
-    # +5 (5% of the wall) a window up to the wall, then a step that doubles each window
-    assert seen == [75, 80, 85, 90, 95, 100, 105, 115, 135, 175, 255, 415]
+    # +5 (5% of the wall) a window up to just below the wall, 4 quiet windows there, one
+    # step above; a window of use there without a 429: the wall moved, the step doubles
+    assert seen == [75, 80, 85, 90, 95, 99, 99, 99, 99, 104, 109, 119, 139, 179, 259, 419]
+    assert b.hold is None
     for _ in range(10):
         t += WINDOW_MS
         b.limited = True
@@ -83,8 +85,31 @@ def test_recovery_is_slow_below_the_wall_then_doubles_and_stops_at_the_advertise
     assert b.effective == 1000  # never past the advertised budget
 
 
+def test_a_429_near_the_wall_goes_back_to_the_hold_and_doubles_the_quiet_period() -> None:
+    b = AdaptiveBudget(1000, WINDOW_MS)
+    b.cut(0, level=100, pause_until_ms=0)
+    t, seen = 0, []
+    for _ in range(10):
+        t += WINDOW_MS
+        b.limited = True
+        b.maybe_raise(t)
+        seen.append(b.effective)
+    assert seen[-1] == 104  # the probe
+    assert b.cut(t + 1000, level=104, pause_until_ms=t + 2000)
+    assert (b.effective, b.hold, b.meets, b.wall) == (99, 99, 2, 104)  # no 0.7 cut
+    t += 2000
+    seen = []
+    for _ in range(8):
+        t += WINDOW_MS
+        b.limited = True
+        b.maybe_raise(t)
+        seen.append(b.effective)
+    assert seen == [99] * 7 + [104]  # 8 quiet windows now, then the next probe
+
+
 def test_no_raise_without_a_window_held_back_or_while_someone_else_spends() -> None:
     b = AdaptiveBudget(1000, WINDOW_MS)
+    b.confirmed = 80  # the server accepted 80: the budget climbs up to it, not the wall
     b.cut(0, level=100, pause_until_ms=0)
     b.maybe_raise(WINDOW_MS)  # the budget held nothing back: no reason to raise
     assert b.effective == 70
@@ -96,6 +121,9 @@ def test_no_raise_without_a_window_held_back_or_while_someone_else_spends() -> N
     assert b.effective == 70
     b.maybe_raise(3 * WINDOW_MS)
     assert b.effective == 75
+    b.limited = True
+    b.maybe_raise(4 * WINDOW_MS)
+    assert (b.effective, b.hold) == (80, 80)
 
 
 def test_the_cut_never_goes_below_the_minimum() -> None:
@@ -182,6 +210,29 @@ async def test_a_418_stops_the_source_for_its_retry_after_and_is_not_retried() -
     assert (await lim.acquire(1)).weight == 1
 
 
+async def test_a_418_cuts_as_a_new_episode_even_during_a_429s() -> None:
+    clock = FakeClock()
+    lim = WeightLimiter(1000, 60, clock=clock, adaptive=True)
+    await spend(lim, 10)
+    lim.on_rate_limited(5)
+    assert lim.budget == 70
+    lim.on_banned(120)  # the episode went on too long: cut again
+    lim.on_banned(120)  # the rest of the burst: the same ban
+    assert lim.snapshot().cuts == 2 and lim.budget == 49 and lim.snapshot().banned == 2
+
+
+async def test_the_wall_is_what_the_server_accepted_when_it_reports_its_count() -> None:
+    clock = FakeClock()
+    lim = WeightLimiter(1000, 60, clock=clock, adaptive=True)
+    await spend(lim, 10)  # 100 on our books: the server counted 60 of it in its window
+    lim.observe_used(60)
+    await clock.advance(1)
+    async with lim.reserve(10):
+        lim.observe_used(70, accepted=False)  # the 429's own count does not say
+        lim.on_rate_limited(5)
+    assert lim.aimd is not None and lim.aimd.wall == 70  # 60 accepted + this request
+
+
 async def test_weight_reported_beyond_our_books_holds_the_raise_back() -> None:
     clock = FakeClock()
     lim = WeightLimiter(1000, 60, clock=clock, adaptive=True)
@@ -217,3 +268,89 @@ async def test_a_late_429_for_a_request_granted_before_the_cut_is_the_same_episo
     await clock.advance(61)  # the books of the first episode expire
     await fresh
     assert lim.snapshot().cuts == 2  # a new episode
+
+
+class WallServer:
+    """A server counting arrivals in aligned windows: over ``wall`` (or during the
+    Retry-After of the last 429), a 429 whose Retry-After runs to the window's end."""
+
+    def __init__(self, clock: FakeClock, wall: int | None, window_ms: int = WINDOW_MS) -> None:
+        self.clock, self.wall, self.window_ms = clock, wall, window_ms
+        self.index, self.used, self.retry_until = -1, 0, 0
+        self.ok = 0
+        self.rate_limited = 0
+
+    def arrive(self, weight: int) -> float | None:
+        """None when served, else the Retry-After of the 429."""
+        now = self.clock.now_ms()
+        if now // self.window_ms != self.index:
+            self.index, self.used = now // self.window_ms, 0
+        self.used += weight
+        if now < self.retry_until or (self.wall is not None and self.used > self.wall):
+            self.rate_limited += 1
+            self.retry_until = max(self.retry_until, (self.index + 1) * self.window_ms)
+            return (self.retry_until - now) / 1000
+        self.ok += 1
+        return None
+
+
+async def saturate(lim: WeightLimiter, server: WallServer, windows: int, *,
+                   workers: int = 8, rtt_ms: int = 250, report_used: bool = False
+                   ) -> list[int]:
+    """``workers`` tasks sending back to back for ``windows`` windows, the clock moved by
+    hand one round trip at a time; the requests granted in each window."""
+    clock = lim.clock
+    assert isinstance(clock, FakeClock)
+    start, end = clock.now_ms(), clock.now_ms() + windows * WINDOW_MS
+    granted: list[int] = []
+
+    async def worker() -> None:
+        while True:
+            try:
+                async with lim.reserve(1) as grant:
+                    granted.append(grant.granted_ms)
+                    await clock.sleep(rtt_ms / 1000)
+                    retry_after = server.arrive(1)
+                    if report_used:  # Binance's X-MBX-USED-WEIGHT-1M
+                        lim.observe_used(server.used, accepted=retry_after is None)
+                    if retry_after is not None:
+                        lim.on_rate_limited(retry_after)
+                        raise RuntimeError("429")
+            except RuntimeError:
+                pass
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    for t in range(start, end, rtt_ms):
+        await clock.run_until(t)
+        await settle()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    per = [0] * windows
+    for g in granted:
+        if g < end:
+            per[(g - start) // WINDOW_MS] += 1
+    return per
+
+
+async def test_with_no_wall_adaptive_reaches_the_fixed_pace_within_three_windows() -> None:
+    fixed = WeightLimiter(1000, 60, clock=FakeClock())
+    adaptive = WeightLimiter(1000, 60, clock=FakeClock(), adaptive=True)
+    # (the probes double each window: 2, 4, 8 requests in flight above the accepted level)
+    fixed_per = await saturate(fixed, WallServer(fixed.clock, None), 6)  # type: ignore[arg-type]
+    adaptive_per = await saturate(
+        adaptive, WallServer(adaptive.clock, None), 6)  # type: ignore[arg-type]
+    assert min(fixed_per) >= 990  # the budget binds: 8 workers could send 1920 a window
+    assert adaptive_per[0] < fixed_per[0]  # a few probes at a time to start with
+    assert all(a >= 0.99 * f for a, f in zip(adaptive_per[2:], fixed_per[2:], strict=True))
+
+
+async def test_a_fixed_hidden_wall_costs_a_few_429s_an_hour_not_one_every_few_windows() -> None:
+    lim = WeightLimiter(1000, 60, clock=FakeClock(), adaptive=True)
+    server = WallServer(lim.clock, 300)  # type: ignore[arg-type]
+    per = await saturate(lim, server, 64, report_used=True)
+    # the first meeting, then probes after 4, 8, 16 quiet windows (the next after 32)
+    assert lim.aimd is not None and lim.aimd.cuts <= 4 and lim.aimd.meets >= 3
+    assert server.rate_limited <= 5
+    assert server.ok >= 0.7 * 300 * 64
+    assert max(per[8:]) <= 300 + 15  # held at the wall, one step above it at most

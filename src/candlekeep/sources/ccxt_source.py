@@ -258,8 +258,9 @@ class CcxtSource(Source):
     def _on_response(self, code: int, reason: str, headers: Any, body: str | None,
                      response: Any) -> None:
         usage = parse_usage(headers, self.clock.now_ms() / 1000)
-        if usage.used is not None and usage.window_s is not None:
-            self.limiter.observe_used(usage.used)
+        used = usage.used_in(self.limiter.window_s)
+        if used is not None:
+            self.limiter.observe_used(used, accepted=code not in (418, 429))
         retry_after = usage.retry_after_s
         if code == 418:
             self.stats.rate_limited += 1

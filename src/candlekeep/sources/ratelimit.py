@@ -140,6 +140,7 @@ class WeightLimiter:
         self.rate_limited = 0
         self.banned = 0
         self._banned_until_ms = 0
+        self._accepted_used: deque[tuple[int, int]] = deque()  # (expiry_ms, used)
 
     @property
     def window_ms(self) -> int:
@@ -174,12 +175,12 @@ class WeightLimiter:
         if self._spacing_ms and now_ms < self._next_allowed_ms:
             return self._next_allowed_ms - now_ms
         need = min(weight, self.budget)  # an oversized request waits for an empty book
-        excess = self._pending + self._expiring_weight + need - self.budget
+        books = self._pending + self._expiring_weight
+        excess = books + need - self.budget
         aimd = self.aimd
         if excess <= 0:
             if (aimd is not None and self._pending
-                    and self._pending + self._expiring_weight + need > aimd.confirmed
-                    and self._pending + need > aimd.probe_room(need)):
+                    and books + need - aimd.confirmed > aimd.probe_room(need)):
                 return None  # beyond what the server has accepted: a few at a time
             return 0
         if aimd is not None:
@@ -247,12 +248,16 @@ class WeightLimiter:
             self.aimd.succeeded(self._expiring_weight)
         self._released.set()
 
-    def observe_used(self, used: int) -> None:
-        """Reconcile with the weight the server reports as used in its current window.
+    def observe_used(self, used: int, accepted: bool = True) -> None:
+        """Reconcile with the weight the server reports as used in its current window
+        (``accepted``: on a reply that was not a 429 or 418).
 
         The server only counts what reached it, so more than our own books means someone
         else spends from the same budget (another process on this IP): book the difference
-        for a window so that our pace leaves room for it.
+        for a window so that our pace leaves room for it. An adaptive limiter also keeps
+        the counts of accepted replies for a window: where a 429 then comes, the server had
+        accepted that much, a truer wall than our books, which count a sliding window and
+        so overstate the server's aligned one.
         """
         now = self.clock.now_ms()
         self._expire(now)
@@ -262,6 +267,15 @@ class WeightLimiter:
             self._add_expiring(now + self._window_ms, extra)
             if self.aimd is not None:
                 self.aimd.contended = True
+        if accepted and self.aimd is not None:
+            self._accepted_used.append((now + self._window_ms, used))
+
+    def _server_level(self, now_ms: int) -> int | None:
+        """The most weight the server reported on an accepted reply within a window."""
+        seen = self._accepted_used
+        while seen and seen[0][0] <= now_ms:
+            seen.popleft()
+        return max((used for _, used in seen), default=None)
 
     def pause(self, seconds: float) -> None:
         """Grant nothing for ``seconds`` (the server said Retry-After)."""
@@ -277,27 +291,39 @@ class WeightLimiter:
             retry_after = self._window_ms / 1000
         if retry_after is not None:
             self.pause(retry_after)
-        if self.aimd is not None:
-            now = self.clock.now_ms()
-            self._expire(now)
-            level = self._pending + self._expiring_weight
-            grant = _current_grant.get()  # the request this 429 answers, when in reserve()
-            granted_ms = grant.granted_ms if grant is not None and grant._limiter is self \
-                else None
-            if self.aimd.cut(now, level, self._paused_until_ms, granted_ms):
-                self.budget = self.aimd.effective
-                log.warning("rate budget cut%s budget=%d wall=%d advertised=%d cuts=%d",
-                            f" source={self.name}" if self.name else "", self.budget,
-                            self.aimd.wall or 0, self.advertised, self.aimd.cuts)
+        self._cut(banned=False)
+
+    def _cut(self, *, banned: bool) -> None:
+        """Cut an adaptive budget once per episode at the level the reply met: our books,
+        or less when the server reported accepting less (``observe_used``)."""
+        if self.aimd is None:
+            return
+        now = self.clock.now_ms()
+        self._expire(now)
+        level = self._pending + self._expiring_weight
+        grant = _current_grant.get()  # the request this reply answers, when in reserve()
+        ours = grant if grant is not None and grant._limiter is self else None
+        server = self._server_level(now)
+        if server is not None:
+            level = min(level, server + (ours.weight if ours else 1))
+        until = max(self._paused_until_ms, self._banned_until_ms)
+        if self.aimd.cut(now, level, until, ours.granted_ms if ours else None,
+                         banned=banned):
+            self.budget = self.aimd.effective
+            log.warning("rate budget cut%s budget=%d wall=%d advertised=%d cuts=%d",
+                        f" source={self.name}" if self.name else "", self.budget,
+                        self.aimd.wall or 0, self.advertised, self.aimd.cuts)
 
     def on_banned(self, retry_after: float | None) -> None:
         """A 418 came back: nothing is sent until its Retry-After (a window if none);
-        ``acquire`` fails fast with BannedError meanwhile."""
+        ``acquire`` fails fast with BannedError meanwhile. An adaptive budget is cut, as a
+        new episode even during a 429's: the ban says that episode went on too long."""
         self.banned += 1
         seconds = retry_after if retry_after is not None else self._window_ms / 1000
         until = self.clock.now_ms() + int(seconds * 1000)
         self._banned_until_ms = max(self._banned_until_ms, until)
         self.pause(seconds)
+        self._cut(banned=True)
         log.error("banned by the exchange (HTTP 418)%s until=%s",
                   f" source={self.name}" if self.name else "", fmt_ms(self._banned_until_ms))
 

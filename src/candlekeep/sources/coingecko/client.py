@@ -107,7 +107,7 @@ class CoinGeckoClient:
         where = f"source {name}: {what}"
         usage = parse_usage(reply.headers, self.source.clock.now_ms() / 1000)
         if usage.used is not None:
-            self.limiter.observe_used(usage.used)
+            self.limiter.observe_used(usage.used, accepted=code != 429)
         if code == 429:
             retry_after = usage.retry_after_s
             self.source.stats.rate_limited += 1
