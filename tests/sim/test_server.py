@@ -120,6 +120,36 @@ def test_admission_counts_weight_then_429_then_418() -> None:
     assert ex.admit("fapi", "klines", 1).ok  # futures count separately
 
 
+def test_repeated_429_episodes_earn_a_ban_and_repeat_bans_last_longer() -> None:
+    clock = FakeClock(NOW)
+    ex = make(clock=clock, faults=Faults(weight_limit=4, window_s=60, ban_episodes=3,
+                                         ban_episodes_windows=5, ban_s=100, ban_max_s=300))
+
+    def episode() -> list[int]:
+        """Fill the window, one 429, then wait for the next window."""
+        statuses = [ex.admit("spot", "klines", 2).status for _ in range(3)]
+        clock.set((clock.now_ms() // 60_000 + 1) * 60_000)
+        return statuses
+
+    assert episode() == episode() == [200, 200, 429]  # one 429 each: not a ban yet
+    verdict = [ex.admit("spot", "klines", 2) for _ in range(3)][-1]
+    assert (verdict.status, verdict.retry_after_s) == (418, 100)  # the third in 5 windows
+    bans = []
+    for _ in range(3):  # after each ban ends, three more episodes in a row
+        clock.set(NOW + 3_600_000 * (len(bans) + 1))
+        episode()
+        episode()
+        bans.append([ex.admit("spot", "klines", 2) for _ in range(3)][-1].retry_after_s)
+    assert bans == [200, 300, 300]  # doubled, then capped
+    clock.set(NOW + 7 * 60_000)  # far apart, episodes are no ban
+    fresh = make(clock=clock, faults=Faults(weight_limit=4, window_s=60, ban_episodes=3,
+                                            ban_episodes_windows=5))
+    for _ in range(4):
+        assert [fresh.admit("spot", "klines", 2).status for _ in range(3)] == [200, 200, 429]
+        clock.set(clock.now_ms() + 3 * 60_000)
+    assert fresh.banned == 0
+
+
 def test_an_enforced_budget_smaller_than_advertised_counts_per_ip() -> None:
     ex = make(faults=Faults(weight_limit=100, enforced_weight_limit=10, window_s=60,
                             ban_after=3))
@@ -382,3 +412,13 @@ def test_delisted_coin_m_perpetual_settles() -> None:
     assert old["contractStatus"] == "SETTLING" and old["deliveryDate"] == to_ms("2024-06-01")
     assert rows.json()[-1][0] == to_ms("2024-05-31")
     assert late.json() == []  # the 200 days before now are all after the delisting
+
+
+def test_the_used_weight_header_names_the_window_exchange_info_advertises() -> None:
+    ex = make(faults=Faults(window_s=3))
+    with run_in_thread(ex) as url:
+        info = httpx.get(f"{url}/api/v3/exchangeInfo")
+    weight = next(r for r in info.json()["rateLimits"] if r["rateLimitType"] == "REQUEST_WEIGHT")
+    assert (weight["interval"], weight["intervalNum"]) == ("SECOND", 3)
+    assert info.headers["x-mbx-used-weight-3s"] == "20"
+    assert "x-mbx-used-weight-1m" not in info.headers

@@ -23,7 +23,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -111,7 +111,10 @@ class Faults:
     request over budget gets a 429 whose Retry-After runs to the end of the window; every
     request during that Retry-After is another violation (another 429), and more than
     ``ban_after`` violations in one such episode (the first included) get a 418 ban of
-    ``ban_s`` seconds.
+    ``ban_s`` seconds; so does the ``ban_episodes``-th episode within ``ban_episodes_windows``
+    windows ("repeatedly violating rate limits ... will result in an automated IP ban").
+    Each further ban of the same IP lasts twice the one before, up to ``ban_max_s`` (Binance:
+    "from 2 minutes to 3 days").
     """
 
     weight_limit: int = 6000
@@ -123,6 +126,9 @@ class Faults:
     window_s: float = 60.0
     ban_after: int = 5
     ban_s: float = 120.0
+    ban_episodes: int = 4
+    ban_episodes_windows: int = 10
+    ban_max_s: float = 259_200.0
     error_rate: float = 0.0  # probability that a request starts a burst of 5xx
     error_burst: int = 1  # consecutive 5xx per burst
     error_status: int = 503
@@ -166,6 +172,8 @@ class _RateState:
     violations: int = 0  # requests over budget or during Retry-After, this episode
     retry_until_ms: int = 0
     banned_until_ms: int = 0
+    episodes: deque[int] = field(default_factory=deque)  # window index of each episode
+    bans: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,13 +555,19 @@ class SimExchange:
                 if not in_retry:  # a new episode: Retry-After runs to the window's end
                     state.violations = 0
                     state.retry_until_ms = (window + 1) * window_ms
+                    state.episodes.append(window)
+                    while state.episodes[0] <= window - f.ban_episodes_windows:
+                        state.episodes.popleft()
                 state.violations += 1
-                if state.violations > f.ban_after:
-                    state.banned_until_ms = now + int(f.ban_s * 1000)
+                if state.violations > f.ban_after or len(state.episodes) >= f.ban_episodes:
+                    ban_ms = int(min(f.ban_max_s, f.ban_s * 2 ** state.bans) * 1000)
+                    state.bans += 1
+                    state.banned_until_ms = now + ban_ms
                     state.violations = 0
                     state.retry_until_ms = 0
+                    state.episodes.clear()
                     adm.status, adm.reason = 418, "banned"
-                    adm.retry_after_s = _ceil_s(int(f.ban_s * 1000))
+                    adm.retry_after_s = _ceil_s(ban_ms)
                     self.banned += 1
                 else:
                     adm.status, adm.reason = 429, "rate limit"

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("candlekeep.sim")
 
-WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 SPOT_MAX_LIMIT = 1000
 FAPI_MAX_LIMIT = 1500
 DAPI_MAX_LIMIT = 1500
@@ -67,6 +66,13 @@ def _json(body: str, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error(code: int, msg: str, status: int, headers: dict[str, str]) -> Response:
     return _json(json.dumps({"code": code, "msg": msg}), status, headers)
+
+
+def weight_header(window_s: float) -> str:
+    """``X-MBX-USED-WEIGHT-1M`` for Binance's minute; the suffix follows the window's
+    interval in exchangeInfo (``-3S`` for a 3-second window), as Binance names it."""
+    interval, num = _interval_label(window_s)
+    return f"X-MBX-USED-WEIGHT-{num}{interval[0]}"
 
 
 def _interval_label(window_s: float) -> tuple[str, int]:
@@ -134,7 +140,7 @@ class SimServerApp:
             weight = self._weight(api, name, request)
             adm = self.exchange.admit(api, name, weight,
                                       request.client.host if request.client else "")
-            headers = {WEIGHT_HEADER: str(adm.used_weight)}
+            headers = {weight_header(self.exchange.faults.window_s): str(adm.used_weight)}
             if adm.status in (429, 418):
                 headers["Retry-After"] = str(adm.retry_after_s or 1)
                 msg = ("Way too much request weight used; IP banned until later."
