@@ -216,6 +216,10 @@ async def test_418_ban_stops_the_source_until_its_retry_after(
 
 async def test_5xx_burst_and_truncated_json_are_retried(
         source: CcxtSource, shared_sim: SimExchange) -> None:
+    from candlekeep.sources.circuit import CircuitBreaker, CircuitConfig
+
+    # Six failures in a row would open the default breaker (5): this test is about retries.
+    source.circuit = CircuitBreaker("binance", CircuitConfig(failures=10), clock=source.clock)
     shared_sim.force("truncate", endpoint="exchangeInfo")
     await source.markets()
     shared_sim.force("503", 3)
