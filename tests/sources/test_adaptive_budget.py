@@ -153,15 +153,16 @@ async def test_the_limiter_waits_on_a_full_budget_and_takes_the_raise() -> None:
 async def test_above_the_confirmed_level_requests_go_a_few_at_a_time() -> None:
     clock = FakeClock()
     lim = WeightLimiter(1000, 60, clock=clock, adaptive=True)
-    first = await lim.acquire(10)
-    second = asyncio.create_task(lim.acquire(10))
+    grants = [await lim.acquire(10), await lim.acquire(10)]
+    third = asyncio.create_task(lim.acquire(10))
     await settle()
-    assert not second.done()  # nothing confirmed yet: one request at a time
-    first.release()
+    assert not third.done()  # nothing confirmed yet: the slow start's two at a time
+    grants[0].release()
     await settle()
-    assert second.done()
-    second.result().release()
-    await spend(lim, 88)  # 900 answered: 5% of it (45) but two requests at most beyond it
+    assert third.done()
+    grants[1].release()
+    third.result().release()
+    await spend(lim, 87)  # 900 answered: two requests at most beyond it
     grants = [await lim.acquire(10), await lim.acquire(10)]
     third = asyncio.create_task(lim.acquire(10))
     await settle()
@@ -354,3 +355,18 @@ async def test_a_fixed_hidden_wall_costs_a_few_429s_an_hour_not_one_every_few_wi
     assert server.rate_limited <= 5
     assert server.ok >= 0.7 * 300 * 64
     assert max(per[8:]) <= 300 + 15  # held at the wall, one step above it at most
+
+
+def test_slow_start_is_not_held_to_a_share_of_a_small_accepted_level() -> None:
+    """A window holding few round trips (slow replies, a short window): 5 % of the weight
+    answered in it is less than one request, so before any wall is met only the slow
+    start's count bounds the requests in flight; once one is, the share applies."""
+    b = AdaptiveBudget(400, 1000)
+    t = 0
+    for answered in (8, 16, 32, 64):  # each window more answered than the one before
+        b.succeeded(answered)
+        t += 1000
+        b.maybe_raise(t)
+    assert b.probe_room(2) == 2 * 16  # 2, 4, 8, 16 requests: doubled each window
+    b.cut(t, level=64, pause_until_ms=t + 1000)
+    assert b.probe_room(2) == min(int(0.05 * b.confirmed), 2)

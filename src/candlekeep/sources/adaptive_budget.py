@@ -23,14 +23,16 @@ the way TCP adapts its congestion window (AIMD):
   wall costs a 429 a few times an hour, not one every few windows;
 - weight the server reports beyond our books (someone else on the IP) holds the next
   raise back;
-- above the highest use the server has accepted (``confirmed``), at most ``probe`` of that
-  level and at most ``probes`` requests may be in flight (one request at least): when an
-  unknown wall is met, only those few requests meet it, not a whole burst of concurrent
-  pages, each of which would be a 429 (Binance bans an IP that keeps sending into its
-  429s). Like TCP's slow start, ``probes`` starts at ``max_probes`` and doubles each
-  window in which the probes were accepted, up to ``max_probes * 8``, while no wall
-  holds the budget: with no wall the adaptive limiter reaches the fixed one's pace within
-  a few windows. After a cut, one probe at a time.
+- above the highest use the server has accepted (``confirmed``), at most ``probes``
+  requests may be in flight (one request at least), and once a wall was met at most
+  ``probe`` of that level too: when a wall is met, only those few requests meet it, not a
+  whole burst of concurrent pages, each of which would be a 429 (Binance bans an IP that
+  keeps sending into its 429s). Like TCP's slow start, ``probes`` starts at
+  ``max_probes`` and doubles each window in which the probes were accepted, up to
+  ``max_probes * 8``, while no wall holds the budget: with no wall the adaptive limiter
+  reaches the fixed one's pace within a few windows, also where a window holds only a few
+  round trips (a share of a small accepted level would round down to one request and
+  never grow). After a cut, one probe at a time.
 
 Pure bookkeeping on millisecond timestamps: the WeightLimiter calls it under its own
 lock with its clock's time.
@@ -120,7 +122,12 @@ class AdaptiveBudget:
         self.confirmed = max(self.confirmed, answered_weight)
 
     def probe_room(self, weight: int) -> int:
-        """Weight allowed in flight above ``confirmed``, requests of ``weight`` each."""
+        """Weight allowed in flight above ``confirmed``, requests of ``weight`` each. Before
+        any wall was met, only the slow start's count bounds it: where a window holds few
+        round trips (short windows, slow replies), a share of the accepted level would
+        round down to one request and never grow."""
+        if self.wall is None:
+            return self.probes * weight
         return min(math.floor(self.probe * self.confirmed), self.probes * weight)
 
     def maybe_raise(self, now_ms: int) -> None:
