@@ -16,6 +16,7 @@ from candlekeep.config.ops import (
     ReportConfig,
     SmtpConfig,
 )
+from candlekeep.config.scans import RegimeConfig, ScansConfig, UniverseConfig
 from candlekeep.config.source_types import (
     SOURCE_TYPES,
     CcxtSourceConfig,
@@ -161,6 +162,9 @@ class Config(_Model):
     smtp: SmtpConfig | None = None
     alerts: AlertsConfig = AlertsConfig()
     reports: dict[str, ReportConfig] = Field(default_factory=dict)
+    universes: dict[str, UniverseConfig] = Field(default_factory=dict)
+    regime: RegimeConfig = RegimeConfig()
+    scans: ScansConfig = ScansConfig()
 
     @property
     def state_url(self) -> str:
