@@ -3,6 +3,7 @@ computed here with plain Python (statistics, math) from the same closes."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -36,7 +37,7 @@ def table(closes: dict[str, list[float | None]], end: int = T0 + 20 * DAY_MS) ->
 
 def hand_volatility(closes: list[float]) -> float:
     window = closes[-8:]  # 7 days of daily returns
-    returns = [math.log(b / a) for a, b in zip(window, window[1:], strict=False)]
+    returns = [math.log(b / a) for a, b in itertools.pairwise(window)]
     return statistics.stdev(returns) * math.sqrt(365)
 
 
@@ -126,7 +127,7 @@ def test_gappy_btc_and_symbols_are_listed_with_reasons() -> None:
 
 
 def test_an_in_progress_candle_is_not_read() -> None:
-    closes = {"A": [float(i) for i in range(1, 22)], BTC: BTC_CLOSES + [500.0]}
+    closes = {"A": [float(i) for i in range(1, 22)], BTC: [*BTC_CLOSES, 500.0]}
     r = compute_regime(table(closes, end=T0 + 21 * DAY_MS), "u", ["A"], BTC, D1, CFG, NOW)
     assert r is not None and r.as_of == T0 + 19 * DAY_MS
     assert r.volatility.value == pytest.approx(hand_volatility(BTC_CLOSES), rel=1e-12)
