@@ -10,7 +10,9 @@ from candlekeep.jobs import (  # noqa: F401
     gaps,
     hyperliquid_accounts,
     ingest,
+    orderbook,
     providers_health,
+    regime,
     report,
     table_sync,
 )
