@@ -10,10 +10,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from candlekeep.config import ccxt_facts
 from candlekeep.config.models import Config, SeriesConfig
@@ -77,7 +78,8 @@ def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
     fix = ""
     if kind == "extra_forbidden":
         msg = "unknown key"
-        fix = "remove it or check its spelling"
+        valid = _valid_keys(loc[:-1])
+        fix = f"valid keys: {', '.join(valid)}" if valid else "remove it or check its spelling"
     elif kind == "missing":
         msg = "required key is missing"
     elif kind == "literal_error":
@@ -90,6 +92,31 @@ def _first_error(exc: ValidationError, file: str, raw: Any) -> ConfigError:
     elif kind == "union_tag_not_found":
         msg = "needs a 'type' key"
     return ConfigError(file, key, msg, fix)
+
+
+def _valid_keys(loc: tuple[str | int, ...]) -> list[str] | None:
+    """The keys the model at ``loc`` (under Config) accepts, when a plain walk through
+    models, dicts, lists and optionals finds one model there."""
+    at: Any = Config
+    parts = list(loc)
+    while True:
+        args = [a for a in get_args(at) if a is not type(None)]
+        if get_origin(at) in (UnionType, Union) and len(args) == 1:
+            at = args[0]
+            continue
+        if get_origin(at) in (dict, list):
+            if not parts:
+                return None
+            at, parts = args[-1], parts[1:]
+            continue
+        if not (isinstance(at, type) and issubclass(at, BaseModel)):
+            return None
+        if not parts:
+            return list(at.model_fields)
+        field = at.model_fields.get(parts[0]) if isinstance(parts[0], str) else None
+        if field is None:
+            return None
+        at, parts = field.annotation, parts[1:]
 
 
 def parse_config(raw: Any, file: str, base_dir: Path,
@@ -198,6 +225,7 @@ def _check_references(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"jobs[{i}].name", f"duplicate job name {name!r}",
                               "job names must be unique")
     _check_operations(cfg, file, names)
+    _check_scans(cfg, file)
 
 
 def _check_fallback(cfg: Config, file: str, key: str, s: SeriesConfig) -> None:
@@ -283,6 +311,43 @@ def _check_operations(cfg: Config, file: str, jobs: list[str]) -> None:
         name = next(iter(cfg.reports))
         raise ConfigError(file, f"reports.{name}", "reports are mailed but no mail server is "
                           "configured", "add smtp: {host: …, from: …} at the top level")
+
+
+SCAN_PROFILES = ("hot", "warm", "custom", "premove")
+_UNIVERSE_JOBS = ("regime", "scan", "orderbook")
+
+
+def _check_scans(cfg: Config, file: str) -> None:
+    """Universes name defined sources and stores, scan profiles are known ones, each
+    regime indicator's calm threshold lies on its calm side of the volatile one, and jobs
+    that read a universe name a defined one."""
+    for name, u in cfg.universes.items():
+        if u.source not in cfg.sources:
+            raise ConfigError(file, f"universes.{name}.source", f"unknown source {u.source!r}",
+                              f"defined sources: {', '.join(cfg.sources) or 'none'}")
+        if u.store is not None and u.store not in cfg.stores:
+            raise ConfigError(file, f"universes.{name}.store", f"unknown store {u.store!r}",
+                              f"defined stores: {', '.join(cfg.stores) or 'none'}")
+        if u.symbols is not None and not u.symbols:
+            raise ConfigError(file, f"universes.{name}.symbols", "the list is empty",
+                              "list symbols, or use top: {n: ..., days: ...}")
+    for profile in cfg.scans.profiles:
+        if profile not in SCAN_PROFILES:
+            raise ConfigError(file, f"scans.profiles.{profile}", f"unknown profile {profile!r}",
+                              f"valid profiles: {', '.join(SCAN_PROFILES)}")
+    r = cfg.regime
+    for key, calm_low in (("volatility", True), ("above_ma", False), ("breadth", False)):
+        v = getattr(r, key)
+        if (v.calm >= v.volatile) if calm_low else (v.calm <= v.volatile):
+            side = "below" if calm_low else "above"
+            raise ConfigError(file, f"regime.{key}",
+                              f"calm ({v.calm:g}) must be {side} volatile ({v.volatile:g})",
+                              f"{key} votes calm {side} its calm threshold")
+    for i, job in enumerate(cfg.jobs):
+        wanted = job.params.get("universe")
+        if job.type in _UNIVERSE_JOBS and wanted is not None and wanted not in cfg.universes:
+            raise ConfigError(file, f"jobs[{i}].params.universe", f"unknown universe {wanted!r}",
+                              f"defined universes: {', '.join(cfg.universes) or 'none'}")
 
 
 def _check_buffer_folders(cfg: Config, file: str) -> None:
