@@ -14,5 +14,6 @@ from candlekeep.jobs import (  # noqa: F401
     providers_health,
     regime,
     report,
+    scan,
     table_sync,
 )

@@ -41,6 +41,7 @@ from candlekeep.sim.generator import (
     stable_hash64,
     uniform,
 )
+from candlekeep.sim.orderbook import SimBook, order_book
 
 Api = Literal["spot", "fapi", "dapi"]
 FaultKind = Literal["429", "418", "451", "500", "502", "503", "504", "truncate", "slow",
@@ -492,6 +493,12 @@ class SimExchange:
     def table(self, symbol: str, timeframe: str, arrays: CandleArrays, *,
               source: str = "sim") -> pa.Table:
         return arrays.to_table(source, symbol, timeframe, self.clock.now_ms())
+
+    def order_book(self, symbol: str, limit: int) -> SimBook:
+        """``limit`` levels a side of ``symbol``'s book now (see ``sim.orderbook``): mid at
+        the close of the last closed 1m candle."""
+        self.market(symbol)  # KeyError for a market the sim does not list
+        return order_book(self.generator, symbol, self.clock.now_ms(), limit)
 
     # ----------------------------------------------------------------- faults
 

@@ -39,6 +39,7 @@ from candlekeep.sim.exchange import (
     spot_klines_weight,
 )
 from candlekeep.sim.generator import CandleArrays
+from candlekeep.sim.orderbook import depth_reply, depth_weight
 
 if TYPE_CHECKING:
     from candlekeep.sim.coingecko.app import CoinGeckoSim
@@ -114,10 +115,12 @@ class SimServerApp:
             Route("/api/v3/time", self._endpoint("spot", "time", self.time)),
             Route("/api/v3/exchangeInfo", self._endpoint("spot", "exchangeInfo", self.info)),
             Route("/api/v3/klines", self._endpoint("spot", "klines", self.klines)),
+            Route("/api/v3/depth", self._endpoint("spot", "depth", self.depth)),
             Route("/fapi/v1/ping", self._endpoint("fapi", "ping", self.ping)),
             Route("/fapi/v1/time", self._endpoint("fapi", "time", self.time)),
             Route("/fapi/v1/exchangeInfo", self._endpoint("fapi", "exchangeInfo", self.info)),
             Route("/fapi/v1/klines", self._endpoint("fapi", "klines", self.klines)),
+            Route("/fapi/v1/depth", self._endpoint("fapi", "depth", self.depth)),
             Route("/dapi/v1/ping", self._endpoint("dapi", "ping", self.ping)),
             Route("/dapi/v1/time", self._endpoint("dapi", "time", self.time)),
             Route("/dapi/v1/exchangeInfo", self._endpoint("dapi", "exchangeInfo", self.info)),
@@ -168,6 +171,8 @@ class SimServerApp:
     def _weight(self, api: Api, name: str, request: Request) -> int:
         if name == "exchangeInfo":
             return EXCHANGE_INFO_WEIGHT[api]
+        if name == "depth":
+            return depth_weight(api, request.query_params.get("limit"))
         if name != "klines":
             return 1
         if api == "spot":
@@ -233,6 +238,11 @@ class SimServerApp:
                                       newest=newest, corrupt=adm.corrupt)
         return _json(format_klines(arrays, TIMEFRAMES[interval], market.contract_size),
                      headers=headers)
+
+    async def depth(self, api: Api, request: Request, adm: Admission,
+                    headers: dict[str, str]) -> Response:
+        status, body = depth_reply(self.exchange, api, request.query_params)
+        return _json(body, status, headers)
 
 
 def exchange_info(exchange: SimExchange, api: Api) -> dict[str, Any]:

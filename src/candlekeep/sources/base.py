@@ -35,6 +35,8 @@ from candlekeep.sources.retry import RetryPolicy, call_with_retry
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from candlekeep.scans.orderbook import F64
+
 T = TypeVar("T")
 
 MARKETS_TTL_MS = 10 * 60_000
@@ -118,6 +120,13 @@ class Source(abc.ABC):
         if isinstance(exc, asyncio.TimeoutError | ConnectionError):
             return TransientSourceError(f"source {self.name}: {type(exc).__name__}: {exc}")
         return SourceError(f"source {self.name}: {type(exc).__name__}: {exc}")
+
+    async def order_book(self, symbol: str, limit: int) -> tuple[F64, F64]:
+        """One snapshot of ``symbol``'s book, at most ``limit`` levels a side: bids and
+        asks as (n, 2) ``[price, qty]`` arrays (see ``scans.orderbook.levels``). Sources
+        with books override it; the rest say they have none."""
+        raise SourceError(f"source {self.name}: serves no order books (type "
+                          f"{self.source_type or type(self).__name__})")
 
     def supported_timeframes(self) -> set[str] | None:
         """Timeframes this source serves, or None when any timeframe is."""

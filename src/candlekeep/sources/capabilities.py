@@ -23,16 +23,24 @@ WeightFn = Callable[[str, Mapping[str, Any]], int]
 
 
 def binance_spot_weight(path: str, params: Mapping[str, Any]) -> int:
-    """Binance spot request weights (klines 2 at any limit; exchangeInfo 20)."""
+    """Binance spot request weights (klines 2 at any limit; exchangeInfo 20; depth 5, 25,
+    50 or 250 by limit)."""
     if path == "klines":
         return 2
+    if path == "depth":
+        limit = int(params.get("limit", 100))
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
     if path == "exchangeInfo":
         return 20
     return 1 if path in ("ping", "time") else 2
 
 
 def binance_futures_weight(path: str, params: Mapping[str, Any]) -> int:
-    """Binance USDⓈ-M and COIN-M futures weights: klines by limit, exchangeInfo 1."""
+    """Binance USDⓈ-M and COIN-M futures weights: klines and depth by limit, exchangeInfo
+    1."""
+    if path == "depth":
+        limit = int(params.get("limit", 500))
+        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
     if path == "klines":
         limit = int(params.get("limit", 500))
         if limit < 100:

@@ -38,6 +38,7 @@ from candlekeep.core.errors import (
 )
 from candlekeep.core.schema import candles_from_columns, empty_candles
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
+from candlekeep.scans.orderbook import F64, levels
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.capabilities import Capabilities, capabilities, known
@@ -368,6 +369,17 @@ class CcxtSource(Source):
         raw = await self._ex.fetch_ohlcv(symbol, tf.name, since=start_ms, limit=limit,
                                          params=params)
         return self._ohlcv_rows(raw, symbol, tf.name)
+
+    async def order_book(self, symbol: str, limit: int) -> tuple[F64, F64]:
+        """CCXT's ``fetch_order_book``: one request, weighted by ``limit`` (Binance's
+        depth weights in ``capabilities``)."""
+        await self.market(symbol)
+        raw = await self.call(f"{self.name} {symbol} order book",
+                              lambda: self._ex.fetch_order_book(symbol, limit))
+        try:
+            return levels(raw["bids"]), levels(raw["asks"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise self._reject(symbol, "book", f"malformed order book: {exc}") from None
 
     def _reject(self, symbol: str, timeframe: str, reason: str) -> BadReplyError:
         self.stats.rejected_replies += 1

@@ -21,7 +21,15 @@ from candlekeep.core.errors import (
     TransientSourceError,
 )
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
-from candlekeep.sim.exchange import Api, SimExchange, fapi_klines_weight, spot_klines_weight
+from candlekeep.scans.orderbook import F64
+from candlekeep.sim.exchange import (
+    Admission,
+    Api,
+    SimExchange,
+    fapi_klines_weight,
+    spot_klines_weight,
+)
+from candlekeep.sim.orderbook import SimBook, depth_weight
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.capabilities import (
     Capabilities,
@@ -89,7 +97,28 @@ class SimSource(Source):
                                end_ms: int | None, limit: int) -> pa.Table:
         """One simulated HTTP request, with the failures the server would produce."""
         weight = spot_klines_weight(limit) if self._api == "spot" else fapi_klines_weight(limit)
-        adm = self.exchange.admit(self._api, "klines", weight)
+        adm = await self._admitted("klines", weight)
+        end_incl = None if end_ms is None else end_ms - 1
+        arrays = self.exchange.klines(symbol, tf.name, start_ms, end_incl, limit,
+                                      corrupt=adm.corrupt)
+        return arrays.to_table(self.name, symbol, tf.name, self.clock.now_ms())
+
+    async def order_book(self, symbol: str, limit: int) -> tuple[F64, F64]:
+        """The sim's book (mid at the last closed 1m candle's close), one request weighted
+        as Binance weighs ``depth``."""
+        await self.market(symbol)
+
+        async def request() -> SimBook:
+            await self._admitted("depth", depth_weight(self._api, str(limit)))
+            return self.exchange.order_book(symbol, limit)
+
+        book = await self.call(f"{self.name} {symbol} order book", request)
+        return book.bids, book.asks
+
+    async def _admitted(self, endpoint: str, weight: int) -> Admission:
+        """The server's verdict on one request, its failures raised as the HTTP source
+        would see them (a slow reply sleeps on the clock)."""
+        adm = self.exchange.admit(self._api, endpoint, weight)
         self.count_request(weight)
         if adm.status in (418, 429):
             self.stats.rate_limited += 1
@@ -101,7 +130,4 @@ class SimSource(Source):
             await self.clock.sleep(adm.delay_s)
         if adm.truncate:
             raise TransientSourceError(f"source {self.name}: truncated reply")
-        end_incl = None if end_ms is None else end_ms - 1
-        arrays = self.exchange.klines(symbol, tf.name, start_ms, end_incl, limit,
-                                      corrupt=adm.corrupt)
-        return arrays.to_table(self.name, symbol, tf.name, self.clock.now_ms())
+        return adm
