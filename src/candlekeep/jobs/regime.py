@@ -12,21 +12,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from candlekeep.config.scans import Weights
-from candlekeep.core.datasets import CANDLES
 from candlekeep.core.errors import ConfigError
 from candlekeep.core.timeframes import DAY_MS, parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
-from candlekeep.scans.datasets import REGIMES
-from candlekeep.scans.regime import Indicator, Regime, compute_regime, slots_needed
-from candlekeep.scans.universe import resolve_universe, universe_store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Arrow and numpy are imported where used: `candlekeep list` stays light
+    import pyarrow as pa
+
     from candlekeep.config.models import Config
     from candlekeep.jobs.runtime import Runtime
+    from candlekeep.scans.regime import Regime
     from candlekeep.stores.base import Store
 
 
@@ -56,6 +52,10 @@ def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
     """The regime at ``now_ms`` from stored data, nothing written. Blocking (reads the
     store): one read of the universe's source and timeframe over the window. Raises
     ValueError when no indicator can be computed."""
+    from candlekeep.core.datasets import CANDLES
+    from candlekeep.scans.regime import compute_regime, slots_needed
+    from candlekeep.scans.universe import resolve_universe
+
     cfg = runtime.config
     name = universe_name(cfg, p.universe, "params.universe")
     try:
@@ -105,6 +105,9 @@ async def regime(ctx: JobContext, p: RegimeParams) -> JobResult:
             res.errors.append(f"could not write {target}: {exc.strerror or exc}")
             return res
         res.artifacts.append(str(target))
+    from candlekeep.scans.datasets import REGIMES
+    from candlekeep.scans.universe import universe_store
+
     store = await ctx.store(universe_store(ctx.config, name))
     res.rows_written = await store.upsert(REGIMES, regime_row(found, ctx.clock.now_ms()))
     ctx.log.info("regime universe=%s regime=%s confidence=%.2f", name, found.regime,
@@ -132,6 +135,10 @@ def found_dirname(ts_ms: int) -> str:
 
 def regime_row(r: Regime, ingested_ms: int) -> pa.Table:
     """The ``regimes`` row of a verdict."""
+    import pyarrow as pa
+
+    from candlekeep.scans.datasets import REGIMES
+
     w = r.weights
     return pa.Table.from_pylist([{
         "universe": r.universe, "ts": r.ts, "regime": r.regime, "confidence": r.confidence,
@@ -147,6 +154,10 @@ def latest_regime(store: Store, universe: str) -> Regime | None:
     """The newest verdict recorded for ``universe`` in ``store`` (None when none): what a
     scan weighs its factors with. Blocking. Its ``excluded``, ``as_of`` and ``timeframe``
     are not stored (see the run's regime.json)."""
+    from candlekeep.config.scans import Weights
+    from candlekeep.scans.datasets import REGIMES
+    from candlekeep.scans.regime import Indicator, Regime
+
     rows = store.read(REGIMES, where={"universe": universe}, column="ts")
     if rows.num_rows == 0:
         return None
