@@ -46,26 +46,20 @@ def _where(ctx: JobContext) -> str:
     return str(ctx.config.config_path or "candlekeep.yaml")
 
 
-def _targets(ctx: JobContext, p: OrderbookParams) -> tuple[str, list[str], str]:
+async def _targets(ctx: JobContext, p: OrderbookParams) -> tuple[str, list[str], str]:
     """(source, symbols, store) the run covers; ConfigError for names nothing configures.
-
-    A ``top:`` universe is computed from stored volumes by ``scans.universe``, not here:
-    until that is wired, only fixed-list universes are accepted."""
+    A universe is resolved now (a top-by-volume one from stored daily candles)."""
     cfg = ctx.config
     key = f"jobs.{ctx.job_name}.params"
     store = p.store
     if p.universe is not None:
-        uni = cfg.universes.get(p.universe)
-        if uni is None:
-            raise ConfigError(_where(ctx), f"{key}.universe",
-                              f"unknown universe {p.universe!r}",
-                              f"configured: {', '.join(cfg.universes) or 'none'}")
-        if uni.symbols is None:
-            raise ConfigError(_where(ctx), f"{key}.universe",
-                              f"universe {p.universe!r} is a top-by-volume universe, which the "
-                              "orderbook job does not resolve yet",
-                              "give it symbols: [...] or use source: and symbols:")
-        source, symbols, store = uni.source, uni.symbols, store or uni.store
+        from candlekeep.scans.universe import resolve_universe
+
+        uni = await asyncio.to_thread(resolve_universe, ctx.runtime, cfg, p.universe,
+                                      ctx.clock.now_ms())
+        for symbol, why in uni.excluded.items():
+            ctx.log.info("universe %s leaves out %s: %s", uni.name, symbol, why)
+        source, symbols, store = uni.source, list(uni.symbols), store or uni.store
     else:
         assert p.source is not None and p.symbols is not None  # the validator's
         source, symbols = p.source, p.symbols
@@ -98,7 +92,7 @@ async def _snapshot(ctx: JobContext, source: Source, symbol: str, limit: int,
 @job_type("orderbook", OrderbookParams,
           "Order-book snapshots (spread, depth within 2 % of mid) of a universe's symbols.")
 async def orderbook(ctx: JobContext, p: OrderbookParams) -> JobResult:
-    source_name, symbols, store_name = _targets(ctx, p)
+    source_name, symbols, store_name = await _targets(ctx, p)
     if ctx.dry_run:
         return JobResult(details={"plan": f"snapshot {len(symbols)} order book(s) of "
                                           f"{source_name} into {store_name}"})
