@@ -45,7 +45,7 @@ def _register_commands() -> None:
     for module in ("data_cmds", "demo_cmds", "sim_cmds", "scheduler_cmds", "store_cmds",
                    "buffer_cmds", "freshness_cmds", "serve_cmds", "report_cmds",
                    "availability_cmds", "availability_query_cmds", "slo_cmds",
-                   "providers_cmds", "regime_cmds"):
+                   "providers_cmds", "regime_cmds", "scan_cmds"):
         try:
             mod = importlib.import_module(f"candlekeep.cli.{module}")
         except ModuleNotFoundError as exc:
