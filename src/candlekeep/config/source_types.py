@@ -71,6 +71,8 @@ class CcxtSourceConfig(_SourceModel):
 class SimSourceConfig(_SourceModel):
     type: Literal["sim"]
     seed: int = 7
+    symbols: list[str] | None = None
+    """Markets it lists (listed since 2017-01-01); default BTC, ETH, BNB and SOL in USDT."""
     max_concurrent_jobs: int | None = Field(default=None, ge=1)
 
 

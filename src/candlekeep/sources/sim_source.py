@@ -77,7 +77,8 @@ class SimSource(Source):
 
     @classmethod
     def from_config(cls, name: str, cfg: SimSourceConfig, clock: Clock) -> SimSource:
-        return cls(name, seed=cfg.seed, clock=clock)
+        exchange = SimExchange(cfg.seed, cfg.symbols, clock=clock) if cfg.symbols else None
+        return cls(name, seed=cfg.seed, exchange=exchange, clock=clock)
 
     def supported_timeframes(self) -> set[str]:
         return set(TIMEFRAMES)
