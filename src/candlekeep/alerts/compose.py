@@ -242,3 +242,42 @@ def providers(views: Sequence[ProviderView], state: AlertState, job: str, node: 
     return Message(RuleKind.PROVIDER_DEGRADED, state, title, summary,
                    tuple(_provider_subject(v) for v in views), now_ms, node,
                    hint=where.hint("candlekeep providers"))
+
+
+@dataclass(frozen=True, slots=True)
+class PremoveHit:
+    """A symbol a pre-movement scan alerted on (or, resolving, no longer does)."""
+
+    universe: str
+    symbol: str
+    score: float | None
+    folder: str | None
+    """The run's artifacts (premove.csv, explain.json say which gates passed)."""
+
+
+def premove_key(hit: PremoveHit) -> str:
+    return f"premove:{hit.universe}:{hit.symbol}"
+
+
+def premove(hits: Sequence[PremoveHit], state: AlertState, job: str, node: str,
+            now_ms: int, where: Where) -> Message:
+    firing = state is AlertState.FIRING
+    names = ", ".join(h.symbol for h in hits)
+    title = (f"pre-movement alert: {names}" if firing
+             else f"pre-movement alert over: {names}")
+    summary = (f"The pre-movement scan (job {job}, node {node}) at {fmt_ms(now_ms)} UTC "
+               + ("found 2 of 3 gates passing for:" if firing
+                  else "no longer alerts on:"))
+
+    def subject(h: PremoveHit) -> Subject:
+        score = "not scored" if h.score is None else f"score {h.score:.1f}"
+        where_ = f"; see {h.folder}" if h.folder else ""
+        return Subject(premove_key(h), {
+            "universe": h.universe, "symbol": h.symbol,
+            "score": None if h.score is None else f"{h.score:.2f}", "artifacts": h.folder},
+                       f"{h.symbol} ({h.universe}): {score}{where_}")
+
+    return Message(RuleKind.PREMOVE, state, title, summary,
+                   tuple(subject(h) for h in hits), now_ms, node,
+                   hint=where.hint("candlekeep scan run premove"))
+

@@ -46,6 +46,7 @@ T = TypeVar("T")
 FRESHNESS_JOB = "freshness"
 GAPS_REPAIR_JOB = "gaps_repair"
 PROVIDERS_JOB = "providers_health"
+SCAN_JOB = "scan"
 _ALERTING = {s.value for s in FRESHNESS_ALERTING}
 
 
@@ -103,6 +104,9 @@ class AlertEngine:
             work.append(self._gaps(spec))
         if spec.type == PROVIDERS_JOB and self._rules(RuleKind.PROVIDER_DEGRADED, spec.name):
             work.append(self._providers(spec))
+        premove = outcome.result.details.get("premove") if outcome.result else None
+        if spec.type == SCAN_JOB and premove and self._rules(RuleKind.PREMOVE, spec.name):
+            work.append(self._premove(spec, premove))
         await _all(f"job={spec.name}", *work)
 
     # -- rules --------------------------------------------------------------------------
@@ -191,6 +195,22 @@ class AlertEngine:
         details = {k: f"{v.status}: {'; '.join(v.reasons)}"[:500] for k, v in bad.items()}
         await self._fire_and_resolve(RuleKind.PROVIDER_DEGRADED, route, spec, bad, up,
                                      details, compose.providers)
+
+    async def _premove(self, spec: JobSpec, found: dict[str, Any]) -> None:
+        """Symbols a pre-movement scan alerts on fire (per symbol, repeats per the route);
+        those it alerted on before and no longer does are announced once. ``found`` is
+        the run's ``premove`` detail (what it scored, not what a later run did)."""
+        route = self._route(self._rules(RuleKind.PREMOVE, spec.name))
+
+        def hit(row: dict[str, Any]) -> compose.PremoveHit:
+            return compose.PremoveHit(found["universe"], row["symbol"], row.get("score"),
+                                      found.get("folder"))
+
+        bad = {compose.premove_key(h): h for h in map(hit, found["alert"])}
+        quiet = {compose.premove_key(h): h for h in map(hit, found["quiet"])}
+        details = {k: f"score {h.score}" for k, h in bad.items()}
+        await self._fire_and_resolve(RuleKind.PREMOVE, route, spec, bad, quiet, details,
+                                     compose.premove)
 
     async def _fire_and_resolve(self, kind: RuleKind, route: Route, spec: JobSpec,
                                 bad: dict[str, T], well: dict[str, T],

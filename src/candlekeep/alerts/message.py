@@ -22,6 +22,7 @@ class RuleKind(StrEnum):
     FRESHNESS = "freshness"
     GAP_FAILED = "gap_failed"
     PROVIDER_DEGRADED = "provider_degraded"
+    PREMOVE = "premove"
 
 
 class AlertState(StrEnum):

@@ -208,7 +208,7 @@ class AlertRule(_Model):
     """When to alert, and whom. ``jobs`` limits job rules to those jobs (default: all)."""
 
     on: Literal["job_failed", "consecutive_failures", "freshness", "gap_failed",
-                "provider_degraded"]
+                "provider_degraded", "premove"]
     channels: list[str] = Field(min_length=1)
     jobs: list[str] | None = None
     count: int = Field(default=3, ge=2)

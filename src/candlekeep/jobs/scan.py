@@ -128,6 +128,25 @@ def not_scored(run: ScanRun) -> dict[str, str]:
             if r.scores[i] != r.scores[i]}  # NaN: not scored
 
 
+def premove_detail(run: ScanRun, universe: str, folder: str) -> dict[str, object]:
+    """The symbols a pre-movement run alerts on and those it scored quiet (an undetermined
+    or unscored symbol is neither: its alert state stays as it was)."""
+    r = run.result
+    symbols = r.factors["symbol"].to_pylist()
+    undetermined = ({i for i, st in enumerate(r.premove.status) if st == "undetermined"}
+                    if r.premove is not None else set())
+
+    def row(i: int) -> dict[str, object]:
+        return {"symbol": symbols[i], "score": None if r.scores[i] != r.scores[i]
+                else round(float(r.scores[i]), 2)}
+
+    return {"universe": universe, "folder": folder,
+            "alert": [row(i) for i in range(len(symbols)) if r.passed[i]],
+            "quiet": [row(i) for i in range(len(symbols))
+                      if not r.passed[i] and i not in undetermined
+                      and r.scores[i] == r.scores[i]]}
+
+
 def summary(run: ScanRun) -> dict[str, object]:
     """What a run found, JSON-ready: passed symbols by score, those not scored with why,
     those the universe excluded with why."""
@@ -168,6 +187,8 @@ async def scan(ctx: JobContext, p: ScanParams) -> JobResult:
         res.errors.append(str(exc))
         return res
     res.artifacts += [str(f) for f in sorted(Path(folder).iterdir())]
+    if p.profile == "premove":  # what the premove alert rule fires and resolves on
+        res.details["premove"] = premove_detail(run, name, str(folder))
     store = await ctx.store(run.universe.store)
     res.rows_written = await store.upsert(
         SCAN_SIGNALS, scan_signal_rows(run.result, run.run_ts, ctx.clock.now_ms(), name))
