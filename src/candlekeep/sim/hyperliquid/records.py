@@ -112,7 +112,8 @@ class Position:
 def fmt_num(x: float, decimals: int) -> str:
     """A number as Hyperliquid writes it: plain decimal, trailing zeros dropped, at least
     one digit after the point (``"26951.0"``, ``"0.001604"``)."""
-    text = f"{x:.{decimals}f}".rstrip("0")
+    text = f"{x:.{decimals}f}"
+    text = text.rstrip("0") if "." in text else text + "."  # "290", never "29"
     if text.endswith("."):
         text += "0"
     if text in ("-0.0", "-0"):
