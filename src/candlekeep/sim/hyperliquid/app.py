@@ -3,7 +3,8 @@
 ``HyperliquidSim`` wraps a ``SimExchange`` (its clock, seed and candle generator) and a
 ``HyperliquidSpec``. It is both the HTTP handler the sim server mounts and the truth a test
 asks: ``fills``, ``orders``, ``funding``, ``ledger``, ``positions``, ``account_state``,
-``candles`` and ``funding_history`` return what exists at the sim clock's ``now``.
+``candles``, ``funding_history`` and ``l2_book`` return what exists at the sim clock's
+``now``.
 
 Bad requests answer as Hyperliquid's axum server does: a body that is not JSON is HTTP 400
 "Failed to parse the request body as JSON", a JSON body of the wrong shape (unknown type,
@@ -43,7 +44,7 @@ from candlekeep.sim.hyperliquid.accounts import (
     Position,
     fmt_num,
 )
-from candlekeep.sim.hyperliquid.market import HlMarkets
+from candlekeep.sim.hyperliquid.market import HlBook, HlMarkets
 from candlekeep.sim.hyperliquid.spec import (
     ADDRESS_RE,
     INTERVALS,
@@ -184,6 +185,11 @@ class HyperliquidSim:
                 for t, r, p in zip(times.tolist(), rate.tolist(), premium.tolist(),
                                    strict=True)]
 
+    def l2_book(self, coin: str) -> HlBook | None:
+        """l2Book's book of ``coin`` now (perp name, ``PURR/USDC`` or ``@i``); None for a
+        coin the sim does not list, which Hyperliquid answers with ``null``."""
+        return self.markets.book(coin, self.now_ms())
+
     # ================================================================== faults
 
     def force(self, kind: HlFault, count: int = 1, *, info_type: str = "*",
@@ -319,6 +325,8 @@ class HyperliquidSim:
             return wire.spot_meta(self.markets), 0
         if kind == "candleSnapshot":
             return self._candles(payload, now)
+        if kind == "l2Book":
+            return self._l2_book(payload, now), 0
         if kind == "fundingHistory":
             coin = _str(payload, "coin")
             start, end = _time_range(payload, now)
@@ -350,6 +358,20 @@ class HyperliquidSim:
         arrays = self.markets.candles(symbol, interval, start, end, now)
         rows = wire.candles_wire(arrays, coin, interval, self.markets.decimals(symbol))
         return rows, len(rows)
+
+    def _l2_book(self, payload: dict[str, Any], now: int) -> Any:
+        """The book at full precision: ``nSigFigs`` and ``mantissa`` (aggregation) must be
+        integers or null when given, and are otherwise ignored."""
+        coin = _str(payload, "coin")
+        for key in ("nSigFigs", "mantissa"):
+            if payload.get(key) is not None:
+                _int(payload, key)
+        symbol = self.markets.symbol_of(coin)
+        book = self.markets.book(coin, now)
+        if symbol is None or book is None:
+            return None
+        return wire.l2_book_wire(book, self.markets.decimals(symbol),
+                                 self.markets.sz_decimals(coin))
 
     def _user(self, kind: str, payload: dict[str, Any], now: int) -> tuple[Any, int]:
         user = _str(payload, "user")

@@ -4,10 +4,14 @@ Prices come from the sim's candle generator (``candlekeep.sim.generator``) under
 unified symbols ``BTC/USDC:USDC`` (perps) and ``PURR/USDC`` (spot), so a candle, a fill and
 a mark price at the same minute agree: a fill at time t trades at the generator's price of
 t's minute, the open of t's 1m candle. Funding is settled every hour, a few hundred
-milliseconds after the hour as on Hyperliquid (``1704290400031``).
+milliseconds after the hour as on Hyperliquid (``1704290400031``). Order books (``l2Book``)
+are the shared sim books of ``candlekeep.sim.orderbook`` (mid at the last closed 1m close),
+cut to Hyperliquid's 20 levels a side with sizes in the coin's ``szDecimals``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,11 +27,28 @@ from candlekeep.sim.generator import (
     uniform,
 )
 from candlekeep.sim.hyperliquid.spec import HyperliquidSpec, PerpSpec
+from candlekeep.sim.orderbook import order_book
 
 INTEREST_PER_HOUR = 0.0000125
 """Hyperliquid's interest component: 0.01 % per 8 hours, paid hourly."""
 FUNDING_CAP_PER_HOUR = 0.04
 FUNDING_OFFSET_MAX_MS = 400
+BOOK_LEVELS = 20
+"""l2Book answers at most 20 levels a side (info endpoint docs, "L2 book snapshot")."""
+MAX_ORDERS_PER_LEVEL = 12
+
+
+@dataclass(frozen=True, slots=True)
+class HlBook:
+    """One l2Book snapshot: ``bids`` descending and ``asks`` ascending ``[px, sz]`` rows,
+    and the number of orders resting at each level."""
+
+    coin: str
+    time: int
+    bids: F64
+    asks: F64
+    bid_orders: I64
+    ask_orders: I64
 
 
 class HlMarkets:
@@ -61,6 +82,38 @@ class HlMarkets:
     def decimals(self, symbol: str) -> int:
         """Decimals of the symbol's price tick (the generator rounds prices to it)."""
         return price_decimals(self.seed, symbol)
+
+    def sz_decimals(self, coin: str) -> int:
+        """``szDecimals`` of a listed coin (a spot pair's are its base token's)."""
+        perp = self.perps.get(coin)
+        if perp is not None:
+            return perp.sz_decimals
+        return self.spec.spot_tokens[self.spot_names.index(coin)].sz_decimals
+
+    # ------------------------------------------------------------------ books
+
+    def book(self, coin: str, now_ms: int) -> HlBook | None:
+        """``coin``'s l2Book at ``now_ms`` (None when the sim does not list it): the shared
+        sim book of its market, sizes rounded to ``szDecimals`` (at least one step), 1 to
+        12 orders a level drawn per minute."""
+        symbol = self.symbol_of(coin)
+        if symbol is None:
+            return None
+        shared = order_book(self.generator, symbol, now_ms, BOOK_LEVELS)
+        step_decimals = self.sz_decimals(coin)
+        minute = now_ms - now_ms % MINUTE_MS
+
+        def sized(rows: F64) -> F64:
+            sz = np.maximum(np.round(rows[:, 1], step_decimals), 10.0 ** -step_decimals)
+            return np.column_stack([rows[:, 0], sz])
+
+        def orders(side: str, n: int) -> I64:
+            key = stable_hash64("hl-book-orders", self.seed, coin, side, minute)
+            u = uniform(key, np.arange(n, dtype=np.int64))
+            return 1 + (u * MAX_ORDERS_PER_LEVEL).astype(np.int64)
+
+        return HlBook(coin, now_ms, sized(shared.bids), sized(shared.asks),
+                      orders("bid", len(shared.bids)), orders("ask", len(shared.asks)))
 
     # ------------------------------------------------------------------ prices
 

@@ -17,7 +17,7 @@ import numpy as np
 from candlekeep.core.timeframes import DAY_MS, HOUR_MS, parse_timeframe
 from candlekeep.sim.generator import CandleArrays, stable_hash64, uniform
 from candlekeep.sim.hyperliquid.accounts import AccountModel
-from candlekeep.sim.hyperliquid.market import HlMarkets
+from candlekeep.sim.hyperliquid.market import HlBook, HlMarkets
 from candlekeep.sim.hyperliquid.records import (
     ZERO_HASH,
     Fill,
@@ -173,6 +173,17 @@ def candles_wire(arrays: CandleArrays, coin: str, interval: str,
                     "h": fmt_num(h, decimals), "l": fmt_num(lo, decimals),
                     "v": fmt_num(v, 5), "n": n})
     return out
+
+
+def l2_book_wire(book: HlBook, px_decimals: int, sz_decimals: int) -> dict[str, Any]:
+    """l2Book's reply: ``levels`` is ``[bids, asks]``, best first, each level
+    ``{"px", "sz", "n"}`` with prices and sizes as strings."""
+    def side(rows: Any, orders: Any) -> list[dict[str, Any]]:
+        return [{"px": fmt_num(px, px_decimals), "sz": fmt_num(sz, sz_decimals), "n": n}
+                for (px, sz), n in zip(rows.tolist(), orders.tolist(), strict=True)]
+
+    return {"coin": book.coin, "time": book.time,
+            "levels": [side(book.bids, book.bid_orders), side(book.asks, book.ask_orders)]}
 
 
 def meta(markets: HlMarkets) -> dict[str, Any]:

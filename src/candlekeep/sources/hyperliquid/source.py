@@ -6,7 +6,8 @@ clips it). Markets come from ``meta`` and ``spotMeta`` (see ``markets``); the pr
 each (size step, price decimals, tick) is kept in ``market_meta``. Beyond candles the source
 reads what the accounts job stores: market contexts (``metaAndAssetCtxs``: mark, oracle,
 funding, open interest) and funding-rate history (``fundingHistory``), as tables shaped like
-``ASSET_CTX_SNAPSHOTS`` and ``FUNDING_RATES``.
+``ASSET_CTX_SNAPSHOTS`` and ``FUNDING_RATES``, and order books (``l2Book``) for the
+``orderbook`` job.
 
 Every request is one ``POST /info`` through ``HyperliquidClient`` (weights, retries, 429s);
 replies are checked item by item, and a malformed one is rejected whole (BadReplyError,
@@ -31,6 +32,7 @@ from candlekeep.core.schema import TS_TYPE, candles_from_columns, empty_candles
 from candlekeep.core.text import redact_url
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
 from candlekeep.core.timeutil import fmt_ms
+from candlekeep.scans.orderbook import F64, levels
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.capabilities import HYPERLIQUID_NATIVE
 from candlekeep.sources.hyperliquid.client import HyperliquidClient, HyperliquidLimiter, ItemCount
@@ -54,6 +56,8 @@ INTERVALS = HYPERLIQUID_TIMEFRAMES
 FUNDING_PAGE = 500
 """fundingHistory returns at most 500 entries a reply (time-range requests, per the info
 endpoint docs): a shorter page is the last."""
+BOOK_LEVELS = 20
+"""l2Book returns at most 20 levels a side and takes no depth parameter."""
 
 
 class HyperliquidSource(Source):
@@ -257,6 +261,32 @@ class HyperliquidSource(Source):
             cols["ingested_at"].append(now)
         return _table(cols, ASSET_CTX_SNAPSHOTS.schema)
 
+    async def order_book(self, symbol: str, limit: int) -> tuple[F64, F64]:
+        """``symbol``'s book (``BTC/USDC:USDC`` or ``PURR/USDC``): one ``l2Book`` request
+        for its coin at full precision (weight 2). Hyperliquid serves at most 20 levels a
+        side and takes no depth, so ``limit`` only trims: any limit above 20 gets 20, and
+        the ±2 % depth counts those 20 levels. A reply that is not the documented
+        ``{"coin", "time", "levels": [bids, asks]}`` of ``{"px", "sz", "n"}`` levels, or
+        names another coin, is rejected (BadReplyError); so is ``null``, Hyperliquid's
+        answer for a coin it does not list, as the markets just said it does."""
+        coin = (await self.market_meta(symbol)).coin
+        reply = await self.info({"type": "l2Book", "coin": coin}, what=f"{symbol} order book")
+        what = f"{symbol} l2Book"
+        if reply is None:
+            raise self.reject(what, f"null: no book for coin {coin!r}")
+        try:
+            if not isinstance(reply, dict) or reply.get("coin") != coin:
+                raise ValueError(f"expected the book of {coin!r}, got "
+                                 f"{_named(reply)}")
+            sides = reply.get("levels")
+            if not (isinstance(sides, list) and len(sides) == 2):
+                raise ValueError("levels is not [bids, asks]")
+            bids, asks = (levels([_px_sz(lv) for lv in side[:min(limit, BOOK_LEVELS)]])
+                          for side in sides)
+        except (TypeError, ValueError) as exc:
+            raise self.reject(what, f"malformed book: {exc}") from None
+        return bids, asks
+
     async def funding_history(self, coin: str, start_ms: int, end_ms: int) -> pa.Table:
         """A perpetual's funding rates settled in ``[start_ms, end_ms)``, oldest first,
         shaped like ``FUNDING_RATES``: ``fundingHistory`` paged forward from ``startTime``
@@ -312,6 +342,20 @@ class HyperliquidSource(Source):
             except ValueError as exc:
                 raise self.reject(what, f"entry {i}: {exc}") from None
         return out
+
+
+def _px_sz(level: Any) -> tuple[str, str]:
+    """One l2Book level's price and size, decimal strings as Hyperliquid sends them."""
+    if not isinstance(level, dict):
+        raise ValueError("a level that is not an object")
+    px, sz = level.get("px"), level.get("sz")
+    if not (isinstance(px, str) and isinstance(sz, str)):
+        raise ValueError(f"a level with px {px!r} and sz {sz!r}, not decimal strings")
+    return px, sz
+
+
+def _named(reply: Any) -> str:
+    return repr(reply.get("coin")) if isinstance(reply, dict) else type(reply).__name__
 
 
 def _ints(values: Sequence[Any], name: str) -> pa.Array:
