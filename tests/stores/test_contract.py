@@ -405,6 +405,16 @@ def test_dataset_upsert_is_idempotent_and_reads_back_exactly(store: Store) -> No
     assert got.equals(batch)  # ordered by the key, values exact
 
 
+def test_a_session_reads_and_writes_as_single_calls_do(store: Store) -> None:
+    store.upsert(FILLS, fills(list(range(5))))
+    with store.session():
+        assert store.read(FILLS).equals(fills(list(range(5))))
+        store.upsert(FILLS, fills([5, 6]))
+        assert store.read(FILLS).num_rows == 7  # a write inside the block is seen inside it
+        assert store.read(CANDLES).num_rows == 0  # an absent table still reads as empty
+    assert store.read(FILLS).equals(fills(list(range(7))))
+
+
 def test_dataset_later_write_wins(store: Store) -> None:
     store.upsert(FILLS, fills(list(range(10)), price=1.0, updated=T0))
     store.upsert(FILLS, fills([3, 4], price=2.0, updated=T0 + HOUR_MS, note=None))

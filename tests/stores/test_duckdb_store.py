@@ -212,6 +212,63 @@ def test_a_writer_waits_for_readers_of_this_process(tmp_path: Path) -> None:
     assert span is not None and span.count == 10
 
 
+_CHILD_OPENER = """
+    import duckdb
+
+    try:
+        duckdb.connect({path!r}).close()  # read-write: needs no other process holding the file
+        print("opened", flush=True)
+    except duckdb.Error as exc:
+        print("locked" if "lock" in str(exc).lower() else f"error {{exc}}", flush=True)
+"""
+
+
+def _other_process_opens_for_writing(path: Path) -> str:
+    out, err = _child(_CHILD_OPENER.format(path=str(path))).communicate(timeout=60)
+    assert out, err
+    return out.split()[-1]
+
+
+def test_a_session_opens_once_and_releases_the_file_when_it_ends(tmp_path: Path) -> None:
+    path = tmp_path / "session.duckdb"
+    store = DuckDBStore("session", path)
+    store.upsert_candles(candles(BTC, grid(BTC, T0, 5)))
+    db = duckdb_store._database(path)
+    with store.session():
+        assert store.read_candles(BTC).num_rows == 5
+        opened = db._conn
+        assert opened is not None  # held between the calls of the block
+        assert store.span(BTC) is not None and store.describe("candles") is not None
+        assert db._conn is opened  # the later calls used the same instance
+        assert _other_process_opens_for_writing(path) == "locked"
+    assert db._conn is None
+    assert _other_process_opens_for_writing(path) == "opened"
+
+
+def test_a_write_inside_a_reading_session_reopens_and_keeps_read_write(tmp_path: Path) -> None:
+    path = tmp_path / "session-write.duckdb"
+    store = DuckDBStore("session", path)
+    store.upsert_candles(candles(BTC, grid(BTC, T0, 5)))
+    db = duckdb_store._database(path)
+    with store.session():
+        assert store.read_candles(BTC).num_rows == 5  # a read-only instance
+        store.upsert_candles(candles(BTC, grid(BTC, T0 + 5 * MINUTE_MS, 5)))
+        kept = db._conn
+        assert kept is not None and not db._read_only
+        assert store.read_candles(BTC).num_rows == 10
+        assert db._conn is kept
+    assert db._conn is None
+    assert _other_process_opens_for_writing(path) == "opened"
+
+
+def test_a_session_on_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "absent.duckdb"
+    store = DuckDBStore("session", path)
+    with store.session():
+        assert store.read_candles(BTC).num_rows == 0 and store.describe("candles") is None
+    assert not path.exists()
+
+
 def test_a_folder_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     store = DuckDBStore("test", tmp_path / "file" / "candles.duckdb")

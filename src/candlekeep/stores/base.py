@@ -7,7 +7,8 @@ store type: a new backend is done when that suite passes on it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,14 @@ class Store(abc.ABC):
         """Candles of one series in ``[start_ms, end_ms)``, ordered by ts (CANDLE_SCHEMA)."""
         table = self.read(CANDLES, where=series._asdict(), column="ts", lo=start_ms, hi=end_ms)
         return table.select(CANDLE_SCHEMA.names).cast(CANDLE_SCHEMA)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Several calls made as one visit: a store that opens its database per call (DuckDB)
+        keeps it open for the block and releases it at the end, so a job reading a few
+        datasets pays the open once. The default does nothing (the other stores keep a
+        connection pool)."""
+        yield
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

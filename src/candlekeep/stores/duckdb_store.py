@@ -12,7 +12,8 @@ time write a file, and a daemon holding it forever would lock the CLI out. Anoth
 operation is waited out (retry with backoff, ``lock_timeout_s``). Opening a DuckDB instance
 costs ~15-25 ms (a one-candle upsert: ~50 ms opened per call, ~10 ms on an open instance), so a
 store may keep it for an idle period (``keep_alive_s``, off by default: while kept, the file
-stays locked for other processes).
+stays locked for other processes). A ``session()`` holds the instance for a block of calls
+(a scan's few reads) and releases it when the block ends.
 
 Gap finding never moves candles to Python. A first pass aggregates each series in buckets of
 ``2**_BUCKET_BITS`` grid steps (count, min, max and the first two power sums of the in-bucket
@@ -127,6 +128,7 @@ class _Database:
         self._active = 0
         self._writers_waiting = 0
         self._generation = 0
+        self._pins = 0
         self._timer: threading.Timer | None = None
         self.has_table = False
 
@@ -198,12 +200,33 @@ class _Database:
             cur.close()
         with self._cond:
             self._active -= 1
-            if self._active == 0:
-                if keep_alive_s <= 0 or (self._read_only and self._writers_waiting):
-                    self._close_locked()
-                else:
-                    self._schedule_close(keep_alive_s)
+            self._idle_locked(keep_alive_s)
             self._cond.notify_all()
+
+    @contextmanager
+    def pinned(self, keep_alive_s: float) -> Iterator[None]:
+        """The instance the block's operations open stays open until the block ends (a
+        session), then goes as after any operation. A writer of this process still gets its
+        turn: it reopens an idle read-only instance read-write, and that one stays."""
+        with self._cond:
+            self._pins += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._pins -= 1
+                self._idle_locked(keep_alive_s)
+                self._cond.notify_all()
+
+    def _idle_locked(self, keep_alive_s: float) -> None:
+        """After an operation or a session: close the unused instance, or keep it for
+        ``keep_alive_s``."""
+        if self._active or self._pins or self._conn is None:
+            return
+        if keep_alive_s <= 0 or (self._read_only and self._writers_waiting):
+            self._close_locked()
+        else:
+            self._schedule_close(keep_alive_s)
 
     def _schedule_close(self, delay_s: float) -> None:
         self._cancel_timer()
@@ -219,7 +242,7 @@ class _Database:
 
     def _close_if_idle(self, generation: int) -> None:
         with self._cond:
-            if self._generation == generation and self._active == 0:
+            if self._generation == generation and self._active == 0 and self._pins == 0:
                 self._close_locked()
                 self._cond.notify_all()
 
@@ -372,6 +395,13 @@ class DuckDBStore(Store):
                 yield cur
         except (duckdb.Error, OSError) as exc:  # OSError: the folder cannot be made
             raise StoreError(f"store {self.name} ({self.path}): {exc}") from exc
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """The calls of the block share one opened instance (one open, not one per call);
+        it is released when the block ends, so other processes get the file back."""
+        with self._db.pinned(self.keep_alive_s):
+            yield
 
     @contextmanager
     def _reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
