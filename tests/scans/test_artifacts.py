@@ -56,8 +56,14 @@ def test_signals_and_explain_parse_back(tmp_path: Path) -> None:
     assert (none["score"], none["sources"], none["passed"]) == ("", "", "false")
     assert none["reason"] == "no candles; no order book"
 
-    doc = json.loads((folder / "explain.json").read_text())
+    text = (folder / "explain.json").read_text()
+    doc = json.loads(text)
     assert (doc["profile"], doc["regime"], doc["universe"]) == ("hot", "normal", "top")
+    lines = text.splitlines()  # the run's fields, then one gate, one symbol a line
+    assert lines[0] == '{"profile": "hot",'
+    records = [json.JSONDecoder().raw_decode(line.strip().removeprefix('"symbols": ['))[0]
+               for line in lines if '"symbol": ' in line]
+    assert records == doc["symbols"]
     assert doc["weights"] == {"momentum": 0.35, "technical": 0.25, "volume": 0.25,
                               "quality": 0.15}
     assert [g["name"] for g in doc["gates"]] == ["min_score", "min_vadr", "max_spread_bps",

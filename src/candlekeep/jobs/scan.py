@@ -3,9 +3,9 @@ universe's factors from stored candles and order-book snapshots, weighted by the
 regime, through the profile's gates, written as explained artifacts
 (``<artifacts>/scans/<profile>/<UTC time>/``) and as ``scan_signals`` rows.
 
-The work is reading: one store read of the universe's candles over the lookback, one of
-its recent order-book snapshots, the newest regime and (when stored) funding rates; the
-maths over them is vectorised (``scans/factors.py``, ``scans/scoring.py``).
+The work is reading, in one store session: the universe's candles over the lookback, its
+recent order-book snapshots, the newest regime and (premove) funding rates; the maths over
+them is vectorised (``scans/factors.py``, ``scans/scoring.py``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def scan_now(runtime: Runtime, p: ScanParams, now_ms: int) -> ScanRun:
     from candlekeep.jobs.regime import latest_regime, universe_name
     from candlekeep.scans.factors import compute_factors
     from candlekeep.scans.scoring import evaluate
-    from candlekeep.scans.universe import resolve_universe
+    from candlekeep.scans.universe import resolve_universe, universe_store
 
     cfg = runtime.config
     name = universe_name(cfg, p.universe, "params.universe")
@@ -83,19 +83,20 @@ def scan_now(runtime: Runtime, p: ScanParams, now_ms: int) -> ScanRun:
         raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
                           f"{tf.name} is coarser than the 1h momentum return",
                           "use 1h or finer (default 1h)")
-    u = resolve_universe(runtime, cfg, name, now_ms)
-    store = runtime.store(u.store)
+    store = runtime.store(universe_store(cfg, name))
     end = tf.floor(now_ms)  # closed candles only
-    candles = store.read(CANDLES, where={"source": u.source, "timeframe": tf.name},
-                         column="ts", lo=end - round(p.lookback * 1000), hi=end)
+    with store.session():  # one visit for the reads (DuckDB: one open, not one per read)
+        u = resolve_universe(store, cfg, name, now_ms)
+        candles = store.read(CANDLES, where={"source": u.source, "timeframe": tf.name},
+                             column="ts", lo=end - round(p.lookback * 1000), hi=end)
+        books = _recent_books(store, p.books or u.source, now_ms)
+        found = latest_regime(store, name)
+        funding = _funding(store, now_ms) if p.profile == "premove" else None
     if u.symbols and candles.num_rows:
         candles = candles.filter(pc.is_in(candles["symbol"],
                                           value_set=pa.array(u.symbols, pa.string())))
-    books = _recent_books(store, p.books or u.source, now_ms)
-    found = latest_regime(store, name)
     regime, note = (found.regime, None) if found is not None else (
         NO_REGIME, f"no regime recorded for universe {name}: {NO_REGIME} weights")
-    funding = _funding(store, now_ms)
     factors = compute_factors(candles, now_ms, symbols=list(u.symbols), books=books)
     result = evaluate(factors, p.profile, regime, cfg.scans, funding)
     return ScanRun(u, result, now_ms, note)
@@ -110,13 +111,12 @@ def _recent_books(store: Store, source: str, now_ms: int) -> pa.Table:
                       lo=now_ms - 4 * BOOK_FRESH_MS, hi=now_ms + 1)
 
 
-def _funding(store: Store, now_ms: int) -> pa.Table | None:
-    """Funding rates of the last day when this store holds any (Hyperliquid's market
-    data), else None: the funding gate is then reported missing, never passing."""
+def _funding(store: Store, now_ms: int) -> pa.Table:
+    """Funding rates of the last day (Hyperliquid's market data), for the pre-movement
+    gates; none stored (an absent table reads as empty) reports the funding gate missing,
+    never passing."""
     from candlekeep.accounts.datasets import FUNDING_RATES
 
-    if store.describe(FUNDING_RATES.name) is None:
-        return None
     return store.read(FUNDING_RATES, column="time", lo=now_ms - 86_400_000, hi=now_ms + 1)
 
 

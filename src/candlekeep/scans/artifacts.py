@@ -134,6 +134,20 @@ def explain(result: ScanResult, run_ts_ms: int, universe: str | None = None) -> 
     return doc
 
 
+def _json_lines(value: Any, depth: int = 0) -> str:
+    """JSON laid out one item a line two levels deep: the run's fields, then one gate, one
+    symbol a line (``grep SYMBOL explain.json`` shows its whole record). ``json.dumps`` with
+    ``indent`` runs the pure-Python encoder (~11 ms for 300 symbols); this lets the C
+    encoder write each line (~4 ms)."""
+    if depth == 2 or not value or not isinstance(value, dict | list):
+        return json.dumps(value)
+    sep = ",\n" + " " * (depth + 1)
+    if isinstance(value, dict):
+        items = (f"{json.dumps(k)}: {_json_lines(v, depth + 1)}" for k, v in value.items())
+        return "{" + sep.join(items) + "}"
+    return "[" + sep.join(_json_lines(v, depth + 1) for v in value) + "]"
+
+
 def _csv(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
@@ -164,8 +178,7 @@ def write_artifacts(root: Path, result: ScanResult, run_ts_ms: int,
     except OSError as err:
         raise ArtifactWriteError(folder, err) from err
     files = {SIGNALS_FILE: _csv(signals_table(result, run_ts_ms)),
-             EXPLAIN_FILE: (json.dumps(explain(result, run_ts_ms, universe), indent=2)
-                            + "\n").encode()}
+             EXPLAIN_FILE: (_json_lines(explain(result, run_ts_ms, universe)) + "\n").encode()}
     if result.premove is not None:
         files[PREMOVE_FILE] = _csv(premove_table(result, run_ts_ms))
     for name, data in files.items():
