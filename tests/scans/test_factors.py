@@ -42,10 +42,11 @@ def rsi_loop(closes: list[float], n: int = 14) -> float:
 
 
 def ret_loop(hours: list[int], closes: list[float], horizon_h: int) -> float | None:
+    """The return over the bar exactly ``horizon_h`` hours before the last (None without)."""
     target = hours[-1] - horizon_h
     base = None
     for h, c in zip(hours, closes, strict=True):
-        if h <= target:
+        if h == target:
             base = c
     return None if base is None else closes[-1] / base - 1.0
 
@@ -193,3 +194,57 @@ def test_duplicate_rows_and_coarse_timeframes_are_refused() -> None:
                                   [1.0], 0)
     with pytest.raises(ValueError, match="1h or finer"):
         compute_factors(coarse, T0)
+
+
+def test_a_gap_at_a_horizon_leaves_that_return_missing_not_longer() -> None:
+    """The bar 1h before the newest is missing: ret_1h is not the 2h move, it is missing,
+    and so are momentum and the score, with the reason."""
+    hours = [h for h in range(40) if h != 38]
+    closes, volumes = walk(len(hours), 9)
+    got = compute_factors(series("G/USDT", closes, volumes, hours=hours),
+                          T0 + 40 * HOUR_MS).to_pylist()[0]
+    assert got["ret_1h"] is None and got["momentum"] is None
+    assert got["ret_4h"] == pytest.approx(ret_loop(hours, closes, 4))
+    assert got["reason"] == "no candle 1h before the newest (a gap) for momentum; no order book"
+
+
+def test_stale_candles_are_not_scored_at_two_bars() -> None:
+    closes, volumes = walk(30, 10)
+    last = T0 + 29 * HOUR_MS
+    t = series("S/USDT", closes, volumes)
+    now = last + 2 * HOUR_MS  # the newest bar opened exactly two bars ago: still fresh
+    ok = compute_factors(t, now, books=books(book("S/USDT", now, 10.0, 2e5))).to_pylist()[0]
+    assert ok["fresh_candles"] and ok["reason"] is None and ok["momentum"] is not None
+    late = compute_factors(t, now + 1, books=books(book("S/USDT", now, 10.0, 2e5))
+                           ).to_pylist()[0]
+    assert not late["fresh_candles"]
+    assert late["reason"] == "newest candle at 2023-11-16 03:00 UTC: stale"
+    assert all(late[f] is None for f in ("momentum", "technical", "volume", "quality"))
+    assert late["ret_1h"] == ok["ret_1h"] and late["close"] == closes[-1]  # inputs kept
+
+
+def test_a_stale_book_is_kept_but_marked_at_the_limit() -> None:
+    closes, volumes = walk(30, 11)
+    now = T0 + 30 * HOUR_MS
+    t = series("B/USDT", closes, volumes)
+    at = compute_factors(t, now, books=books(book("B/USDT", now - 30 * MINUTE_MS, 20.0,
+                                                  1e5))).to_pylist()[0]
+    past = compute_factors(t, now + 1, books=books(book("B/USDT", now - 30 * MINUTE_MS, 20.0,
+                                                        1e5))).to_pylist()[0]
+    assert at["fresh_book"] and not past["fresh_book"] and not past["fresh"]
+    assert (past["spread_bps"], past["depth_usd"]) == (20.0, 1e5)  # the record stays
+    assert past["reason"] is None  # scored, quality without its book freshness share
+    assert at["quality"] - past["quality"] == pytest.approx(0.2 * 50)
+
+
+def test_depth_in_a_foreign_quote_is_not_taken_as_usd() -> None:
+    closes, volumes = walk(30, 12)
+    now = T0 + 30 * HOUR_MS
+    t = pa.concat_tables([series("ETH/BTC", closes, volumes),
+                          series("ETH/USDC:USDC", closes, volumes)])
+    got = {r["symbol"]: r for r in compute_factors(t, now, books=books(
+        book("ETH/BTC", now, 10.0, 50.0), book("ETH/USDC:USDC", now, 10.0, 2e5))).to_pylist()}
+    assert got["ETH/BTC"]["depth_usd"] is None and got["ETH/BTC"]["quality"] is None
+    assert got["ETH/BTC"]["reason"] == ("quote currency BTC is not USD (depth_usd not "
+                                        "computed)")
+    assert got["ETH/USDC:USDC"]["depth_usd"] == 2e5 and got["ETH/USDC:USDC"]["reason"] is None

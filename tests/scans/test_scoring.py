@@ -4,6 +4,7 @@ the pre-movement alert."""
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 import numpy as np
@@ -111,6 +112,26 @@ def test_custom_profile_without_gates_passes_what_is_scored() -> None:
     assert result.gates == [] and result.passed.tolist() == [True, False]
 
 
+def test_a_stale_book_or_a_foreign_quote_leaves_the_book_gates_missing() -> None:
+    now = 1_700_000_000_000
+    fresh = {"book_ts": now, "fresh_book": True}
+    stale = {"book_ts": now - 31 * 60_000, "fresh_book": False}
+    t = factors(hot_row("A/USDT", **fresh), hot_row("B/USDT", **stale),
+                hot_row("C/BTC", depth_usd=None, **fresh))
+    gates = {g.name: g for g in profile_gates(t, np.full(3, 80.0), PROFILE_GATES["hot"])}
+    assert gates["max_spread_bps"].status.tolist() == [PASS, MISSING, PASS]
+    assert gates["min_depth_usd"].status.tolist() == [PASS, MISSING, MISSING]
+    result = evaluate(t, "hot", "normal", ScansConfig())
+    assert result.why[1] == ("min_score: score missing; "  # no factors in this table
+                             "max_spread_bps: spread_bps missing (order book at 2023-11-14 "
+                             "21:42 UTC: stale); min_depth_usd: depth_usd missing (order "
+                             "book at 2023-11-14 21:42 UTC: stale)")
+    assert "min_depth_usd: depth_usd missing (quote currency BTC is not USD)" in result.why[2]
+    pm = premove(t, "normal", PremoveConfig())
+    assert pm.gates[2].name == "squeeze_depth_usd"
+    assert pm.gates[2].status.tolist() == [FAIL, MISSING, MISSING]
+
+
 def test_unknown_regime_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="calm, normal, volatile"):
         evaluate(factors(), "hot", "sideways", ScansConfig())
@@ -152,27 +173,53 @@ def funding(rates: dict[str, list[tuple[str, int, float]]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def test_funding_z_is_the_venue_mean_against_the_universe() -> None:
+def leave_one_out_z(rates: dict[str, float], coin: str) -> float:
+    others = [r for c, r in rates.items() if c != coin]
+    return abs(rates[coin] - statistics.mean(others)) / statistics.stdev(others)
+
+
+def test_funding_z_is_the_venue_mean_against_the_other_coins() -> None:
     table = funding({
         "AAA": [("x", 1, 0.5), ("x", 2, 0.0001), ("y", 1, 0.0003)],  # x's newest is 0.0001
-        "BBB": [("x", 1, 0.0001)], "CCC": [("y", 1, 0.0001)], "DDD": [("x", 1, 0.0009)]})
-    symbols = pa.array(["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT"])
-    rates = [0.0002, 0.0001, 0.0001, 0.0009]
-    mean = sum(rates) / 4
-    std = math.sqrt(sum((r - mean) ** 2 for r in rates) / 4)
+        "BBB": [("x", 1, 0.0001)], "CCC": [("y", 1, 0.0004)], "DDD": [("x", 1, 0.0009)]})
+    symbols = pa.array(["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT", "EEE/USDT",
+                        "DDD/USDC"])
+    rates = {"AAA": 0.0002, "BBB": 0.0001, "CCC": 0.0004, "DDD": 0.0009}
     got = funding_z(table, symbols)
-    assert got[:4] == pytest.approx([abs(r - mean) / std for r in rates])
-    assert math.isnan(got[4])
+    want = [leave_one_out_z(rates, c) for c in ("AAA", "BBB", "CCC", "DDD")]
+    assert got[:4] == pytest.approx(want, rel=1e-9)
+    assert math.isnan(got[4])  # EEE: no funding
+    assert got[5] == got[3]  # one coin, two quotes: the same z
     assert np.isnan(funding_z(None, symbols)).all()
-    assert np.isnan(funding_z(funding({"AAA": [("x", 1, 0.1)], "BBB": [("x", 1, 0.2)]}),
-                              symbols)).all()  # two coins: no spread to speak of
+    three = funding({"AAA": [("x", 1, 0.05)], "BBB": [("x", 1, 0.0001)],
+                     "CCC": [("x", 1, 0.0002)]})
+    assert np.isnan(funding_z(three, symbols)).all()  # two others: too few to judge by
+    flat = funding({"AAA": [("x", 1, 0.05)], **{c: [("x", 1, 0.0001)] for c in
+                                                ("BBB", "CCC", "DDD")}})
+    assert np.isnan(funding_z(flat, symbols)[0])  # the others do not differ: no scale
+
+
+def test_one_diverging_coin_among_few_passes_the_default_gate() -> None:
+    """Four coins, one far off: with itself in the mean and spread its z could not pass
+    √3 ≈ 1.73; against the other three it is well past 2."""
+    rates = {"AAA": 0.003, "BBB": 0.0001, "CCC": 0.0002, "DDD": 0.00015}
+    table = funding({c: [("x", 1, r)] for c, r in rates.items()})
+    symbols = [f"{c}/USDT" for c in rates]
+    z = funding_z(table, pa.array(symbols))
+    assert z[0] == pytest.approx(leave_one_out_z(rates, "AAA")) and z[0] > 2.0
+    assert (z[1:] < 2.0).all()
+    pm = premove(factors(*(pm_row(s, volume=10.0) for s in symbols)), "normal",
+                 PremoveConfig(), table)
+    assert pm.gates[0].status.tolist() == [PASS, FAIL, FAIL, FAIL]
 
 
 def test_funding_gate_boundary_and_two_of_three() -> None:
-    table = funding({"AAA": [("x", 1, 0.0009)], "BBB": [("x", 1, 0.0001)],
-                     "CCC": [("x", 1, 0.0001)], "DDD": [("x", 1, 0.0001)]})
-    symbols = ["AAA/USDT", "BBB/USDT", "CCC/USDT", "DDD/USDT"]
-    z = float(funding_z(table, pa.array(symbols))[0])
+    # binary-exact rates: the others' mean is 0.5 and sample deviation 0.25, AAA's z is 4
+    rates = {"AAA": 1.5, "BBB": 0.25, "CCC": 0.5, "DDD": 0.75}
+    table = funding({c: [("x", 1, r)] for c, r in rates.items()})
+    symbols = [f"{c}/USDT" for c in rates]
+    z = (1.5 - (0.25 + 0.5 + 0.75) / 3) / math.sqrt(((0.25 - 0.5) ** 2 + (0.75 - 0.5) ** 2) / 2)
+    assert z == 4.0
     # AAA: funding and squeeze pass, accumulation fails
     t = factors(*(pm_row(s, volume=10.0) for s in symbols))
     at = premove(t, "normal", PremoveConfig(funding_z=z), table)

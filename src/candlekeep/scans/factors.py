@@ -7,19 +7,25 @@ a segment reduction over those boundaries (no Python loop per row or per symbol)
 
 Raw inputs (each from the symbol's newest candle, "last"):
 
-* ``ret_1h`` / ``ret_4h`` / ``ret_24h``: ``close[last] / close[at or before last.ts - h] - 1``
-  (by time, so a gap does not stretch a horizon); null when the history is shorter than h.
+* ``ret_1h`` / ``ret_4h`` / ``ret_24h``: ``close[last] / close[last.ts - h] - 1``, the bar
+  exactly h before the newest (by time): with that bar missing (a gap) the return is null
+  rather than a longer one; null too when the history is shorter than h.
 * ``rsi``: Wilder's RSI(14): average gain and loss seeded with the mean of the first 14
   close-to-close changes, then ``avg = avg·13/14 + change/14``; 100 when nothing fell (50
   when nothing moved). Needs 15 bars.
 * ``ma_distance``: ``close[last] / mean(close of the last 20 bars) - 1``. Needs 20 bars.
 * ``vadr``: ``volume[last] / mean(volume of the 20 bars before it)``. Needs 20 bars before
   the last (21 in all); otherwise null and ``vadr_note`` says why (never a made-up value).
-* ``spread_bps`` / ``depth_usd`` / ``venue``: the symbol's newest order-book snapshot
-  (``depth_quote``, the thinner side within ±2 % of mid; quote currency taken as USD).
+* ``spread_bps`` / ``depth_usd`` / ``venue``: the symbol's newest order-book snapshot.
+  ``depth_usd`` is its ``depth_quote`` (the thinner side within ±2 % of mid, in the quote
+  currency) when the quote is USD-like (``USD_QUOTES``); for another quote it is null and
+  the reason says "quote currency X is not USD" (no conversion is guessed).
 * Freshness: candles are fresh when the newest one opened within ``2 x timeframe`` of now
-  (the forming bar or the last closed one is stored); a book when taken within
-  ``BOOK_FRESH_MS``.
+  (the forming bar or the last closed one is stored); a symbol whose candles are not fresh
+  is not scored (its factors are null, the reason names its newest candle's time), its raw
+  inputs are still listed. A book is fresh when taken within ``BOOK_FRESH_MS``; a stale
+  book's spread and depth stay in the table (``fresh_book`` false, quality loses its
+  freshness share) but the gates read them as missing (``scoring.gate_values``).
 
 The 0-100 scalings are the ``*_score`` functions below (each documents its mapping). A
 symbol with a factor that cannot be computed keeps its raw inputs, gets null factors where
@@ -34,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from candlekeep.config.scans import STABLECOINS
 from candlekeep.core.schema import TS_TYPE
 from candlekeep.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS, parse_timeframe
 
@@ -54,7 +61,10 @@ SPREAD_ZERO_BPS = 100.0
 DEPTH_FLOOR_USD, DEPTH_FULL_USD = 10_000.0, 1_000_000.0
 """Depth scores 0 at or under 10k USD, 100 at or over 1M, log-linear between (100k → 50)."""
 BOOK_FRESH_MS = 30 * MINUTE_MS
-"""An order-book snapshot older than this counts as stale for quality."""
+"""An order-book snapshot older than this is stale: it costs quality its freshness share and
+the spread and depth gates read it as missing."""
+USD_QUOTES = frozenset({"USD"} | {s for s in STABLECOINS if not s.startswith("EUR")})
+"""Quote currencies whose depth counts as USD (the dollar and dollar stablecoins)."""
 
 FACTORS_SCHEMA = pa.schema([
     pa.field("symbol", STR, nullable=False),
@@ -189,20 +199,35 @@ def _rsi(close: np.ndarray, starts: np.ndarray, ends: np.ndarray,
 
 
 def _returns(ts: np.ndarray, close: np.ndarray, starts: np.ndarray,
-             ends: np.ndarray) -> list[np.ndarray]:
-    """Per horizon: last close over the close at or before ``last ts - horizon``, by one
-    binary search over (segment, ts) packed into one sorted int64 key."""
+             ends: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per horizon: (last close over the close of the bar exactly ``horizon`` before the
+    last, NaN without that bar; whether the history reaches back that far), by one binary
+    search over (segment, ts) packed into one sorted int64 key."""
     shift = np.int64(1) << np.int64(43)  # ms timestamps stay below 2^43 until 2248
     seg = np.repeat(np.arange(len(starts), dtype=np.int64), ends - starts + 1)
     key = seg * shift + ts
     out = []
     for horizon in HORIZONS_MS:
         target = np.arange(len(starts), dtype=np.int64) * shift + ts[ends] - horizon
-        at = np.searchsorted(key, target, side="right") - 1
-        ok = at >= starts
-        base = _gather(close, at, ok)
-        out.append(close[ends] / base - 1.0)
+        at = np.searchsorted(key, target, side="left")
+        exact = (at <= ends) & (key[np.minimum(at, max(len(key) - 1, 0))] == target) \
+            if len(key) else np.zeros(0, bool)
+        base = _gather(close, at, exact)
+        out.append((close[ends] / base - 1.0, ts[starts] <= ts[ends] - horizon))
     return out
+
+
+def quote_of(symbols: pa.Array) -> np.ndarray:
+    """The quote currency of CCXT symbols (object array): ``BTC/USDT`` and
+    ``BTC/USDT:USDT`` → ``USDT``, ``BTC/USD:BTC`` → ``USD``; None without a ``/``."""
+    found = pc.extract_regex(symbols, r"/(?P<quote>[^:]*)")
+    return np.asarray(pc.struct_field(found, "quote").to_pylist(), object)
+
+
+def utc_text(ms: np.ndarray) -> np.ndarray:
+    """Epoch milliseconds as ``2024-01-02 03:00 UTC`` strings (object array)."""
+    ts = pa.array(np.asarray(ms, np.int64), pa.int64()).cast(TS_TYPE)
+    return np.asarray(pc.strftime(ts, format="%Y-%m-%d %H:%M UTC").to_pylist(), object)
 
 
 def _masked(values: np.ndarray, type_: pa.DataType = F64) -> pa.Array:
@@ -275,9 +300,10 @@ def compute_factors(candles: pa.Table, now_ms: int, *,
 
     per_seg: dict[str, np.ndarray] = {
         "close": close[ends], "rsi": _rsi(close, starts, ends, seg_bars)}
-    for name, values in zip(("ret_1h", "ret_4h", "ret_24h"),
-                            _returns(ts, close, starts, ends), strict=True):
-        per_seg[name] = values
+    for h, (values, reached) in zip((1, 4, 24), _returns(ts, close, starts, ends),
+                                    strict=True):
+        per_seg[f"ret_{h}h"] = values
+        per_seg[f"reached_{h}h"] = reached.astype(float)
     window = _gather(close, ends[:, None] - np.arange(MA_BARS)[::-1], seg_bars >= MA_BARS)
     per_seg["ma_distance"] = close[ends] / window.mean(axis=1) - 1.0
     before = _gather(volume, ends[:, None] - np.arange(1, VADR_BARS + 1)[::-1],
@@ -298,6 +324,9 @@ def compute_factors(candles: pa.Table, now_ms: int, *,
     fresh_candles = has & (now_ms - last_ts <= 2 * tf_ms)
     book = _latest_books(books, wanted)
     fresh_book = book["found"] & (now_ms - book["book_ts"] <= book_fresh_ms)
+    quote = quote_of(wanted)
+    usd = np.isin(quote, list(USD_QUOTES))
+    book["depth_usd"] = np.where(usd, book["depth_usd"], np.nan)
 
     vadr_note = np.full(n, None, object)
     vadr_note[has & (bars < VADR_BARS + 1)] = VADR_SHORT
@@ -310,7 +339,17 @@ def compute_factors(candles: pa.Table, now_ms: int, *,
         "quality": quality_score(book["spread_bps"], book["depth_usd"],
                                  fresh_candles, fresh_book),
     }
-    reasons = _reasons(has, book["found"], v, vadr_note)
+    stale = has & ~fresh_candles
+    factors = {name: np.where(stale, np.nan, values) for name, values in factors.items()}
+    notes = {
+        "stale": np.char.add(np.char.add("newest candle at ", utc_text(last_ts).astype(str)),
+                             ": stale"),
+        "vadr": np.char.add("VADR not computed: ", vadr_note.astype(str)),
+        "quote": np.char.add(np.char.add("quote currency ", quote.astype(str)),
+                             " is not USD (depth_usd not computed)"),
+    }
+    reasons = _reasons(has, book["found"], v, vadr_note != None,  # noqa: E711 - elementwise
+                       stale, book["found"] & ~usd, notes)
     sources = candles["source"].take(pa.array(starts)) if len(starts) else pa.array([], STR)
     return pa.table({
         "symbol": wanted,
@@ -334,28 +373,32 @@ def compute_factors(candles: pa.Table, now_ms: int, *,
 
 
 def _reasons(has: np.ndarray, has_book: np.ndarray, v: dict[str, np.ndarray],
-             vadr_note: np.ndarray) -> np.ndarray:
+             no_vadr: np.ndarray, stale: np.ndarray, not_usd: np.ndarray,
+             notes: dict[str, np.ndarray]) -> np.ndarray:
     """"; "-joined reasons a symbol cannot be scored (None when it can): a handful of
-    vectorised masks, one string per reason."""
-    checks = [
-        (~has, "no candles"),
-        (has & np.isnan(v["ret_24h"]), "fewer than 24h of candles for momentum"),
+    vectorised masks, each with one text or one text per symbol (``notes``)."""
+    checks: list[tuple[np.ndarray, str | np.ndarray]] = [
+        (~has, "no candles"), (stale, notes["stale"])]
+    checks.append((has & (v["reached_24h"] != 1.0), "fewer than 24h of candles for momentum"))
+    for h in (1, 4, 24):  # a history long enough for 24h reaches 1h and 4h back too
+        checks.append((has & np.isnan(v[f"ret_{h}h"]) & (v[f"reached_{h}h"] == 1.0),
+                       f"no candle {h}h before the newest (a gap) for momentum"))
+    checks += [
         (has & np.isnan(v["rsi"]), f"fewer than {RSI_PERIOD + 1} bars for RSI({RSI_PERIOD})"),
         (has & np.isnan(v["ma_distance"]), f"fewer than {MA_BARS} bars for MA({MA_BARS})"),
-        (has & (vadr_note != None), "VADR not computed: "),  # noqa: E711 - elementwise
+        (has & no_vadr, notes["vadr"]),
         (~has_book, "no order book"),
+        (not_usd, notes["quote"]),
     ]
     out = np.full(len(has), "", object)
     for mask, text in checks:
-        if text.endswith(": "):
-            add = np.where(mask, np.char.add(text, vadr_note.astype(str)), "")
-        else:
-            add = np.where(mask, text, "")
+        add = np.where(mask, text, "")
         joined = np.where((out != "") & mask, out + "; ", out)
         out = np.where(mask, joined + add, out)
     out[out == ""] = None
     return out
 
 
-__all__ = ["FACTORS_SCHEMA", "FACTOR_NAMES", "compute_factors", "momentum_score",
-           "quality_score", "technical_score", "volume_score"]
+__all__ = ["BOOK_FRESH_MS", "FACTORS_SCHEMA", "FACTOR_NAMES", "USD_QUOTES", "compute_factors",
+           "momentum_score", "quality_score", "quote_of", "technical_score", "utc_text",
+           "volume_score"]

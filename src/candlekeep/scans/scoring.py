@@ -6,6 +6,10 @@ passes (``>=`` / ``<=`` for every gate, the pre-movement ones included, so one b
 holds everywhere). A missing input never passes: a symbol passes a profile only when every
 gate passes, and a pre-movement group made of two conditions fails when either fails,
 else is missing when either is missing (three-valued AND).
+
+The spread and depth gates read a symbol's order book only while it is fresh: from a book
+older than ``BOOK_FRESH_MS`` they are missing, and say so ("order book at ... : stale");
+depth in a quote currency that is not USD-like is missing too (``factors.USD_QUOTES``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from candlekeep.config.scans import REGIME_WEIGHTS, Gates, PremoveConfig, ScansConfig, Weights
-from candlekeep.scans.factors import FACTOR_NAMES
+from candlekeep.scans.factors import FACTOR_NAMES, USD_QUOTES, quote_of, utc_text
 
 PASS, FAIL, MISSING = "pass", "fail", "missing"
 PREMOVE = "premove"
@@ -30,6 +34,10 @@ PROFILE_GATE_INPUTS = {  # Gates field → (input column, op)
 }
 TOP_FACTORS = 2
 """How many of the largest weighted contributions a symbol's reasons name."""
+BOOK_INPUTS = ("spread_bps", "depth_usd")
+"""Gate inputs read from the order book: missing while the book is stale."""
+FUNDING_MIN_OTHERS = 3
+"""Coins with funding, besides the one judged, that its funding z-score needs."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +51,37 @@ class Gate:
     threshold: float
     values: np.ndarray
     status: np.ndarray
+    notes: np.ndarray | None = None  # per symbol, why the input is missing (or None)
 
 
-def check(name: str, input_: str, values: np.ndarray, op: str, threshold: float) -> Gate:
+def check(name: str, input_: str, values: np.ndarray, op: str, threshold: float,
+          notes: np.ndarray | None = None) -> Gate:
     """``values op threshold`` per symbol: at the threshold passes, NaN is missing."""
     with np.errstate(invalid="ignore"):
         ok = values >= threshold if op == ">=" else values <= threshold
     status = np.where(np.isnan(values), MISSING, np.where(ok, PASS, FAIL))
-    return Gate(name, input_, op, float(threshold), values, status)
+    return Gate(name, input_, op, float(threshold), values, status, notes)
+
+
+def gate_input(factors: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A gate's input column and, for the book inputs, why it is missing per symbol: NaN
+    from a stale book ("order book at ... : stale") and, for depth, in a quote that is not
+    USD-like; the factors table keeps a stale book's values for the record."""
+    values = column(factors, name)
+    if name not in BOOK_INPUTS:
+        return values, None
+    notes = np.full(factors.num_rows, None, object)
+    has_book = factors["book_ts"].is_valid().to_numpy(zero_copy_only=False)
+    if name == "depth_usd":
+        quote = quote_of(factors["symbol"].combine_chunks())
+        foreign = has_book & (quote != None) & ~np.isin(quote, list(USD_QUOTES))  # noqa: E711
+        notes[foreign] = np.char.add(np.char.add("quote currency ", quote[foreign].astype(
+            str)), " is not USD")
+    stale = has_book & ~factors["fresh_book"].to_numpy(zero_copy_only=False)
+    book_ms = factors["book_ts"].cast(pa.int64()).fill_null(0).to_numpy()
+    notes[stale] = np.char.add(np.char.add("order book at ", utc_text(book_ms[stale]).astype(
+        str)), ": stale")
+    return np.where(stale, np.nan, values), notes
 
 
 def all_of(*statuses: np.ndarray) -> np.ndarray:
@@ -81,17 +112,24 @@ def profile_gates(factors: pa.Table, scores: np.ndarray, gates: Gates) -> list[G
         threshold = getattr(gates, field)
         if threshold is None:
             continue
-        values = inputs[input_] if input_ in inputs else column(factors, input_)
-        out.append(check(field, input_, values, op, threshold))
+        values, notes = (inputs[input_], None) if input_ in inputs else gate_input(
+            factors, input_)
+        out.append(check(field, input_, values, op, threshold, notes))
     return out
 
 
 def funding_z(funding: pa.Table | None, symbols: pa.Array) -> np.ndarray:
-    """Per symbol, how far its funding diverges from the universe's, in standard
-    deviations: each venue's newest rate per coin (FUNDING_RATES rows: source, coin, time,
-    funding_rate), averaged over venues per coin, then ``|rate - mean| / std`` across the
-    coins of ``symbols`` (a symbol's coin is its base: ``BTC/USDT`` → ``BTC``). NaN (missing)
-    without funding data, for a coin with none, or with fewer than 3 coins or no spread."""
+    """Per symbol, how far its coin's funding diverges from the other coins' of
+    ``symbols``, in standard deviations.
+
+    "Funding-rate z-score across venues" reads: each venue's newest rate per coin
+    (FUNDING_RATES rows: source, coin, time, funding_rate), averaged over the venues that
+    fund the coin, then ``|rate - mean(others)| / std(others)`` with the mean and the sample
+    standard deviation of the OTHER coins' rates (a symbol's coin is its base: ``BTC/USDT``
+    → ``BTC``). Leaving the coin out matters: with it in the mean and spread, one outlier
+    among n coins can score at most √(n-1), so a small universe could never reach 2.
+    NaN (missing) without funding data, for a coin with none, with fewer than
+    ``FUNDING_MIN_OTHERS`` other coins funded, or when the others' rates do not differ."""
     out = np.full(len(symbols), np.nan)
     if funding is None or funding.num_rows == 0:
         return out
@@ -100,15 +138,23 @@ def funding_z(funding: pa.Table | None, symbols: pa.Array) -> np.ndarray:
               .aggregate([("funding_rate", "last")]))
     per_coin = latest.group_by("coin").aggregate([("funding_rate_last", "mean")])
     coins = pc.list_element(pc.split_pattern(symbols, "/"), 0)
-    where = pc.index_in(coins, value_set=per_coin["coin"])
-    has = where.is_valid().to_numpy(zero_copy_only=False)
-    rates = column(per_coin, "funding_rate_last_mean")[
-        where.fill_null(0).to_numpy(zero_copy_only=False)]
-    rates = np.where(has, rates, np.nan)
-    present = rates[has]
-    if len(np.unique(present)) < 2 or len(present) < 3:
+    wanted = pc.unique(coins)
+    funded = pc.index_in(wanted, value_set=per_coin["coin"])
+    keep = funded.is_valid()
+    wanted, funded = wanted.filter(keep), funded.filter(keep)
+    rates = column(per_coin, "funding_rate_last_mean")[funded.to_numpy(zero_copy_only=False)]
+    if len(rates) < FUNDING_MIN_OTHERS + 1:
         return out
-    return np.asarray(np.abs(rates - present.mean()) / present.std(), float)
+    # one row per coin: every other coin's rate (the coin itself masked out)
+    others = np.where(np.eye(len(rates), dtype=bool), np.nan, rates[None, :])
+    spread = np.nanstd(others, axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.abs(rates - np.nanmean(others, axis=1)) / spread
+    z = np.where(spread > 0, z, np.nan)
+    where = pc.index_in(coins, value_set=wanted)
+    has = where.is_valid().to_numpy(zero_copy_only=False)
+    return np.where(has, z[where.fill_null(0).to_numpy(zero_copy_only=False)]
+                    if len(z) else np.nan, np.nan)
 
 
 @dataclass(frozen=True)
@@ -134,13 +180,14 @@ def premove(factors: pa.Table, regime: str, config: PremoveConfig,
     alert, and in a volatile regime only with volume confirmation (volume factor ≥
     accumulation_volume: a VADR of 2 or more)."""
     volume = column(factors, "volume")
+    depth, depth_notes = gate_input(factors, "depth_usd")
     gates = [
         check("funding_z", "funding_z", funding_z(funding, factors["symbol"].combine_chunks()),
               ">=", config.funding_z),
         check("squeeze_quality", "quality", column(factors, "quality"), ">=",
               config.squeeze_quality),
-        check("squeeze_depth_usd", "depth_usd", column(factors, "depth_usd"), "<=",
-              config.squeeze_max_depth_usd),
+        check("squeeze_depth_usd", "depth_usd", depth, "<=", config.squeeze_max_depth_usd,
+              depth_notes),
         check("accumulation_volume", "volume", volume, ">=", config.accumulation_volume),
         check("accumulation_momentum", "momentum", column(factors, "momentum"), ">=",
               config.accumulation_momentum),
@@ -191,7 +238,8 @@ def gate_lines(gates: list[Gate], i: int) -> list[str]:
             lines.append(f"{gate.name}: {gate.input} {gate.values[i]:.4g} {bound} "
                          f"{gate.threshold:g}")
         elif gate.status[i] == MISSING:
-            lines.append(f"{gate.name}: {gate.input} missing")
+            note = gate.notes[i] if gate.notes is not None else None
+            lines.append(f"{gate.name}: {gate.input} missing" + (f" ({note})" if note else ""))
     return lines
 
 
@@ -241,5 +289,5 @@ def evaluate(factors: pa.Table, profile: str, regime: str, config: ScansConfig,
 
 
 __all__ = ["FAIL", "MISSING", "PASS", "PREMOVE", "Gate", "Premove", "ScanResult", "all_of",
-           "check", "column", "evaluate", "funding_z", "gate_lines", "premove",
+           "check", "column", "evaluate", "funding_z", "gate_input", "gate_lines", "premove",
            "profile_gates", "score", "top_reasons"]
