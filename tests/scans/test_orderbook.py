@@ -19,7 +19,7 @@ from candlekeep.core.timeframes import MINUTE_MS
 from candlekeep.core.timeutil import to_ms
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scans.datasets import ORDERBOOK_SNAPSHOTS
-from candlekeep.scans.orderbook import levels, snapshot_row
+from candlekeep.scans.orderbook import in_base_units, levels, snapshot_row
 from candlekeep.sim.exchange import SimExchange
 from candlekeep.sim.generator import price_decimals
 from candlekeep.sources.sim_source import SimSource
@@ -228,3 +228,32 @@ async def test_unknown_universe_is_a_config_error(runtime: Factory) -> None:
     assert not res.ok and "unknown universe 'nope'" in res.errors[0]
     with pytest.raises(ConfigError, match="either universe"):
         await run(rt, "orderbook", source="sim")
+
+
+def test_contract_quantities_become_base_units_so_depth_is_quote_value() -> None:
+    book = np.array([[50_000.0, 3.0], [40_000.0, 2.0]])
+    assert in_base_units(book, None, False) is book  # spot: already base
+    linear = in_base_units(book, 0.01, False)  # OKX BTC-USDT-SWAP: 0.01 BTC a contract
+    assert linear[:, 1].tolist() == pytest.approx([0.03, 0.02])
+    inverse = in_base_units(book, 100.0, True)  # Binance COIN-M BTC: 100 USD a contract
+    assert (inverse[:, 0] * inverse[:, 1]).tolist() == pytest.approx([300.0, 200.0])
+    assert inverse[:, 0].tolist() == book[:, 0].tolist()
+
+
+async def test_books_for_source_and_symbols_go_where_a_scan_reads_them(
+        runtime: Factory) -> None:
+    """The sim's series live in store ``candles``, not the default ``main``: a universe on
+    that source (no store of its own) reads ``candles``, so the job writes there."""
+    from candlekeep.scans.universe import universe_store
+
+    rt = runtime(stores={"main": {"type": "duckdb", "path": "data/main.duckdb"},
+                         "candles": {"type": "duckdb", "path": "data/candles.duckdb"}},
+                 series=[{"source": "sim", "symbols": ["ETH/USDT"], "timeframes": ["1h"],
+                          "start": "2025-03-01", "store": "candles"}],
+                 universes={"u": {"source": "sim", "symbols": ["ETH/USDT"]}})
+    res = await run(rt, "orderbook", source="sim", symbols=["ETH/USDT"])
+    assert res.ok, res.errors
+    assert res.details["store"] == "candles" == universe_store(rt.config, "u")
+    books = rt.store(universe_store(rt.config, "u")).read(ORDERBOOK_SNAPSHOTS)
+    assert books["symbol"].to_pylist() == ["ETH/USDT"]
+    assert rt.store("main").read(ORDERBOOK_SNAPSHOTS).num_rows == 0

@@ -29,7 +29,9 @@ class OrderbookParams(Params):
     """With ``symbols``, instead of a universe."""
     symbols: list[str] | None = None
     store: str | None = None
-    """Where snapshots go (default: the universe's store, else the default store)."""
+    """Where snapshots go. Default: where a scan reads them, the universe's store
+    (``universe_store``); for ``source`` + ``symbols``, the store of that source's first
+    series, else the default store."""
     limit: int = Field(default=100, ge=1, le=5000)
     """Levels a side to ask for (Binance spot: 100 weighs 5, 500 weighs 25; USDⓈ-M takes
     5, 10, 20, 50, 100, 500 or 1000). Depth counts only the levels returned."""
@@ -63,6 +65,8 @@ async def _targets(ctx: JobContext, p: OrderbookParams) -> tuple[str, list[str],
     else:
         assert p.source is not None and p.symbols is not None  # the validator's
         source, symbols = p.source, p.symbols
+        store = store or next(
+            (cfg.store_for(s) for s in cfg.series if s.source == source), None)
     if source not in cfg.sources:
         raise ConfigError(_where(ctx), f"{key}.source", f"unknown source {source!r}",
                           f"configured: {', '.join(cfg.sources) or 'none'}")

@@ -43,6 +43,18 @@ def levels(rows: Any) -> F64:
     return arr[:, :2]
 
 
+def in_base_units(rows: F64, contract_size: float | None, inverse: bool) -> F64:
+    """Levels whose quantities count contracts, with quantities in the base currency, so
+    ``price x quantity`` is the quote value everywhere: a linear contract holds
+    ``contract_size`` base (OKX BTC-USDT-SWAP: 0.01 BTC), an inverse one is worth
+    ``contract_size`` quote (Binance COIN-M BTC: 100 USD), i.e. ``contract_size / price``
+    base. ``contract_size`` None (spot) leaves the levels as they are."""
+    if contract_size is None:
+        return rows
+    scale = contract_size / rows[:, 0] if inverse else contract_size
+    return np.column_stack([rows[:, 0], rows[:, 1] * scale])
+
+
 def snapshot_row(source: str, symbol: str, ts_ms: int, bids: F64, asks: F64, *,
                  ingested_ms: int, band: float = DEPTH_BAND) -> dict[str, Any]:
     """The ``ORDERBOOK_SNAPSHOTS`` row of one book (levels in any order);
@@ -82,4 +94,4 @@ def _check(source: str, symbol: str, side: str, rows: F64) -> None:
         raise BadReplyError(source, symbol, f"{side}: a price or quantity not above 0")
 
 
-__all__ = ["EDGE_TOLERANCE", "levels", "snapshot_row", "snapshots_table"]
+__all__ = ["EDGE_TOLERANCE", "in_base_units", "levels", "snapshot_row", "snapshots_table"]

@@ -38,7 +38,7 @@ from candlekeep.core.errors import (
 )
 from candlekeep.core.schema import candles_from_columns, empty_candles
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
-from candlekeep.scans.orderbook import F64, levels
+from candlekeep.scans.orderbook import F64, in_base_units, levels
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.capabilities import Capabilities, capabilities, known
@@ -372,14 +372,23 @@ class CcxtSource(Source):
 
     async def order_book(self, symbol: str, limit: int) -> tuple[F64, F64]:
         """CCXT's ``fetch_order_book``: one request, weighted by ``limit`` (Binance's
-        depth weights in ``capabilities``)."""
+        depth weights in ``capabilities``). Quantities come back in base currency: CCXT
+        gives derivatives' in contracts, scaled here by the market's ``contractSize``
+        (``in_base_units``), so depth is the quote value on every market type."""
         await self.market(symbol)
+        market = cast(dict[str, Any], self._ex.market(symbol))
+        size = market.get("contractSize") if market.get("contract") else None
+        if market.get("contract") and size is None:
+            raise self._reject(symbol, "book", "contract market without a contractSize")
         raw = await self.call(f"{self.name} {symbol} order book",
                               lambda: self._ex.fetch_order_book(symbol, limit))
         try:
-            return levels(raw["bids"]), levels(raw["asks"])
+            bids, asks = levels(raw["bids"]), levels(raw["asks"])
         except (TypeError, ValueError, KeyError) as exc:
             raise self._reject(symbol, "book", f"malformed order book: {exc}") from None
+        inverse = bool(market.get("inverse"))
+        scale = None if size is None else float(size)
+        return in_base_units(bids, scale, inverse), in_base_units(asks, scale, inverse)
 
     def _reject(self, symbol: str, timeframe: str, reason: str) -> BadReplyError:
         self.stats.rejected_replies += 1
