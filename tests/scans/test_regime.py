@@ -77,7 +77,7 @@ def test_three_way_tie_is_normal_with_a_third() -> None:
               BTC: calm_btc}
     r = compute_regime(table(closes), "u", ["A", "B"], BTC, D1, CFG, NOW)
     assert r is not None
-    assert hand_volatility(calm_btc) <= 0.25
+    assert hand_volatility(calm_btc) < 0.25
     assert (r.volatility.vote, r.above_ma.vote, r.breadth.vote) == ("calm", "normal", "volatile")
     assert r.above_ma.value == 0.5 and r.breadth.value == 0.0
     assert (r.regime, r.confidence) == ("normal", pytest.approx(1 / 3))
@@ -117,11 +117,15 @@ def test_gappy_btc_and_symbols_are_listed_with_reasons() -> None:
                        {"USDC/USDT": "stablecoin"})
     assert r is not None
     assert r.volatility.value is None and "7 of 8 1d closes" in (r.volatility.reason or "")
-    assert r.above_ma.counted == 1 and r.above_ma.value == 1.0  # A only
-    assert r.breadth.counted == 2 and r.breadth.value == 0.5  # A (up), G (flat)
+    assert r.above_ma.counted == 1 and r.above_ma.value is None  # A only: 1 of 4 is too few
+    assert r.above_ma.vote is None
+    assert r.above_ma.reason == "1 of 4 members have the closes it needs, fewer than half"
+    assert r.breadth.counted == 2 and r.breadth.value == 0.5  # A (up), G (flat): half votes
+    assert (r.regime, r.confidence) == ("normal", pytest.approx(1 / 3))
     assert set(r.excluded) == {"G", "S", "N", "USDC/USDT"}
     assert "fewer than 20 1d closes" in r.excluded["G"]
-    assert r.excluded["S"] == f"no 1d close at {AS_OF}"
+    assert r.excluded["S"] == (
+        f"behind: newest 1d close opens 2026-01-19T00:00:00.000Z, before {AS_OF}")
     assert r.excluded["N"].startswith("no 1d candles in the window")
     assert r.excluded["USDC/USDT"] == "stablecoin"
 
@@ -137,25 +141,83 @@ def test_nothing_stored_is_no_verdict() -> None:
     assert compute_regime(table({"X": [1.0]}), "u", ["A"], BTC, D1, CFG, NOW) is None
 
 
+# The issue's votes are strict: exactly at a threshold is normal, one ulp beyond votes it.
 @pytest.mark.parametrize(("value", "vote"), [
-    (0.25, "calm"), (0.25 + 1e-9, "normal"), (0.45, "volatile"), (0.45 - 1e-9, "normal")])
+    (0.25, "normal"), (math.nextafter(0.25, 0), "calm"),
+    (0.45, "normal"), (math.nextafter(0.45, 1), "volatile")])
 def test_volatility_vote_boundaries(value: float, vote: str) -> None:
     assert vote_low_calm(value, CFG.volatility) == vote
 
 
 @pytest.mark.parametrize(("votes", "value", "vote"), [
-    (CFG.above_ma, 0.70, "calm"), (CFG.above_ma, 0.70 - 1e-9, "normal"),
-    (CFG.above_ma, 0.45, "volatile"), (CFG.above_ma, 0.45 + 1e-9, "normal"),
-    (CFG.breadth, 0.60, "calm"), (CFG.breadth, 0.60 - 1e-9, "normal"),
-    (CFG.breadth, 0.30, "volatile"), (CFG.breadth, 0.30 + 1e-9, "normal")])
+    (CFG.above_ma, 0.70, "normal"), (CFG.above_ma, math.nextafter(0.70, 1), "calm"),
+    (CFG.above_ma, 0.45, "normal"), (CFG.above_ma, math.nextafter(0.45, 0), "volatile"),
+    (CFG.breadth, 0.60, "normal"), (CFG.breadth, math.nextafter(0.60, 1), "calm"),
+    (CFG.breadth, 0.30, "normal"), (CFG.breadth, math.nextafter(0.30, 0), "volatile")])
 def test_share_vote_boundaries(votes: Votes, value: float, vote: str) -> None:
     assert vote_high_calm(value, votes) == vote
 
 
-def test_a_share_exactly_at_its_threshold_votes_it() -> None:
+def test_a_share_exactly_at_its_threshold_votes_normal() -> None:
     ups = {f"S{i}": [float(j) for j in range(1, 21)] for i in range(7)}
     downs = {f"T{i}": [20.0 - j for j in range(20)] for i in range(3)}
     r = compute_regime(table(ups | downs), "u", [*ups, *downs], BTC, D1, CFG, NOW)
     assert r is not None
-    assert r.above_ma.value == 0.7 and r.above_ma.vote == "calm"
-    assert r.breadth.value == 0.7 and r.breadth.vote == "calm"
+    assert r.above_ma.value == 0.7 and r.above_ma.vote == "normal"  # at calm's 0.70
+    assert r.breadth.value == 0.7 and r.breadth.vote == "calm"  # beyond calm's 0.60
+
+
+def candle(sym: str, ts: int, close: float) -> pa.Table:
+    return candles_from_columns("sim", sym, "1d", [ts], [close], [close], [close], [close],
+                                [1.0], 0)
+
+
+def test_one_symbol_a_bar_ahead_does_not_move_the_verdict() -> None:
+    """Ingest part-way through: one symbol (a member, or BTC) already has the next candle.
+    The regime stays the one of the aligned store, as of the candle all others have."""
+    closes = {"A": [float(i) for i in range(1, 21)], "B": [10.0] * 19 + [9.0],
+              "C": [5.0] * 18 + [4.0, 6.0], BTC: BTC_CLOSES}
+    later = NOW + DAY_MS  # the next daily candle (T0 + 20 d) has closed too
+    aligned = compute_regime(table(closes), "u", ["A", "B", "C"], BTC, D1, CFG, later)
+    assert aligned is not None and aligned.as_of == T0 + 19 * DAY_MS
+    assert aligned.excluded == {} and aligned.volatility.vote == "volatile"
+    for ahead in ("A", BTC):
+        skewed = pa.concat_tables([table(closes), candle(ahead, T0 + 20 * DAY_MS, 1e6)])
+        r = compute_regime(skewed, "u", ["A", "B", "C"], BTC, D1, CFG, later)
+        assert r is not None
+        assert r.as_of == aligned.as_of and r.excluded == {}
+        assert r.indicators == aligned.indicators
+        assert (r.regime, r.confidence) == (aligned.regime, aligned.confidence)
+
+
+def test_a_universe_mostly_behind_or_missing() -> None:
+    """Most members a bar behind: the regime is as of their candle, the ones ahead read up
+    to it. Most members far behind or never stored: they are left out with reasons and
+    the shares, counting fewer than half the universe, do not vote."""
+    rising = [float(i) for i in range(1, 22)]
+    behind = table({m: rising[:20] for m in ("C", "D", "E")} | {BTC: BTC_CLOSES})
+    ahead = table({m: rising for m in ("A", "B")}, end=T0 + 21 * DAY_MS)
+    later = NOW + DAY_MS
+    r = compute_regime(pa.concat_tables([behind, ahead]), "u", ["A", "B", "C", "D", "E"],
+                       BTC, D1, CFG, later)
+    assert r is not None and r.as_of == T0 + 19 * DAY_MS and r.excluded == {}
+    assert r.above_ma.counted == r.breadth.counted == 5
+    assert r.above_ma.value == r.breadth.value == 1.0  # A and B read at as_of (20.0, not 21)
+
+    gappy = table({"A": rising[:20], "B": [*rising[:19], None],  # B: a hole at as_of
+                   BTC: BTC_CLOSES})
+    c_behind = table({"C": rising[:17]}, end=T0 + 17 * DAY_MS)  # newest opens T0 + 16 d
+    b_ahead = candle("B", T0 + 20 * DAY_MS, 30.0)
+    r = compute_regime(pa.concat_tables([gappy, c_behind, b_ahead]), "u",
+                       ["A", "B", "C", "D", "E"],
+                       BTC, D1, CFG, later)
+    assert r is not None and r.as_of == T0 + 19 * DAY_MS
+    assert r.excluded == {
+        "B": f"no 1d close at {AS_OF}",
+        "C": f"behind: newest 1d close opens 2026-01-17T00:00:00.000Z, before {AS_OF}",
+        "D": f"no 1d candles in the window to {AS_OF}",
+        "E": f"no 1d candles in the window to {AS_OF}"}
+    for share in (r.above_ma, r.breadth):
+        assert share.counted == 1 and share.value is None and share.vote is None
+        assert share.reason == "1 of 5 members have the closes it needs, fewer than half"
+    assert (r.regime, r.confidence) == ("volatile", pytest.approx(1 / 3))  # BTC alone

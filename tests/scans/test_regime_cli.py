@@ -47,7 +47,7 @@ def test_regime_json_matches_the_stored_closes(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "artifacts").exists()  # shown, not recorded
 
     recorded = cli_json(path, "regime", "--record")
-    latest = tmp_path / "data" / "artifacts" / "regime" / "latest.json"
+    latest = tmp_path / "data" / "artifacts" / "regime" / "majors" / "latest.json"
     assert json.loads(latest.read_text()) == recorded
     table = cli(path, "regime", check=True).stdout
     assert "universe majors" in table and "above_ma_share" in table

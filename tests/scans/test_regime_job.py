@@ -1,6 +1,7 @@
 """The regime job over a DuckDB store filled by a real backfill from the in-process sim:
 regime.json and the regimes row against indicators computed here with plain Python from
-the sim's own candles; a failed artifact write fails the run naming the path."""
+the sim's own candles, under the universe's own folder; a failed artifact write fails the
+run naming the path and leaves neither file."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ async def test_regime_job_records_what_plain_python_computes(tmp_path: Path) -> 
         assert res.ok, res.errors
         want = expected(ex)
         run_file, latest = (Path(a) for a in res.artifacts)
-        assert latest == tmp_path / "data" / "artifacts" / "regime" / "latest.json"
+        assert latest == tmp_path / "data" / "artifacts" / "regime" / "majors" / "latest.json"
         assert run_file.parent.parent == latest.parent and run_file.name == "regime.json"
         body = json.loads(run_file.read_text())
         assert json.loads(latest.read_text()) == body
@@ -76,8 +77,8 @@ async def test_regime_job_records_what_plain_python_computes(tmp_path: Path) -> 
         majority = [v for v in votes if votes.count(v) > 1]
         assert (body["regime"], body["confidence"]) == (
             (majority[0], round(len(majority) / 3, 6)) if majority else ("normal", 0.333333))
-        assert votes[0] == ("calm" if want["vol"] <= 0.25 else
-                            "volatile" if want["vol"] >= 0.45 else "normal")
+        assert votes[0] == ("calm" if want["vol"] < 0.25 else
+                            "volatile" if want["vol"] > 0.45 else "normal")
         assert set(body["weights"]) == {"momentum", "technical", "volume", "quality"}
         stored = latest_regime(rt.store("main"), "majors")
         assert stored is not None and stored.regime == body["regime"]
@@ -102,5 +103,25 @@ async def test_failed_artifact_write_fails_the_run_naming_the_path(tmp_path: Pat
         assert not res.ok
         assert any(str(blocker) in e and "could not write" in e for e in res.errors)
         assert latest_regime(rt.store("main"), "majors") is None  # nothing recorded
+    finally:
+        await rt.aclose()
+
+
+async def test_a_failed_latest_json_leaves_no_run_file(tmp_path: Path) -> None:
+    """latest.json cannot be replaced (a folder stands there): the run fails naming it,
+    and the run's own regime.json, written first, is removed (both files or neither)."""
+    clock = FakeClock(NOW, autoadvance=True)
+    ex = SimExchange(7, {s: "2017-08-17" for s in SYMBOLS}, clock=FakeClock(NOW),
+                     holes=None, transient=None)
+    rt = runtime(tmp_path, clock, ex)
+    try:
+        assert (await run(rt, "backfill")).ok
+        folder = tmp_path / "data" / "artifacts" / "regime" / "majors"
+        (folder / "latest.json" / "x").mkdir(parents=True)
+        res = await run(rt, "regime", universe="majors")
+        assert not res.ok
+        assert any(f"could not write {folder / 'latest.json'}" in e for e in res.errors)
+        assert sorted(p.name for p in folder.iterdir()) == ["latest.json"]  # no run folder
+        assert latest_regime(rt.store("main"), "majors") is None
     finally:
         await rt.aclose()

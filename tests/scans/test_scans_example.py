@@ -37,7 +37,7 @@ async def test_the_scans_example_runs_end_to_end_on_the_sim(tmp_path: Path) -> N
         assert regime.details["excluded"]["USDC/USDT"] == "stablecoin"
         verdict = regime.details["regime"]
         artifacts = tmp_path / "data" / "artifacts"
-        assert json.loads((artifacts / "regime" / "latest.json").read_text())["regime"] \
+        assert json.loads((artifacts / "regime" / "top" / "latest.json").read_text())["regime"] \
             == verdict
         for profile in ("hot", "warm", "premove"):
             res = await run(rt, "scan", profile=profile, universe="top")

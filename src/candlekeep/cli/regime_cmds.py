@@ -1,6 +1,7 @@
 """``candlekeep regime``: the universe's regime now, from stored candles. Shown, not
 recorded, unless ``--record`` (then it runs the ``regime`` job: a ``regimes`` row and
-regime.json, recorded like any run)."""
+``<artifacts>/regime/<universe>/<UTC time>/regime.json`` with the universe's latest.json,
+recorded like any run)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """The market regime (calm, normal, volatile) of a universe from stored candles:
-        BTC's volatility, the share above its 20-period MA, breadth; each one's vote."""
+        BTC's volatility, the share above its 20-period MA, breadth; each one's vote
+        (strict: a value exactly at a threshold votes normal)."""
         from candlekeep.jobs.regime import RegimeParams, regime_now
         from candlekeep.jobs.runtime import Runtime
 

@@ -1,7 +1,9 @@
 """Regime refresh (job type ``regime``): the universe's regime from its stored candles (see
 ``scans/regime.py`` for the definitions), recorded as a ``regimes`` row in the universe's
-store and as ``regime.json`` under the artifacts folder
-(``<artifacts>/regime/<UTC time>/regime.json``, copied to ``<artifacts>/regime/latest.json``).
+store and as ``regime.json`` under the artifacts folder, one folder per universe
+(``<artifacts>/regime/<universe>/<UTC time>/regime.json``, copied to
+``<artifacts>/regime/<universe>/latest.json``). Votes are strict: a value exactly at a
+threshold votes normal (a scan gate, by contrast, passes a value exactly at it).
 
 Scans read the latest verdict back with ``latest_regime`` to choose their factor weights."""
 
@@ -12,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from candlekeep.core.errors import ConfigError
+from candlekeep.core.errors import CandlekeepError, ConfigError
 from candlekeep.core.timeframes import DAY_MS, parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
@@ -84,6 +86,7 @@ def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
           "recorded in the regimes dataset and regime.json.")
 async def regime(ctx: JobContext, p: RegimeParams) -> JobResult:
     name = universe_name(ctx.config, p.universe, f"jobs.{ctx.job_name}.params.universe")
+    folder = regime_folder(ctx.config, name)
     if ctx.dry_run:
         return JobResult(details={"plan": f"judge the regime of universe {name} on "
                                           f"{p.timeframe} candles (nothing recorded)"})
@@ -95,16 +98,12 @@ async def regime(ctx: JobContext, p: RegimeParams) -> JobResult:
     for ind in found.indicators:
         if ind.reason:
             res.warnings.append(f"{ind.name} missing: {ind.reason}")
-    folder = artifacts_dir(ctx.config) / "regime"
-    path = folder / found_dirname(found.ts) / "regime.json"
-    text = json.dumps(found.to_json(), indent=2) + "\n"
-    for target in (path, folder / "latest.json"):
-        try:
-            await asyncio.to_thread(_write, target, text)
-        except OSError as exc:
-            res.errors.append(f"could not write {target}: {exc.strerror or exc}")
-            return res
-        res.artifacts.append(str(target))
+    try:
+        written = await asyncio.to_thread(write_regime_files, folder, found)
+    except RegimeWriteError as exc:
+        res.errors.append(str(exc))
+        return res
+    res.artifacts.extend(str(path) for path in written)
     from candlekeep.scans.datasets import REGIMES
     from candlekeep.scans.universe import universe_store
 
@@ -115,10 +114,53 @@ async def regime(ctx: JobContext, p: RegimeParams) -> JobResult:
     return res
 
 
-def _write(path: Path, text: str) -> None:
-    from candlekeep.core.fsync import write_text_atomic
+class RegimeWriteError(CandlekeepError):
+    """regime.json could not be written; the message names the path."""
 
-    write_text_atomic(path, text)
+
+def regime_folder(config: Config, universe: str) -> Path:
+    """``<artifacts>/regime/<universe>``: each universe's runs and latest.json apart.
+    Raises ConfigError for a name that is not one folder."""
+    if universe in ("", ".", "..") or "/" in universe or "\\" in universe:
+        raise ConfigError(str(config.config_path or "candlekeep.yaml"), f"universes.{universe}",
+                          "a universe's name is the folder of its regime artifacts",
+                          "rename it without / or \\")
+    return artifacts_dir(config) / "regime" / universe
+
+
+def write_regime_files(folder: Path, found: Regime) -> tuple[Path, Path]:
+    """The run's ``<UTC time>/regime.json`` and ``latest.json`` in ``folder``,
+    both or neither: the run folder is built under a temporary name and renamed into place,
+    then latest.json is replaced atomically; on any error what this run wrote is removed,
+    so a run that failed leaves no regime.json. Blocking. Raises RegimeWriteError naming
+    the path that could not be written."""
+    import errno
+    import os
+    import secrets
+    import shutil
+
+    from candlekeep.core.fsync import fsync_path, write_text_atomic
+
+    run_dir, latest = folder / found_dirname(found.ts), folder / "latest.json"
+    tmp = folder / f".{run_dir.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    text = json.dumps(found.to_json(), indent=2) + "\n"
+    target, placed = run_dir, False
+    try:
+        tmp.mkdir(parents=True)
+        write_text_atomic(tmp / "regime.json", text)
+        if run_dir.exists():  # a run in the same second: never mix two runs' files
+            raise FileExistsError(errno.EEXIST, "a run already wrote this folder")
+        tmp.rename(run_dir)
+        placed = True
+        fsync_path(folder)
+        target = latest
+        write_text_atomic(latest, text)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if placed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise RegimeWriteError(f"could not write {target}: {exc.strerror or exc}") from None
+    return run_dir / "regime.json", latest
 
 
 def artifacts_dir(config: Config) -> Path:

@@ -2,8 +2,12 @@
 functions over Arrow and numpy, no I/O.
 
 Definitions, on one timeframe ``tf`` (the job's ``timeframe``, default ``1h``; it must
-divide a day), all anchored at ``as_of``, the open time of the newest *closed* candle of
-the universe in the store (an in-progress candle is never read):
+divide a day), all anchored at ``as_of``, a closed candle's open time (an in-progress
+candle is never read) chosen so that one symbol a bar ahead or behind cannot skew it: the
+newest time that BTC and at least half the members with stored candles have reached (the
+members' newest closed times, sorted, at the half; then no later than BTC's). Ingest
+stores a new candle symbol by symbol, so mid-way some symbols are a bar ahead (they are
+read up to ``as_of``) and some behind (left out, with their newest close as the reason):
 
 * **BTC volatility**: the sample standard deviation (n - 1) of the log returns of BTC's
   closes over the 7 days to ``as_of`` (``7d / tf`` returns, so ``7d / tf + 1`` closes),
@@ -14,11 +18,14 @@ the universe in the store (an in-progress candle is never read):
 * **Breadth**: of the symbols with a close at ``as_of`` and one 24 h before it, the share
   whose close at ``as_of`` is strictly above the earlier one (advancing).
 
-A symbol left out of a share is listed with the reason (never counted as 0).
+A symbol left out of a share is listed with the reason (never counted as 0). A share
+counting fewer than half the universe's members does not vote (it is missing, with the
+count as the reason): a few symbols do not speak for the market.
 
-Votes: a value exactly at a threshold takes that threshold's vote (as a value exactly at a
-scan gate passes it): volatility ``<= calm`` votes calm, ``>= volatile`` volatile; the
-share above MA and breadth ``>= calm`` calm, ``<= volatile`` volatile; in between normal.
+Votes are strict, as the issue states them: volatility ``< calm`` votes calm, ``> volatile``
+volatile; the share above MA and breadth ``> calm`` calm, ``< volatile`` volatile; anything
+else, a value exactly at a threshold included, votes normal (unlike a scan gate, which a
+value exactly at its threshold passes).
 The verdict is the vote with the most indicators; any tie (three different votes, or two
 indicators disagreeing when one is missing) resolves to ``normal``. Confidence is the
 verdict's votes ÷ 3, whatever is missing (a tie scores 1/3, or 0 when nothing voted
@@ -95,13 +102,13 @@ class Regime:
 
 
 def vote_low_calm(value: float, votes: Votes) -> str:
-    """Volatility's vote: low is calm."""
-    return CALM if value <= votes.calm else VOLATILE if value >= votes.volatile else NORMAL
+    """Volatility's vote: low is calm (strictly beyond a threshold to vote it)."""
+    return CALM if value < votes.calm else VOLATILE if value > votes.volatile else NORMAL
 
 
 def vote_high_calm(value: float, votes: Votes) -> str:
-    """A share's vote: high is calm."""
-    return CALM if value >= votes.calm else VOLATILE if value <= votes.volatile else NORMAL
+    """A share's vote: high is calm (strictly beyond a threshold to vote it)."""
+    return CALM if value > votes.calm else VOLATILE if value < votes.volatile else NORMAL
 
 
 def decide(votes: list[str | None]) -> tuple[str, float] | None:
@@ -122,13 +129,20 @@ def annualised_volatility(closes: np.ndarray, tf: Timeframe) -> float:
     return float(np.std(returns, ddof=1) * math.sqrt(YEAR_MS / tf.ms))
 
 
+NO_CANDLE = np.iinfo(np.int64).min
+"""A symbol's newest closed candle when it has none."""
+
+
 @dataclass(frozen=True)
 class CloseGrid:
-    """Closes of ``symbols`` on the last ``slots`` candles up to ``as_of`` (NaN: none)."""
+    """Closes of ``symbols`` on the last ``slots`` candles up to ``as_of`` (NaN: none), and
+    each symbol's newest closed candle's open time, however far past ``as_of``
+    (``NO_CANDLE``: none)."""
 
     symbols: list[str]
     as_of: int
     closes: np.ndarray  # shape (symbols, slots)
+    newest: np.ndarray  # shape (symbols,), int64
 
 
 def slots_needed(tf: Timeframe) -> int:
@@ -136,27 +150,44 @@ def slots_needed(tf: Timeframe) -> int:
     return max(VOLATILITY_DAYS * DAY_MS // tf.ms + 1, MA_PERIOD, BREADTH_LAG_MS // tf.ms + 1)
 
 
-def close_grid(candles: pa.Table, symbols: list[str], tf: Timeframe,
+def choose_as_of(members_newest: np.ndarray, btc_newest: int) -> int | None:
+    """The newest time that BTC and at least half the members with candles have reached:
+    the members' newest times sorted, taken at the half, then no later than BTC's. One
+    symbol ahead or behind does not move it. None when no symbol has a candle."""
+    have = np.sort(members_newest[members_newest != NO_CANDLE])
+    quorum = int(have[have.size // 2]) if have.size else None
+    if btc_newest == NO_CANDLE:
+        return quorum
+    return btc_newest if quorum is None else min(quorum, btc_newest)
+
+
+def close_grid(candles: pa.Table, members: list[str], btc: str, tf: Timeframe,
                now_ms: int) -> CloseGrid | None:
-    """The grid from a candle table of one source and timeframe (any order, any other
-    symbols): one scatter of the whole column, no loop over rows. None when none of
-    ``symbols`` has a closed candle."""
+    """The grid of ``members`` then ``btc`` (unless a member) from a candle table of one
+    source and timeframe (any order, any other symbols), anchored at ``choose_as_of``: one
+    scatter of the whole column, no loop over rows. None when none of them has a closed
+    candle."""
+    symbols = [*members, *([btc] if btc not in members else [])]
     ts = pc.cast(candles.column("ts"), pa.int64())
     wanted = pc.and_(pc.is_in(candles.column("symbol"), value_set=pa.array(symbols)),
                      pc.less_equal(pc.add(ts, tf.ms), now_ms))
     t = pa.table({"symbol": candles.column("symbol"), "ts": ts,
                   "close": candles.column("close")}).filter(wanted)
-    if t.num_rows == 0:
+    newest = np.full(len(symbols), NO_CANDLE, dtype=np.int64)
+    np.maximum.at(newest, pc.index_in(t.column("symbol"), value_set=pa.array(symbols))
+                  .to_numpy(), t.column("ts").to_numpy())
+    as_of = choose_as_of(newest[:len(members)], int(newest[symbols.index(btc)]))
+    if as_of is None:
         return None
-    as_of = pc.max(t.column("ts")).as_py()
     slots = slots_needed(tf)
     first = as_of - (slots - 1) * tf.ms
-    t = t.filter(pc.greater_equal(t.column("ts"), first))
+    t = t.filter(pc.and_(pc.greater_equal(t.column("ts"), first),
+                         pc.less_equal(t.column("ts"), as_of)))
     row = pc.index_in(t.column("symbol"), value_set=pa.array(symbols)).to_numpy()
     col = (t.column("ts").to_numpy() - first) // tf.ms
     grid = np.full((len(symbols), slots), np.nan)
     grid[row, col] = t.column("close").to_numpy()
-    return CloseGrid(symbols, as_of, grid)
+    return CloseGrid(symbols, as_of, grid, newest)
 
 
 def compute_regime(candles: pa.Table, universe: str, symbols: list[str], btc: str,
@@ -167,7 +198,7 @@ def compute_regime(candles: pa.Table, universe: str, symbols: list[str], btc: st
     reasons already known (from the universe); symbols this leaves out are added. None
     when no symbol (BTC included) has a closed candle."""
     members = list(dict.fromkeys(symbols))
-    grid = close_grid(candles, [*members, *([btc] if btc not in members else [])], tf, now_ms)
+    grid = close_grid(candles, members, btc, tf, now_ms)
     if grid is None:
         return None
     out = dict(excluded or {})
@@ -184,9 +215,11 @@ def compute_regime(candles: pa.Table, universe: str, symbols: list[str], btc: st
 
     at = iso_ms(grid.as_of)
     for i in np.flatnonzero(~(ma_ok & br_ok)):
-        sym = members[i]
-        if np.isnan(c[i]).all():
+        sym, newest = members[i], int(grid.newest[i])
+        if newest == NO_CANDLE:
             why = f"no {tf.name} candles in the window to {at}"
+        elif newest < grid.as_of:
+            why = f"behind: newest {tf.name} close opens {iso_ms(newest)}, before {at}"
         elif np.isnan(last[i]):
             why = f"no {tf.name} close at {at}"
         else:
@@ -222,13 +255,14 @@ def _volatility(closes: np.ndarray, btc: str, tf: Timeframe, as_of: int,
 
 
 def _share(name: str, hit: np.ndarray, counted: np.ndarray, votes: Votes) -> Indicator:
-    n = int(counted.sum())
-    if n == 0:
-        return Indicator(name, None, None, 0, "no symbol has the closes it needs")
+    n, size = int(counted.sum()), counted.size
+    if n == 0 or 2 * n < size:
+        return Indicator(name, None, None, n, f"{n} of {size} members have the closes it "
+                                              "needs, fewer than half")
     value = float(hit[counted].sum() / n)
     return Indicator(name, value, vote_high_calm(value, votes), n)
 
 
-__all__ = ["CALM", "NORMAL", "VOLATILE", "CloseGrid", "Indicator", "Regime",
-           "annualised_volatility", "close_grid", "compute_regime", "decide",
+__all__ = ["CALM", "NORMAL", "NO_CANDLE", "VOLATILE", "CloseGrid", "Indicator", "Regime",
+           "annualised_volatility", "choose_as_of", "close_grid", "compute_regime", "decide",
            "slots_needed", "vote_high_calm", "vote_low_calm"]
