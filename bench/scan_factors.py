@@ -86,7 +86,7 @@ def main() -> None:
                                 for _ in range(args.repeat)],
             "evaluate (hot)": [timed(evaluate, factors, "hot", "normal", ScansConfig())
                                for _ in range(args.repeat)],
-            "write artifacts": [timed(write_artifacts, Path(tmp), result, now)
+            "write artifacts": [timed(write_artifacts, Path(tmp), result, now, "bench")
                                 for _ in range(args.repeat)],
         }
     print(f"{args.symbols} symbols x {args.bars} 1h bars = {table.num_rows:,} rows, "

@@ -45,9 +45,9 @@ async def test_premove_fires_per_symbol_once_and_announces_the_end_once(
     ex = SimExchange(7, {s: "2017-08-17" for s in SYMBOLS}, clock=FakeClock(NOW),
                      holes=None, transient=None)
     src = SimSource("sim", exchange=ex, clock=clock)
-    # Squeeze and accumulation open to every scored symbol: two of three gates pass.
+    # Squeeze and accumulation open to every scored symbol, one gate of three needed.
     loose = {"squeeze_quality": 0, "squeeze_max_depth_usd": 1e12,
-             "accumulation_volume": 0, "accumulation_momentum": 0}
+             "accumulation_volume": 0, "accumulation_momentum": 0, "needed": 1}
     rt, specs = make(clock, config(http_server, loose), sources={"sim": src})
     assert (await run(rt, "backfill")).ok
     assert (await run(rt, "orderbook", universe="majors")).ok
@@ -55,6 +55,7 @@ async def test_premove_fires_per_symbol_once_and_announces_the_end_once(
     assert out.status is RunStatus.SUCCESS
     (fired,) = posted(http_server)
     assert fired["state"] == "firing" and fired["title"].startswith("pre-movement alert: ")
+    assert "found at least 1 of 3 gates passing" in fired["text"]
     assert sorted(a["key"] for a in fired["alerts"]) == sorted(
         f"premove:majors:{s}" for s in SYMBOLS)
     assert all(a["subject"]["artifacts"] for a in fired["alerts"])
@@ -63,7 +64,8 @@ async def test_premove_fires_per_symbol_once_and_announces_the_end_once(
     assert len(posted(http_server)) == 1
 
     # Gates no symbol can pass: quiet now, so the alert is over, said once.
-    strict = {**loose, "accumulation_volume": 101, "squeeze_quality": 101}
+    # (two needed: the missing funding gate alone cannot decide, so they are quiet)
+    strict = {**loose, "accumulation_volume": 101, "squeeze_quality": 101, "needed": 2}
     other, other_specs = make(clock, config(http_server, strict), node="n2",
                               sources={"sim": src})
     await run_now(other, other_specs["pm"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import resource
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,7 +40,7 @@ def result(profile: str = "hot") -> ScanResult:
 
 def test_signals_and_explain_parse_back(tmp_path: Path) -> None:
     folder = write_artifacts(tmp_path, result(), RUN, universe="top")
-    assert folder == tmp_path / "scans" / "hot" / "20240301T123456Z"
+    assert folder == tmp_path / "scans" / "top" / "hot" / "20240301T123456Z"
     assert sorted(p.name for p in folder.iterdir()) == ["explain.json", "signals.csv"]
     with open(folder / "signals.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -78,7 +79,7 @@ def test_signals_and_explain_parse_back(tmp_path: Path) -> None:
 
 
 def test_premove_csv(tmp_path: Path) -> None:
-    folder = write_artifacts(tmp_path, result("premove"), RUN)
+    folder = write_artifacts(tmp_path, result("premove"), RUN, "top")
     with open(folder / "premove.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["symbol"] for r in rows] == ["GOOD/USDT", "NONE/USDT"]
@@ -100,16 +101,48 @@ def test_scan_signal_rows_fit_the_dataset() -> None:
     assert got[0]["universe"] == "top" and got[0]["quality"] == 60.0
 
 
+def test_runs_of_other_universes_or_the_same_second_never_share_a_folder(
+        tmp_path: Path) -> None:
+    first = write_artifacts(tmp_path, result(), RUN, "majors")
+    other = write_artifacts(tmp_path, result(), RUN, "alts")
+    again = write_artifacts(tmp_path, result(), RUN, "majors")
+    third = write_artifacts(tmp_path, result(), RUN, "majors")
+    assert other == tmp_path / "scans" / "alts" / "hot" / "20240301T123456Z"
+    assert (again.name, third.name) == ("20240301T123456Z-2", "20240301T123456Z-3")
+    for folder, universe in ((first, "majors"), (other, "alts"), (again, "majors")):
+        assert json.loads((folder / "explain.json").read_text())["universe"] == universe
+        assert sorted(p.name for p in folder.iterdir()) == ["explain.json", "signals.csv"]
+    assert sorted(p.name for p in first.parent.iterdir()) == [
+        "20240301T123456Z", "20240301T123456Z-2", "20240301T123456Z-3"]  # no temp folder
+
+
+def test_an_empty_folder_of_the_name_holds_no_run_and_is_taken(tmp_path: Path) -> None:
+    empty = run_folder(tmp_path, "majors", "hot", RUN)
+    empty.mkdir(parents=True)
+    (empty.parent / f"{empty.name}-2").mkdir()  # skipped too: taken is taken
+    folder = write_artifacts(tmp_path, result(), RUN, "majors")
+    assert folder.name == "20240301T123456Z-3"
+    assert not list(empty.iterdir())
+
+
 def test_unwritable_folder_fails_naming_the_path(tmp_path: Path) -> None:
     (tmp_path / "scans").write_text("a file where the folder goes")
-    with pytest.raises(ArtifactWriteError, match=str(tmp_path / "scans" / "hot")):
-        write_artifacts(tmp_path, result(), RUN)
+    with pytest.raises(ArtifactWriteError, match=str(tmp_path / "scans" / "top" / "hot")):
+        write_artifacts(tmp_path, result(), RUN, "top")
 
 
-def test_failed_file_write_fails_naming_the_file(tmp_path: Path) -> None:
-    target = run_folder(tmp_path, "hot", RUN) / "explain.json"
-    target.mkdir(parents=True)  # a folder in the file's place: the rename cannot land
-    with pytest.raises(ArtifactWriteError, match=str(target)) as err:
-        write_artifacts(tmp_path, result(), RUN)
-    assert err.value.path == target
-    assert not list(target.parent.glob(".*.tmp"))
+def test_a_file_failing_midway_leaves_no_run_folder(tmp_path: Path) -> None:
+    """signals.csv fits under the process's file-size limit and explain.json does not
+    (EFBIG; Python ignores SIGXFSZ): the error names explain.json, and neither the run
+    folder nor the temporary one with signals.csv in it is left behind."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+    try:
+        with pytest.raises(ArtifactWriteError, match=r"explain\.json") as err:
+            write_artifacts(tmp_path, result(), RUN, "top")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert err.value.path.name == "explain.json"
+    assert err.value.path.parent.name.startswith(".20240301T123456Z.tmp-")
+    assert list((tmp_path / "scans" / "top" / "hot").iterdir()) == []
+

@@ -23,7 +23,7 @@ BASE: dict[str, Any] = {"stores": {"main": {"type": "duckdb", "path": "x.duckdb"
     ({"scans": {"profiles": {"hot": {"min_scor": 80}}}}, "scans.profiles.hot.min_scor",
      "valid keys: min_score, min_vadr, max_spread_bps, min_depth_usd"),
     ({"scans": {"profiles": {"cold": {"min_score": 80}}}}, "scans.profiles.cold",
-     "valid profiles: hot, warm, custom, premove"),
+     "valid profiles: hot, warm, custom (premove: scans.premove)"),
     ({"regime": {"volatility": {"calm": 0.5, "volatile": 0.5}}}, "regime.volatility",
      "calm (0.5) must be below volatile (0.5)"),
     ({"regime": {"above_ma": {"calm": 0.4, "volatile": 0.45}}}, "regime.above_ma",

@@ -36,7 +36,7 @@ def test_scan_run_dry_then_for_real(tmp_path: Path) -> None:
 
     done = cli_json(path, "scan", "run", "warm")
     assert done["ok"] and done["details"]["passed"] == dry["details"]["passed"]
-    folder = tmp_path / "data" / "artifacts" / "scans" / "warm"
+    folder = tmp_path / "data" / "artifacts" / "scans" / "majors" / "warm"
     [run_dir] = list(folder.iterdir())
     rows = list(csv.DictReader((run_dir / "signals.csv").open()))
     assert sorted(r["symbol"] for r in rows) == sorted(SYMBOLS)

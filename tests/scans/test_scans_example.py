@@ -44,7 +44,7 @@ async def test_the_scans_example_runs_end_to_end_on_the_sim(tmp_path: Path) -> N
             assert res.ok, (profile, res.errors)
             assert res.details["regime"] == verdict and res.details["symbols"] == 6
             folder = Path(res.artifacts[0]).parent
-            assert folder.parent == artifacts / "scans" / profile
+            assert folder.parent == artifacts / "scans" / "top" / profile
             explain = json.loads((folder / "explain.json").read_text())
             assert explain["weights"] == REGIME_WEIGHTS[verdict].model_dump()
             rows = list(csv.DictReader((folder / "signals.csv").open()))

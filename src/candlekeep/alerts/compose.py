@@ -253,6 +253,8 @@ class PremoveHit:
     score: float | None
     folder: str | None
     """The run's artifacts (premove.csv, explain.json say which gates passed)."""
+    needed: int | None = None
+    """Gates of three an alert needs (``scans.premove.needed``; None from an older run)."""
 
 
 def premove_key(hit: PremoveHit) -> str:
@@ -265,9 +267,11 @@ def premove(hits: Sequence[PremoveHit], state: AlertState, job: str, node: str,
     names = ", ".join(h.symbol for h in hits)
     title = (f"pre-movement alert: {names}" if firing
              else f"pre-movement alert over: {names}")
+    needed = hits[0].needed if hits else None
+    passing = ("the pre-movement gates passing" if needed is None
+               else f"at least {needed} of 3 gates passing")
     summary = (f"The pre-movement scan (job {job}, node {node}) at {fmt_ms(now_ms)} UTC "
-               + ("found 2 of 3 gates passing for:" if firing
-                  else "no longer alerts on:"))
+               + (f"found {passing} for:" if firing else "no longer alerts on:"))
 
     def subject(h: PremoveHit) -> Subject:
         score = "not scored" if h.score is None else f"score {h.score:.1f}"

@@ -204,7 +204,7 @@ class AlertEngine:
 
         def hit(row: dict[str, Any]) -> compose.PremoveHit:
             return compose.PremoveHit(found["universe"], row["symbol"], row.get("score"),
-                                      found.get("folder"))
+                                      found.get("folder"), found.get("needed"))
 
         bad = {compose.premove_key(h): h for h in map(hit, found["alert"])}
         quiet = {compose.premove_key(h): h for h in map(hit, found["quiet"])}

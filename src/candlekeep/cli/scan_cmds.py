@@ -12,11 +12,10 @@ from rich.table import Table
 
 from candlekeep.cli import common
 from candlekeep.cli.common import console, friendly_errors
+from candlekeep.config.scans import SCAN_PROFILES as PROFILES
 
 scan_app = typer.Typer(help="Scans of the universe from stored data (hot, warm, custom, "
                             "premove).", no_args_is_help=True)
-
-PROFILES = ("hot", "warm", "custom", "premove")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from candlekeep.config import ccxt_facts
 from candlekeep.config.models import Config, SeriesConfig
+from candlekeep.config.scans import SCAN_PROFILES, PremoveConfig
 from candlekeep.config.source_types import (
     HYPERLIQUID_TIMEFRAMES,
     SOURCE_TYPES,
@@ -313,7 +314,6 @@ def _check_operations(cfg: Config, file: str, jobs: list[str]) -> None:
                           "configured", "add smtp: {host: …, from: …} at the top level")
 
 
-SCAN_PROFILES = ("hot", "warm", "custom", "premove")
 _UNIVERSE_JOBS = ("regime", "scan", "orderbook")
 
 
@@ -332,9 +332,15 @@ def _check_scans(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"universes.{name}.symbols", "the list is empty",
                               "list symbols, or use top: {n: ..., days: ...}")
     for profile in cfg.scans.profiles:
+        if profile == "premove":
+            raise ConfigError(file, "scans.profiles.premove", "the pre-movement gates are not "
+                              "set under scans.profiles",
+                              "set them under scans.premove; its keys: "
+                              + ", ".join(PremoveConfig.model_fields))
         if profile not in SCAN_PROFILES:
+            gated = ", ".join(p for p in SCAN_PROFILES if p != "premove")
             raise ConfigError(file, f"scans.profiles.{profile}", f"unknown profile {profile!r}",
-                              f"valid profiles: {', '.join(SCAN_PROFILES)}")
+                              f"valid profiles: {gated} (premove: scans.premove)")
     r = cfg.regime
     for key, calm_low in (("volatility", True), ("above_ma", False), ("breadth", False)):
         v = getattr(r, key)

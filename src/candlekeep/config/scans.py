@@ -5,7 +5,7 @@ and store, a profile's universe) are checked by the loader."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -82,6 +82,12 @@ REGIME_WEIGHTS: dict[str, Weights] = {
 }
 
 
+Profile = Literal["hot", "warm", "custom", "premove"]
+"""A scan profile (job type ``scan``'s ``profile``)."""
+SCAN_PROFILES: tuple[str, ...] = get_args(Profile)
+"""The profiles by name, for config checks, the CLI and error messages."""
+
+
 class Gates(_Model):
     """A profile's gates; an unset gate is not applied. A value exactly at a threshold
     passes."""
@@ -116,6 +122,7 @@ class ScansConfig(_Model):
     artifacts: str = "artifacts"
     """Folder under ``data_dir`` (or absolute) for ``scans/<profile>/<UTC time>/``."""
     profiles: dict[str, Gates] = Field(default_factory=dict)
+    """Gates per profile (``premove``'s gates are ``scans.premove``, not here)."""
     premove: PremoveConfig = PremoveConfig()
 
     def gates(self, profile: str) -> Gates:
@@ -127,5 +134,6 @@ class ScansConfig(_Model):
             base.model_dump() | override.model_dump(include=set(override.model_fields_set)))
 
 
-__all__ = ["PROFILE_GATES", "REGIME_WEIGHTS", "STABLECOINS", "Gates", "PremoveConfig",
-           "RegimeConfig", "ScansConfig", "TopByVolume", "UniverseConfig", "Votes", "Weights"]
+__all__ = ["PROFILE_GATES", "REGIME_WEIGHTS", "SCAN_PROFILES", "STABLECOINS", "Gates",
+           "PremoveConfig", "Profile", "RegimeConfig", "ScansConfig", "TopByVolume",
+           "UniverseConfig", "Votes", "Weights"]

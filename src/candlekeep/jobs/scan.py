@@ -1,7 +1,7 @@
 """Scans (job type ``scan``, profiles ``hot``, ``warm``, ``custom``, ``premove``): the
 universe's factors from stored candles and order-book snapshots, weighted by the latest
 regime, through the profile's gates, written as explained artifacts
-(``<artifacts>/scans/<profile>/<UTC time>/``) and as ``scan_signals`` rows.
+(``<artifacts>/scans/<universe>/<profile>/<UTC time>/``) and as ``scan_signals`` rows.
 
 The work is reading, in one store session: the universe's candles over the lookback, its
 recent order-book snapshots, the newest regime and (premove) funding rates; the maths over
@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BeforeValidator, Field
 
+from candlekeep.config.scans import Profile
 from candlekeep.core.errors import ConfigError
 from candlekeep.core.timeframes import HOUR_MS, parse_timeframe
-from candlekeep.core.timeutil import parse_duration
+from candlekeep.core.timeutil import fmt_duration, iso_ms, parse_duration
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
 
@@ -27,12 +28,12 @@ if TYPE_CHECKING:  # pyarrow and numpy are imported when a scan runs: `list` sta
     import pyarrow as pa
 
     from candlekeep.jobs.runtime import Runtime
+    from candlekeep.scans.regime import Regime
     from candlekeep.scans.scoring import ScanResult
     from candlekeep.scans.universe import Universe
     from candlekeep.stores.base import Store
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Profile = Literal["hot", "warm", "custom", "premove"]
 
 NO_REGIME = "normal"
 """The weights a scan uses before any regime was recorded for its universe (said so)."""
@@ -83,6 +84,14 @@ def scan_now(runtime: Runtime, p: ScanParams, now_ms: int) -> ScanRun:
         raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
                           f"{tf.name} is coarser than the 1h momentum return",
                           "use 1h or finer (default 1h)")
+    need = min_lookback_bars(tf.ms)
+    if p.lookback * 1000 < need * tf.ms:
+        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.lookback",
+                          f"{fmt_duration(round(p.lookback * 1000))} holds "
+                          f"{int(p.lookback * 1000 // tf.ms)} {tf.name} bars; the factors "
+                          f"need at least {need}",
+                          f"give at least {-(-need * tf.ms // HOUR_MS)}h for {tf.name} "
+                          "candles (default 3d)")
     store = runtime.store(universe_store(cfg, name))
     end = tf.floor(now_ms)  # closed candles only
     with store.session():  # one visit for the reads (DuckDB: one open, not one per read)
@@ -95,11 +104,32 @@ def scan_now(runtime: Runtime, p: ScanParams, now_ms: int) -> ScanRun:
     if u.symbols and candles.num_rows:
         candles = candles.filter(pc.is_in(candles["symbol"],
                                           value_set=pa.array(u.symbols, pa.string())))
-    regime, note = (found.regime, None) if found is not None else (
+    regime, note = (found.regime, stale_note(found, now_ms)) if found is not None else (
         NO_REGIME, f"no regime recorded for universe {name}: {NO_REGIME} weights")
     factors = compute_factors(candles, now_ms, symbols=list(u.symbols), books=books)
     result = evaluate(factors, p.profile, regime, cfg.scans, funding)
     return ScanRun(u, result, now_ms, note)
+
+
+def min_lookback_bars(tf_ms: int) -> int:
+    """Bars a symbol needs for every factor: the 24 h return's (the bar a day before the
+    newest), RSI's seeding changes, VADR's 20 bars before the last and the MA's, plus one
+    RSI period more so Wilder's smoothing runs past its seed."""
+    from candlekeep.core.timeframes import DAY_MS
+    from candlekeep.scans.factors import MA_BARS, RSI_PERIOD, VADR_BARS
+
+    return max(-(-DAY_MS // tf_ms) + 1, RSI_PERIOD + 1, VADR_BARS + 1, MA_BARS) + RSI_PERIOD
+
+
+def stale_note(found: Regime, now_ms: int) -> str | None:
+    """A warning when the regime is past its ``next_refresh`` by more than one refresh
+    period (the regime job stopped, or failed, at least twice): its weights are still
+    used, but the run says how old they are."""
+    period = max(found.next_refresh - found.ts, 0)
+    if now_ms <= found.next_refresh + period:
+        return None
+    return (f"regime of {iso_ms(found.ts)} is stale (next refresh was due at "
+            f"{iso_ms(found.next_refresh)}): its {found.regime} weights used")
 
 
 def _recent_books(store: Store, source: str, now_ms: int) -> pa.Table:
@@ -128,9 +158,11 @@ def not_scored(run: ScanRun) -> dict[str, str]:
             if r.scores[i] != r.scores[i]}  # NaN: not scored
 
 
-def premove_detail(run: ScanRun, universe: str, folder: str) -> dict[str, object]:
+def premove_detail(run: ScanRun, universe: str, folder: str,
+                   needed: int) -> dict[str, object]:
     """The symbols a pre-movement run alerts on and those it scored quiet (an undetermined
-    or unscored symbol is neither: its alert state stays as it was)."""
+    or unscored symbol is neither: its alert state stays as it was), and how many of the
+    three gates an alert needs (the alert's text says so)."""
     r = run.result
     symbols = r.factors["symbol"].to_pylist()
     undetermined = ({i for i, st in enumerate(r.premove.status) if st == "undetermined"}
@@ -140,7 +172,7 @@ def premove_detail(run: ScanRun, universe: str, folder: str) -> dict[str, object
         return {"symbol": symbols[i], "score": None if r.scores[i] != r.scores[i]
                 else round(float(r.scores[i]), 2)}
 
-    return {"universe": universe, "folder": folder,
+    return {"universe": universe, "folder": folder, "needed": needed,
             "alert": [row(i) for i in range(len(symbols)) if r.passed[i]],
             "quiet": [row(i) for i in range(len(symbols))
                       if not r.passed[i] and i not in undetermined
@@ -188,7 +220,8 @@ async def scan(ctx: JobContext, p: ScanParams) -> JobResult:
         return res
     res.artifacts += [str(f) for f in sorted(Path(folder).iterdir())]
     if p.profile == "premove":  # what the premove alert rule fires and resolves on
-        res.details["premove"] = premove_detail(run, name, str(folder))
+        res.details["premove"] = premove_detail(run, name, str(folder),
+                                                ctx.config.scans.premove.needed)
     store = await ctx.store(run.universe.store)
     res.rows_written = await store.upsert(
         SCAN_SIGNALS, scan_signal_rows(run.result, run.run_ts, ctx.clock.now_ms(), name))

@@ -1,18 +1,23 @@
 """A scan run's files and store rows: ``signals.csv``, ``explain.json`` (and ``premove.csv``
-for the premove profile) under ``<artifacts>/scans/<profile>/<YYYYmmddTHHMMSSZ>/``, and the
-SCAN_SIGNALS rows.
+for the premove profile) under ``<artifacts>/scans/<universe>/<profile>/<YYYYmmddTHHMMSSZ>/``,
+and the SCAN_SIGNALS rows.
 
-Each file is written whole or not at all (a synced temporary file renamed into place, then
-the folder synced), so a reader never sees half a CSV; a write that fails raises
-``ArtifactWriteError`` naming the path, and the run fails with it.
+A run's folder appears whole or not at all: its files are written and synced in a hidden
+sibling (``.<name>.tmp-<random>``) that is renamed to the final name at the end, so a reader
+never sees half a run. An existing run folder is never reused (two runs of one universe and
+profile in one second: the second gets ``<name>-2``, then ``-3``...). A write that fails
+removes the temporary folder and raises ``ArtifactWriteError`` naming the path that failed;
+the run fails with it and records nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +45,16 @@ class ArtifactWriteError(CandlekeepError):
         super().__init__(f"cannot write scan artifact {path}: {err.strerror or err}")
 
 
-def run_folder(root: Path, profile: str, run_ts_ms: int) -> Path:
-    """``<root>/scans/<profile>/<UTC time as YYYYmmddTHHMMSSZ>``."""
-    return root / "scans" / profile / ms_to_datetime(run_ts_ms).strftime("%Y%m%dT%H%M%SZ")
+def run_dirname(ts_ms: int) -> str:
+    """A run's folder name: its UTC time, ``20260101T131712Z`` (names sort by time). The
+    one format of every artifact run folder (scans and regime)."""
+    return ms_to_datetime(ts_ms).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_folder(root: Path, universe: str, profile: str, run_ts_ms: int) -> Path:
+    """``<root>/scans/<universe>/<profile>/<UTC time>``: where a run's folder goes (with a
+    ``-2``, ``-3``... suffix when that name is taken)."""
+    return root / "scans" / universe / profile / run_dirname(run_ts_ms)
 
 
 def _floats(values: np.ndarray) -> pa.Array:
@@ -103,7 +115,7 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def explain(result: ScanResult, run_ts_ms: int, universe: str | None = None) -> dict[str, Any]:
+def explain(result: ScanResult, run_ts_ms: int, universe: str) -> dict[str, Any]:
     """explain.json: the regime and weights used, each gate's rule, and per symbol its
     score, factors, every gate (value, op, threshold, status) and top reasons."""
     f = result.factors
@@ -155,43 +167,64 @@ def _csv(table: pa.Table) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ArtifactWriteError(path, err) from err
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
-def write_artifacts(root: Path, result: ScanResult, run_ts_ms: int,
-                    universe: str | None = None) -> Path:
-    """Write the run's files under ``run_folder`` and return that folder;
-    ArtifactWriteError naming the path when any of them cannot be written."""
-    folder = run_folder(root, result.profile, run_ts_ms)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ArtifactWriteError(folder, err) from err
+def _land(tmp: Path, final: Path) -> Path:
+    """Rename the finished ``tmp`` folder to ``final``, or ``final-2``, ``-3``... when a run
+    folder of that name exists (a rename onto a non-empty folder fails, so two writers
+    racing for a name both land, in different folders)."""
+    for n in range(1, 1000):
+        target = final if n == 1 else final.with_name(f"{final.name}-{n}")
+        if target.exists():
+            continue
+        try:
+            os.rename(tmp, target)
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                continue
+            raise ArtifactWriteError(target, err) from err
+        return target
+    raise ArtifactWriteError(final, OSError(errno.EEXIST, "999 run folders of that name"))
+
+
+def write_artifacts(root: Path, result: ScanResult, run_ts_ms: int, universe: str) -> Path:
+    """Write the run's files into a new run folder (see the module) and return it;
+    ArtifactWriteError naming the path when any of it cannot be written, with nothing
+    left behind."""
+    final = run_folder(root, universe, result.profile, run_ts_ms)
     files = {SIGNALS_FILE: _csv(signals_table(result, run_ts_ms)),
              EXPLAIN_FILE: (_json_lines(explain(result, run_ts_ms, universe)) + "\n").encode()}
     if result.premove is not None:
         files[PREMOVE_FILE] = _csv(premove_table(result, run_ts_ms))
-    for name, data in files.items():
-        _write(folder / name, data)
     try:
-        fsync_path(folder)
+        final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ArtifactWriteError(folder, err) from err
+        raise ArtifactWriteError(final.parent, err) from err
+    tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(4)}")
+    path = tmp
+    try:
+        tmp.mkdir()
+        for name, data in files.items():
+            path = tmp / name
+            _write(path, data)
+        path = tmp
+        fsync_path(tmp)
+        folder = _land(tmp, final)
+        path = folder.parent
+        fsync_path(folder.parent)
+    except OSError as err:
+        raise ArtifactWriteError(path, err) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once renamed
     return folder
 
 
 def scan_signal_rows(result: ScanResult, run_ts_ms: int, ingested_ms: int,
-                     universe: str | None = None) -> pa.Table:
+                     universe: str) -> pa.Table:
     """SCAN_SIGNALS rows of the run, one per symbol (the store's copy of signals.csv,
     with every factor)."""
     f = result.factors
@@ -201,10 +234,10 @@ def scan_signal_rows(result: ScanResult, run_ts_ms: int, ingested_ms: int,
         return pa.array([value] * n, type_)
 
     return pa.table({
+        "universe": const(universe, pa.string()),
         "profile": const(result.profile, pa.string()),
         "run_ts": const(run_ts_ms, pa.int64()).cast(TS_TYPE),
         "symbol": f["symbol"], "source": f["source"],
-        "universe": const(universe, pa.string()),
         "regime": const(result.regime, pa.string()),
         "score": _floats(result.scores),
         **{name: f[name] for name in (*FACTOR_NAMES, "vadr", "spread_bps", "depth_usd",
@@ -216,5 +249,5 @@ def scan_signal_rows(result: ScanResult, run_ts_ms: int, ingested_ms: int,
 
 
 __all__ = ["EXPLAIN_FILE", "PREMOVE_FILE", "SIGNALS_FILE", "ArtifactWriteError", "explain",
-           "premove_table", "run_folder", "scan_signal_rows", "signals_table",
+           "premove_table", "run_dirname", "run_folder", "scan_signal_rows", "signals_table",
            "write_artifacts"]

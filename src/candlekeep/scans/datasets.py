@@ -51,13 +51,14 @@ REGIMES = register(Dataset("regimes", pa.schema([
     _INGESTED]), key=("universe", "ts"), version="ingested_at", time="ts"))
 
 SCAN_SIGNALS = register(Dataset("scan_signals", pa.schema([
-    _key("profile", STR), _key("run_ts", TS_TYPE), _key("symbol", STR),
-    pa.field("source", STR), pa.field("universe", STR), pa.field("regime", STR),
+    _key("universe", STR), _key("profile", STR), _key("run_ts", TS_TYPE), _key("symbol", STR),
+    pa.field("source", STR), pa.field("regime", STR),
     pa.field("score", F64), pa.field("momentum", F64), pa.field("technical", F64),
     pa.field("volume", F64), pa.field("quality", F64), pa.field("vadr", F64),
     pa.field("spread_bps", F64), pa.field("depth_usd", F64), pa.field("fresh", BOOL),
     pa.field("passed", BOOL),
     pa.field("reason", STR),  # why not scored or not passed; null when passed
-    _INGESTED]), key=("profile", "run_ts", "symbol"), version="ingested_at", time="run_ts"))
+    _INGESTED]), key=("universe", "profile", "run_ts", "symbol"), version="ingested_at",
+    time="run_ts"))
 
 __all__ = ["DEPTH_BAND", "ORDERBOOK_SNAPSHOTS", "REGIMES", "SCAN_SIGNALS"]
