@@ -140,8 +140,9 @@ def write_regime_files(folder: Path, found: Regime) -> tuple[Path, Path]:
     import shutil
 
     from candlekeep.core.fsync import fsync_path, write_text_atomic
+    from candlekeep.scans.artifacts import run_dirname
 
-    run_dir, latest = folder / found_dirname(found.ts), folder / "latest.json"
+    run_dir, latest = folder / run_dirname(found.ts), folder / "latest.json"
     tmp = folder / f".{run_dir.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     text = json.dumps(found.to_json(), indent=2) + "\n"
     target, placed = run_dir, False
@@ -166,13 +167,6 @@ def write_regime_files(folder: Path, found: Regime) -> tuple[Path, Path]:
 def artifacts_dir(config: Config) -> Path:
     """``scans.artifacts`` under ``data_dir`` (or as given when absolute)."""
     return config.data_dir / config.scans.artifacts
-
-
-def found_dirname(ts_ms: int) -> str:
-    """A run's folder name: its UTC time, ``20260101T131712Z`` (sorts by time)."""
-    from candlekeep.core.timeutil import ms_to_datetime
-
-    return ms_to_datetime(ts_ms).strftime("%Y%m%dT%H%M%SZ")
 
 
 def regime_row(r: Regime, ingested_ms: int) -> pa.Table:
