@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,19 +154,9 @@ def _save(ctx: JobContext, found: list[ProviderHealth],
 def write_health_file(path: Path, views: list[ProviderView], now_ms: int) -> None:
     """``{"written_at": …, "providers": [what GET /providers answers]}``, atomically: a
     temporary file synced, renamed over the old one, the directory synced."""
-    from candlekeep.core.fsync import fsync_path
+    from candlekeep.core.fsync import write_text_atomic
     from candlekeep.core.timeutil import iso_ms
     from candlekeep.queries.encode import plain
 
     body = json.dumps({"written_at": iso_ms(now_ms), "providers": plain(views)}, indent=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(body + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_path(path.parent)
+    write_text_atomic(path, body + "\n")

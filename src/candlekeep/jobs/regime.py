@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from candlekeep.core.errors import CandlekeepError, ConfigError
-from candlekeep.core.timeframes import DAY_MS, parse_timeframe
+from candlekeep.core.timeframes import DAY_MS, Timeframe, parse_timeframe
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
 
@@ -50,6 +50,15 @@ def universe_name(config: Config, wanted: str | None, key: str) -> str:
                       else "add one under universes:")
 
 
+def params_timeframe(config: Config, value: str) -> Timeframe:
+    """``params.timeframe`` parsed; ConfigError at that key when it is no timeframe."""
+    try:
+        return parse_timeframe(value)
+    except ValueError as exc:
+        raise ConfigError(str(config.config_path or "candlekeep.yaml"), "params.timeframe",
+                          str(exc)) from None
+
+
 def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
     """The regime at ``now_ms`` from stored data, nothing written. Blocking (reads the
     store): one read of the universe's source and timeframe over the window. Raises
@@ -60,11 +69,7 @@ def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
 
     cfg = runtime.config
     name = universe_name(cfg, p.universe, "params.universe")
-    try:
-        tf = parse_timeframe(p.timeframe)
-    except ValueError as exc:
-        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
-                          str(exc)) from None
+    tf = params_timeframe(cfg, p.timeframe)
     if DAY_MS % tf.ms:
         raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
                           f"{tf.name} does not divide a day", "use 1m … 1d (default 1h)")

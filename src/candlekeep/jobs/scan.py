@@ -19,7 +19,7 @@ from pydantic import BeforeValidator, Field
 
 from candlekeep.config.scans import Profile
 from candlekeep.core.errors import ConfigError
-from candlekeep.core.timeframes import HOUR_MS, parse_timeframe
+from candlekeep.core.timeframes import HOUR_MS
 from candlekeep.core.timeutil import fmt_duration, iso_ms, parse_duration
 from candlekeep.jobs.base import JobContext, JobResult, Params
 from candlekeep.jobs.registry import job_type
@@ -68,18 +68,14 @@ def scan_now(runtime: Runtime, p: ScanParams, now_ms: int) -> ScanRun:
     import pyarrow.compute as pc
 
     from candlekeep.core.datasets import CANDLES
-    from candlekeep.jobs.regime import latest_regime, universe_name
+    from candlekeep.jobs.regime import latest_regime, params_timeframe, universe_name
     from candlekeep.scans.factors import compute_factors
     from candlekeep.scans.scoring import evaluate
     from candlekeep.scans.universe import resolve_universe, universe_store
 
     cfg = runtime.config
     name = universe_name(cfg, p.universe, "params.universe")
-    try:
-        tf = parse_timeframe(p.timeframe)
-    except ValueError as exc:
-        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
-                          str(exc)) from None
+    tf = params_timeframe(cfg, p.timeframe)
     if tf.ms > HOUR_MS:
         raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
                           f"{tf.name} is coarser than the 1h momentum return",
