@@ -101,7 +101,7 @@ async def test_failed_artifact_write_fails_the_run_naming_the_path(tmp_path: Pat
         blocker.write_text("a file where the folder goes")
         res = await run(rt, "regime", universe="majors")
         assert not res.ok
-        assert any(str(blocker) in e and "could not write" in e for e in res.errors)
+        assert any(str(blocker) in e and "cannot write artifact" in e for e in res.errors)
         assert latest_regime(rt.store("main"), "majors") is None  # nothing recorded
     finally:
         await rt.aclose()
@@ -120,7 +120,7 @@ async def test_a_failed_latest_json_leaves_no_run_file(tmp_path: Path) -> None:
         (folder / "latest.json" / "x").mkdir(parents=True)
         res = await run(rt, "regime", universe="majors")
         assert not res.ok
-        assert any(f"could not write {folder / 'latest.json'}" in e for e in res.errors)
+        assert any(f"cannot write artifact {folder / 'latest.json'}" in e for e in res.errors)
         assert sorted(p.name for p in folder.iterdir()) == ["latest.json"]  # no run folder
         assert latest_regime(rt.store("main"), "majors") is None
     finally:

@@ -134,38 +134,28 @@ def regime_folder(config: Config, universe: str) -> Path:
 
 
 def write_regime_files(folder: Path, found: Regime) -> tuple[Path, Path]:
-    """The run's ``<UTC time>/regime.json`` and ``latest.json`` in ``folder``,
-    both or neither: the run folder is built under a temporary name and renamed into place,
-    then latest.json is replaced atomically; on any error what this run wrote is removed,
-    so a run that failed leaves no regime.json. Blocking. Raises RegimeWriteError naming
-    the path that could not be written."""
-    import errno
-    import os
-    import secrets
+    """The run's ``<UTC time>/regime.json`` and ``latest.json`` in ``folder``, both or
+    neither: the run folder lands whole (``scans.artifacts.write_run_folder``), then
+    latest.json is replaced atomically; if that fails, the run folder is removed again.
+    Blocking. Raises RegimeWriteError naming the path that could not be written."""
     import shutil
 
-    from candlekeep.core.fsync import fsync_path, write_text_atomic
-    from candlekeep.scans.artifacts import run_dirname
+    from candlekeep.core.fsync import write_text_atomic
+    from candlekeep.scans.artifacts import ArtifactWriteError, run_dirname, write_run_folder
 
-    run_dir, latest = folder / run_dirname(found.ts), folder / "latest.json"
-    tmp = folder / f".{run_dir.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     text = json.dumps(found.to_json(), indent=2) + "\n"
-    target, placed = run_dir, False
     try:
-        tmp.mkdir(parents=True)
-        write_text_atomic(tmp / "regime.json", text)
-        if run_dir.exists():  # a run in the same second: never mix two runs' files
-            raise FileExistsError(errno.EEXIST, "a run already wrote this folder")
-        tmp.rename(run_dir)
-        placed = True
-        fsync_path(folder)
-        target = latest
+        run_dir = write_run_folder(folder / run_dirname(found.ts),
+                                   {"regime.json": text.encode()})
+    except ArtifactWriteError as exc:
+        raise RegimeWriteError(str(exc)) from None
+    latest = folder / "latest.json"
+    try:
         write_text_atomic(latest, text)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if placed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise RegimeWriteError(f"could not write {target}: {exc.strerror or exc}") from None
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise RegimeWriteError(f"cannot write artifact {latest}: {exc.strerror or exc}") \
+            from None
     return run_dir / "regime.json", latest
 
 

@@ -42,7 +42,7 @@ class ArtifactWriteError(CandlekeepError):
 
     def __init__(self, path: Path, err: OSError) -> None:
         self.path = path
-        super().__init__(f"cannot write scan artifact {path}: {err.strerror or err}")
+        super().__init__(f"cannot write artifact {path}: {err.strerror or err}")
 
 
 def run_dirname(ts_ms: int) -> str:
@@ -191,15 +191,11 @@ def _land(tmp: Path, final: Path) -> Path:
     raise ArtifactWriteError(final, OSError(errno.EEXIST, "999 run folders of that name"))
 
 
-def write_artifacts(root: Path, result: ScanResult, run_ts_ms: int, universe: str) -> Path:
-    """Write the run's files into a new run folder (see the module) and return it;
-    ArtifactWriteError naming the path when any of it cannot be written, with nothing
-    left behind."""
-    final = run_folder(root, universe, result.profile, run_ts_ms)
-    files = {SIGNALS_FILE: _csv(signals_table(result, run_ts_ms)),
-             EXPLAIN_FILE: (_json_lines(explain(result, run_ts_ms, universe)) + "\n").encode()}
-    if result.premove is not None:
-        files[PREMOVE_FILE] = _csv(premove_table(result, run_ts_ms))
+def write_run_folder(final: Path, files: dict[str, bytes]) -> Path:
+    """``files`` in a new run folder named ``final`` (or ``final-2``… when taken), whole
+    or not at all: written and synced in a hidden temporary sibling, renamed into place,
+    the parent synced. Returns the folder; ArtifactWriteError naming the path that failed,
+    with nothing left behind. Scans and the regime write their runs through it."""
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -221,6 +217,17 @@ def write_artifacts(root: Path, result: ScanResult, run_ts_ms: int, universe: st
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already once renamed
     return folder
+
+
+def write_artifacts(root: Path, result: ScanResult, run_ts_ms: int, universe: str) -> Path:
+    """Write the run's files into a new run folder (see ``write_run_folder``) and return
+    it; ArtifactWriteError naming the path when any of it cannot be written, with nothing
+    left behind."""
+    files = {SIGNALS_FILE: _csv(signals_table(result, run_ts_ms)),
+             EXPLAIN_FILE: (_json_lines(explain(result, run_ts_ms, universe)) + "\n").encode()}
+    if result.premove is not None:
+        files[PREMOVE_FILE] = _csv(premove_table(result, run_ts_ms))
+    return write_run_folder(run_folder(root, universe, result.profile, run_ts_ms), files)
 
 
 def scan_signal_rows(result: ScanResult, run_ts_ms: int, ingested_ms: int,
@@ -250,4 +257,4 @@ def scan_signal_rows(result: ScanResult, run_ts_ms: int, ingested_ms: int,
 
 __all__ = ["EXPLAIN_FILE", "PREMOVE_FILE", "SIGNALS_FILE", "ArtifactWriteError", "explain",
            "premove_table", "run_dirname", "run_folder", "scan_signal_rows", "signals_table",
-           "write_artifacts"]
+           "write_artifacts", "write_run_folder"]
