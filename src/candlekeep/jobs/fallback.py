@@ -28,7 +28,7 @@ from candlekeep.jobs.base import JobContext, JobResult
 from candlekeep.jobs.runtime import SeriesPlan
 from candlekeep.sources.base import Source
 from candlekeep.sources.circuit import CircuitOpenError
-from candlekeep.sources.health import health_score
+from candlekeep.sources.health import snapshot_score
 
 CHUNK_PAGES = 8
 """Pages per durable write, as for the primary (``series_fetch.PAGES_PER_WRITE``)."""
@@ -48,16 +48,11 @@ def checkpoint_name(checkpoint_job: str, store: str) -> str:
     return f"{checkpoint_job}.fallback.{store}"
 
 
-def _score(source: Source) -> float:
-    snap = source.circuit.snapshot()
-    return health_score(snap.state, snap.calls, snap.failures, snap.latency_p95_s)
-
-
 def order_fallbacks(sources: Sequence[Source]) -> list[Source]:
     """Those that could take a request now, healthiest first; ties keep the configured
     order. A source whose circuit is open is left out."""
     ranked = sorted(enumerate(sources),
-                    key=lambda pair: (-_score(pair[1]), pair[0]))
+                    key=lambda pair: (-snapshot_score(pair[1].circuit.snapshot()), pair[0]))
     return [s for _, s in ranked if s.circuit.available]
 
 

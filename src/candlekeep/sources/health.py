@@ -171,6 +171,11 @@ class ProviderHealth:
     checked_at: int
 
 
+def snapshot_score(snap: CircuitSnapshot) -> float:
+    """``health_score`` of what a circuit saw in its window."""
+    return health_score(snap.state, snap.calls, snap.failures, snap.latency_p95_s)
+
+
 def judge(snap: CircuitSnapshot, counters: Counters, budget: Budget | None,
           probe_error: str | None, thresholds: Thresholds) -> tuple[ProviderStatus, list[str]]:
     """The status and its reasons (see the module docstring for the rules)."""
@@ -206,7 +211,7 @@ def provider_health(source: Source, source_type: str, since: Counters, now_ms: i
     reasons = [source.redact(r) for r in reasons]  # they quote the last error, unredacted
     return ProviderHealth(
         source=source.name, type=source_type, status=status, reasons=reasons,
-        score=health_score(snap.state, snap.calls, snap.failures, snap.latency_p95_s),
+        score=snapshot_score(snap),
         circuit=snap.state, circuit_since=snap.since_ms, circuit_until=snap.until_ms,
         calls=snap.calls, failures=snap.failures, error_rate=snap.error_rate,
         latency_p50_s=snap.latency_p50_s, latency_p95_s=snap.latency_p95_s,
@@ -247,4 +252,4 @@ async def probe(source: Source, series: SeriesKey | None) -> tuple[bool, str | N
 
 __all__ = ["SLOW_S", "UNKNOWN_SCORE", "Budget", "Counters", "ProviderHealth",
            "ProviderStatus", "Thresholds", "budget_of", "health_score", "judge",
-           "probe", "provider_health"]
+           "probe", "provider_health", "snapshot_score"]

@@ -21,6 +21,8 @@ def make_source(name: str, cfg: Any, clock: Clock) -> Source:
     module, _, attr = kind.factory.partition(":")
     cls = getattr(importlib.import_module(module), attr)
     source: Source = cls.from_config(name, cfg, clock)
-    source.circuit = CircuitBreaker(name, circuit_config(cfg.type, getattr(cfg, "circuit", None)),
-                                    clock=source.clock)
+    override = getattr(cfg, "circuit", None)
+    if override is not None:  # the source made its breaker from its type's defaults
+        source.circuit = CircuitBreaker(name, circuit_config(cfg.type, override),
+                                        clock=source.clock)
     return source
