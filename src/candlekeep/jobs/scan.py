@@ -175,9 +175,9 @@ def premove_detail(run: ScanRun, universe: str, folder: str,
                       and r.scores[i] == r.scores[i]]}
 
 
-def summary(run: ScanRun) -> dict[str, object]:
-    """What a run found, JSON-ready: passed symbols by score, those not scored with why,
-    those the universe excluded with why."""
+def summary(run: ScanRun, unscored: dict[str, str]) -> dict[str, object]:
+    """What a run found, JSON-ready: passed symbols by score, those not scored with why
+    (``not_scored``), those the universe excluded with why."""
     r = run.result
     symbols = r.factors["symbol"].to_pylist()
     passed = sorted((i for i in range(len(symbols)) if r.passed[i]),
@@ -187,7 +187,7 @@ def summary(run: ScanRun) -> dict[str, object]:
         "regime_note": run.regime_note, "symbols": len(symbols),
         "passed": [{"symbol": symbols[i], "score": round(float(r.scores[i]), 2)}
                    for i in passed],
-        "not_scored": not_scored(run), "excluded": dict(run.universe.excluded),
+        "not_scored": unscored, "excluded": dict(run.universe.excluded),
     }
 
 
@@ -200,11 +200,13 @@ async def scan(ctx: JobContext, p: ScanParams) -> JobResult:
     from candlekeep.scans.datasets import SCAN_SIGNALS
 
     name = universe_name(ctx.config, p.universe, f"jobs.{ctx.job_name}.params.universe")
-    run = await asyncio.to_thread(scan_now, ctx.runtime, p, ctx.clock.now_ms())
-    res = JobResult(details=summary(run))
+    run = await asyncio.to_thread(scan_now, ctx.runtime, p.model_copy(update={"universe": name}),
+                                  ctx.clock.now_ms())
+    unscored = not_scored(run)
+    res = JobResult(details=summary(run, unscored))
     if run.regime_note:
         res.warnings.append(run.regime_note)
-    for symbol, why in not_scored(run).items():
+    for symbol, why in unscored.items():
         res.warnings.append(f"{symbol}: not scored: {why}")
     if ctx.dry_run:
         return res

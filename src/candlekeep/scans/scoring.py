@@ -96,11 +96,17 @@ def column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table[name].to_numpy(zero_copy_only=False), float)
 
 
+def _weighted(factors: pa.Table, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """The weights and the symbols-by-factors matrix, in ``FACTOR_NAMES`` order."""
+    w = np.array([getattr(weights, name) for name in FACTOR_NAMES], float)
+    matrix = np.column_stack([column(factors, name) for name in FACTOR_NAMES])
+    return w, matrix
+
+
 def score(factors: pa.Table, weights: Weights) -> np.ndarray:
     """``Σ wᵢ·factorᵢ / Σ wᵢ`` (the regime weights sum to 1; dividing keeps any weights on
     the 0-100 scale); NaN when a factor is missing (the symbol has a ``reason``)."""
-    w = np.array([getattr(weights, name) for name in FACTOR_NAMES])
-    matrix = np.column_stack([column(factors, name) for name in FACTOR_NAMES])
+    w, matrix = _weighted(factors, weights)
     return np.asarray(matrix @ w / w.sum()) if len(matrix) else np.zeros(0)
 
 
@@ -215,9 +221,8 @@ def top_reasons(factors: pa.Table, scores: np.ndarray, weights: Weights,
     """Per symbol: why it was not scored; else its largest weighted contributions
     (``momentum 87.5 x 0.35 = 30.6``), then each gate that failed or is missing. Text for
     explain.json, one short list per symbol."""
-    w = np.array([getattr(weights, name) for name in FACTOR_NAMES]) / sum(
-        getattr(weights, name) for name in FACTOR_NAMES)
-    matrix = np.column_stack([column(factors, name) for name in FACTOR_NAMES])
+    w, matrix = _weighted(factors, weights)
+    w = w / w.sum()
     order = np.argsort(-(matrix * w), axis=1, kind="stable")[:, :TOP_FACTORS]
     unscored = factors["reason"].to_pylist()
     out: list[list[str]] = []
