@@ -65,7 +65,7 @@ def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
     ValueError when no indicator can be computed."""
     from candlekeep.core.datasets import CANDLES
     from candlekeep.scans.regime import compute_regime, slots_needed
-    from candlekeep.scans.universe import resolve_universe
+    from candlekeep.scans.universe import resolve_universe, universe_store
 
     cfg = runtime.config
     name = universe_name(cfg, p.universe, "params.universe")
@@ -73,11 +73,12 @@ def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
     if DAY_MS % tf.ms:
         raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
                           f"{tf.name} does not divide a day", "use 1m … 1d (default 1h)")
-    u = resolve_universe(runtime, cfg, name, now_ms)
-    store = runtime.store(u.store)
+    store = runtime.store(universe_store(cfg, name))
     end = tf.floor(now_ms)
-    candles = store.read(CANDLES, where={"source": u.source, "timeframe": tf.name},
-                         column="ts", lo=end - 2 * slots_needed(tf) * tf.ms, hi=end)
+    with store.session():  # one visit (DuckDB: one open) for the universe and its candles
+        u = resolve_universe(store, cfg, name, now_ms)
+        candles = store.read(CANDLES, where={"source": u.source, "timeframe": tf.name},
+                             column="ts", lo=end - 2 * slots_needed(tf) * tf.ms, hi=end)
     found = compute_regime(candles, name, list(u.symbols), p.btc, tf, cfg.regime, now_ms,
                            u.excluded)
     if found is None:
@@ -186,6 +187,7 @@ def latest_regime(store: Store, universe: str) -> Regime | None:
     scan weighs its factors with. Blocking. Its ``excluded``, ``as_of`` and ``timeframe``
     are not stored (see the run's regime.json)."""
     from candlekeep.config.scans import Weights
+    from candlekeep.core.timeutil import to_ms
     from candlekeep.scans.datasets import REGIMES
     from candlekeep.scans.regime import Indicator, Regime
 
@@ -199,17 +201,10 @@ def latest_regime(store: Store, universe: str) -> Regime | None:
                          None if row[vote] is not None else "missing at that run")
 
     return Regime(
-        universe, _ms(row["ts"]), row["regime"], row["confidence"],
+        universe, to_ms(row["ts"]), row["regime"], row["confidence"],
         ind("btc_volatility", "btc_volatility", "volatility_vote"),
         ind("above_ma_share", "above_ma_share", "above_ma_vote"),
         ind("breadth", "breadth", "breadth_vote"),
         Weights(momentum=row["weight_momentum"], technical=row["weight_technical"],
                 volume=row["weight_volume"], quality=row["weight_quality"]),
-        _ms(row["next_refresh"]))
-
-
-def _ms(value: object) -> int:
-    from datetime import datetime
-
-    assert isinstance(value, datetime)
-    return round(value.timestamp() * 1000)
+        to_ms(row["next_refresh"]))

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from candlekeep.core.errors import RateLimitedError, SourceError, TransientSourceError
-from candlekeep.core.text import redact_url
+from candlekeep.core.text import redact_url, snippet
 from candlekeep.sources.base import Source
 from candlekeep.sources.hyperliquid.weights import (
     base_weight,
@@ -191,23 +191,18 @@ class HyperliquidClient:
                    else " (waiting for the weight window to roll over)"), retry_after)
         if code >= 500:
             raise TransientSourceError(f"{where}: HTTP {code} at {self.shown_url}: "
-                                       f"{_snippet(reply.text)}")
+                                       f"{snippet(reply.text)}")
         if code != 200:
             hint = (" (Hyperliquid could not read the request: an unknown type, coin or "
                     "interval, or a field of the wrong type)" if code == 422 else "")
             raise SourceError(f"{where}: HTTP {code} at {self.shown_url}: "
-                              f"{_snippet(reply.text)}{hint}")
+                              f"{snippet(reply.text)}{hint}")
         try:
             return json.loads(reply.content)
         except ValueError:
             raise TransientSourceError(
                 f"{where}: unparseable or truncated reply ({len(reply.content)} bytes): "
-                f"{_snippet(reply.text)}") from None
-
-
-def _snippet(text: str, size: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= size else text[:size] + "…"
+                f"{snippet(reply.text)}") from None
 
 
 __all__ = ["HyperliquidClient", "HyperliquidLimiter", "ItemCount"]
