@@ -42,7 +42,7 @@ def job_params(ctx: typer.Context, job: str | None) -> tuple[str, dict[str, Any]
     """The run's name and params: ``--job``'s, else the one configured availability job's,
     else the job type's defaults."""
     cfg = common.state(ctx).config()
-    file = str(cfg.config_path or "candlekeep.yaml")
+    file = cfg.file
     if job is not None:
         found = cfg.job(job)
         if found is None:

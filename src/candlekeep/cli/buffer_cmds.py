@@ -37,7 +37,7 @@ def _buffer_names(cfg: Config, only: str | None) -> list[str]:
     from candlekeep.core.errors import ConfigError
 
     names = [n for n, s in cfg.stores.items() if isinstance(s, BufferStoreConfig)]
-    file = str(cfg.config_path or "candlekeep.yaml")
+    file = cfg.file
     if only is not None:
         if only not in names:
             raise ConfigError(file, f"stores.{only}", "not a buffer store",

@@ -100,7 +100,7 @@ def _chosen(cfg: Config, names: list[str], default: Callable[[Any], bool]) -> li
 
     unknown = [n for n in names if n not in cfg.stores]
     if unknown:
-        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "stores",
+        raise ConfigError(cfg.file, "stores",
                           f"unknown store {unknown[0]!r}",
                           f"defined: {', '.join(cfg.stores) or 'none'}")
     return names or [n for n, c in cfg.stores.items() if default(c)]

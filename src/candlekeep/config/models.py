@@ -167,6 +167,11 @@ class Config(_Model):
     scans: ScansConfig = ScansConfig()
 
     @property
+    def file(self) -> str:
+        """The config file as error messages name it."""
+        return str(self.config_path or "candlekeep.yaml")
+
+    @property
     def state_url(self) -> str:
         return self.state or f"sqlite:///{self.data_dir / 'state.db'}"
 

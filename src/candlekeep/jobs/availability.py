@@ -76,7 +76,7 @@ def _sources(ctx: JobContext, p: AvailabilityParams) -> set[str]:
 
 
 def _where(ctx: JobContext, key: str) -> tuple[str, str]:
-    file = str(ctx.config.config_path or "candlekeep.yaml")
+    file = ctx.config.file
     return file, f"jobs.{ctx.job_name}.params.{key}"
 
 

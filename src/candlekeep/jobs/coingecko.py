@@ -80,7 +80,7 @@ class CoinGeckoQualityParams(_CoinGeckoParams):
 
 
 def _where(ctx: JobContext, key: str) -> tuple[str, str]:
-    return str(ctx.config.config_path or "candlekeep.yaml"), f"jobs.{ctx.job_name}.params.{key}"
+    return ctx.config.file, f"jobs.{ctx.job_name}.params.{key}"
 
 
 def _store_name(ctx: JobContext, p: _CoinGeckoParams) -> str:

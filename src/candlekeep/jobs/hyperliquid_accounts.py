@@ -44,7 +44,7 @@ class HyperliquidAccountsParams(Params):
 
 
 def _where(ctx: JobContext, key: str) -> tuple[str, str]:
-    file = str(ctx.config.config_path or "candlekeep.yaml")
+    file = ctx.config.file
     return file, f"jobs.{ctx.job_name}.params.{key}"
 
 
@@ -52,7 +52,7 @@ def selected_accounts(ctx: JobContext, p: HyperliquidAccountsParams) -> list[Acc
     """The accounts a run covers, in config order; ConfigError for an unknown name."""
     configured = ctx.config.accounts
     if not configured:
-        raise ConfigError(str(ctx.config.config_path or "candlekeep.yaml"), "accounts",
+        raise ConfigError(ctx.config.file, "accounts",
                           "no accounts are configured",
                           "list wallets under accounts: [{name, address, source}]")
     if p.accounts is None:

@@ -45,7 +45,7 @@ class OrderbookParams(Params):
 
 
 def _where(ctx: JobContext) -> str:
-    return str(ctx.config.config_path or "candlekeep.yaml")
+    return ctx.config.file
 
 
 async def _targets(ctx: JobContext, p: OrderbookParams) -> tuple[str, list[str], str]:

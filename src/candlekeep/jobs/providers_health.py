@@ -75,7 +75,7 @@ def _names(ctx: JobContext, p: ProvidersHealthParams) -> list[str]:
         return configured
     unknown = [n for n in p.sources if n not in ctx.config.sources]
     if unknown:
-        raise ConfigError(str(ctx.config.config_path or "candlekeep.yaml"),
+        raise ConfigError(ctx.config.file,
                           f"jobs.{ctx.job_name}.params.sources",
                           f"unknown source(s) {', '.join(unknown)}",
                           f"configured: {', '.join(configured) or 'none'}")

@@ -44,7 +44,7 @@ def universe_name(config: Config, wanted: str | None, key: str) -> str:
         return wanted
     if len(config.universes) == 1:
         return next(iter(config.universes))
-    raise ConfigError(str(config.config_path or "candlekeep.yaml"), key,
+    raise ConfigError(config.file, key,
                       "which universe?" if config.universes else "no universe is configured",
                       f"name one of: {', '.join(config.universes)}" if config.universes
                       else "add one under universes:")
@@ -55,7 +55,7 @@ def params_timeframe(config: Config, value: str) -> Timeframe:
     try:
         return parse_timeframe(value)
     except ValueError as exc:
-        raise ConfigError(str(config.config_path or "candlekeep.yaml"), "params.timeframe",
+        raise ConfigError(config.file, "params.timeframe",
                           str(exc)) from None
 
 
@@ -71,7 +71,7 @@ def regime_now(runtime: Runtime, p: RegimeParams, now_ms: int) -> Regime:
     name = universe_name(cfg, p.universe, "params.universe")
     tf = params_timeframe(cfg, p.timeframe)
     if DAY_MS % tf.ms:
-        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
+        raise ConfigError(cfg.file, "params.timeframe",
                           f"{tf.name} does not divide a day", "use 1m … 1d (default 1h)")
     store = runtime.store(universe_store(cfg, name))
     end = tf.floor(now_ms)
@@ -128,7 +128,7 @@ def regime_folder(config: Config, universe: str) -> Path:
     """``<artifacts>/regime/<universe>``: each universe's runs and latest.json apart.
     Raises ConfigError for a name that is not one folder."""
     if universe in ("", ".", "..") or "/" in universe or "\\" in universe:
-        raise ConfigError(str(config.config_path or "candlekeep.yaml"), f"universes.{universe}",
+        raise ConfigError(config.file, f"universes.{universe}",
                           "a universe's name is the folder of its regime artifacts",
                           "rename it without / or \\")
     return artifacts_dir(config) / "regime" / universe

@@ -110,7 +110,7 @@ class Runtime:
         if name not in self._stores:
             cfg = self.config.stores.get(name)
             if cfg is None:
-                raise ConfigError(self._file, f"stores.{name}", "unknown store",
+                raise ConfigError(self.config.file, f"stores.{name}", "unknown store",
                                   f"defined: {', '.join(self.config.stores)}")
             from candlekeep.stores.registry import make_store
 
@@ -126,7 +126,7 @@ class Runtime:
         if name not in self._sources:
             cfg = self.config.sources.get(name)
             if cfg is None:
-                raise ConfigError(self._file, f"sources.{name}", "unknown source",
+                raise ConfigError(self.config.file, f"sources.{name}", "unknown source",
                                   f"defined: {', '.join(self.config.sources)}")
             from candlekeep.sources.registry import make_source
 
@@ -138,10 +138,6 @@ class Runtime:
         jobs asked of the exchanges (what ``/metrics`` reports)."""
         with self._making:
             return sorted(self._sources.values(), key=lambda s: s.name)
-
-    @property
-    def _file(self) -> str:
-        return str(self.config.config_path or "candlekeep.yaml")
 
     def plans(
         self,

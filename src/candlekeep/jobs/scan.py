@@ -77,12 +77,12 @@ def scan_now(runtime: Runtime, p: ScanParams, now_ms: int) -> ScanRun:
     name = universe_name(cfg, p.universe, "params.universe")
     tf = params_timeframe(cfg, p.timeframe)
     if tf.ms > HOUR_MS:
-        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.timeframe",
+        raise ConfigError(cfg.file, "params.timeframe",
                           f"{tf.name} is coarser than the 1h momentum return",
                           "use 1h or finer (default 1h)")
     need = min_lookback_bars(tf.ms)
     if p.lookback * 1000 < need * tf.ms:
-        raise ConfigError(str(cfg.config_path or "candlekeep.yaml"), "params.lookback",
+        raise ConfigError(cfg.file, "params.lookback",
                           f"{fmt_duration(round(p.lookback * 1000))} holds "
                           f"{int(p.lookback * 1000 // tf.ms)} {tf.name} bars; the factors "
                           f"need at least {need}",

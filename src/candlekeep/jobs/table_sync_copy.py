@@ -136,7 +136,7 @@ def plan(rt: Runtime, job: str, p: SyncParams) -> Plan:
 
     A missing table, key, cursor or privilege is raised here, naming the item's config key,
     so that one bad table does not leave the others half copied."""
-    file = str(rt.config.config_path or "candlekeep.yaml")
+    file = rt.config.file
     base = f"jobs[{job}].params"
     for field, name in (("from", p.from_), ("to", p.to)):
         if name not in rt.config.stores:

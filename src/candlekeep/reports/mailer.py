@@ -57,7 +57,7 @@ def check(config: Config, report: str, to: Sequence[str] | None = None) -> tuple
     """Everything about ``reports.<report>`` that can be wrong before anything is read:
     the report, its sections, the recipients. Returns the recipients."""
     resolve(config, report)
-    file = str(config.config_path or "candlekeep.yaml")
+    file = config.file
     where = "--to" if to else f"reports.{report}.to"
     addresses = tuple(to) if to else tuple(config.reports[report].to)
     for i, addr in enumerate(addresses):

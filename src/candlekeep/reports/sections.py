@@ -229,7 +229,7 @@ def resolve(config: Config, report: str) -> list[Section]:
 
     Checked here, when a report is sent, rather than by the config loader: sections are
     registered by code (built-ins, plug-ins, tests), which the loader must not import."""
-    file = str(config.config_path or "candlekeep.yaml")
+    file = config.file
     cfg = config.reports.get(report)
     if cfg is None:
         raise ConfigError(file, "reports", f"unknown report {report!r}",
@@ -259,7 +259,7 @@ def section_params(config: Config, report: str, section: Section) -> Any:
     ``section.params``, None for a section that takes none); ConfigError naming the key."""
     from pydantic import ValidationError
 
-    file = str(config.config_path or "candlekeep.yaml")
+    file = config.file
     key = f"reports.{report}.params.{section.name}"
     raw = config.reports[report].params.get(section.name)
     if section.params is None:

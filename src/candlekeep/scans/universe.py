@@ -61,7 +61,7 @@ def universe_store(config: Config, name: str) -> str:
     found = next((config.store_for(s) for s in config.series if s.source == u.source), None)
     found = found or config.default_store
     if found is None:
-        raise ConfigError(_file(config), f"universes.{name}.store", "no store to read",
+        raise ConfigError(config.file, f"universes.{name}.store", "no store to read",
                           "define a store (stores:) or name one in the universe")
     return found
 
@@ -128,13 +128,9 @@ def is_stablecoin(symbol: str) -> bool:
 def _config(config: Config, name: str) -> UniverseConfig:
     u = config.universes.get(name)
     if u is None:
-        raise ConfigError(_file(config), f"universes.{name}", f"unknown universe {name!r}",
+        raise ConfigError(config.file, f"universes.{name}", f"unknown universe {name!r}",
                           f"defined: {', '.join(config.universes) or 'none'}")
     return u
-
-
-def _file(config: Config) -> str:
-    return str(config.config_path or "candlekeep.yaml")
 
 
 __all__ = ["Universe", "is_stablecoin", "resolve_universe", "universe_store"]

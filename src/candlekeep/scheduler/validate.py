@@ -21,10 +21,6 @@ from candlekeep.scheduler.triggers import CronError, CronTrigger, cron_trigger, 
 TEST_JOBS_ENV = "CANDLEKEEP_TEST_JOBS"
 
 
-def _file(config: Config) -> str:
-    return str(config.config_path or "candlekeep.yaml")
-
-
 def available_job_types() -> dict[str, JobType]:
     """The registry, plus the test job types when ``CANDLEKEEP_TEST_JOBS=1``."""
     if os.environ.get(TEST_JOBS_ENV, "") not in ("", "0"):
@@ -40,7 +36,7 @@ def validate_jobs(config: Config) -> None:
 
 
 def load_jobs(config: Config) -> list[JobSpec]:
-    file = _file(config)
+    file = config.file
     try:
         parse_timezone(config.timezone)
     except CronError as exc:
