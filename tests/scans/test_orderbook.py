@@ -19,9 +19,10 @@ from candlekeep.core.timeframes import MINUTE_MS
 from candlekeep.core.timeutil import to_ms
 from candlekeep.jobs.runtime import Runtime
 from candlekeep.scans.datasets import ORDERBOOK_SNAPSHOTS
-from candlekeep.scans.orderbook import in_base_units, levels, snapshot_row
+from candlekeep.scans.orderbook import snapshot_row
 from candlekeep.sim.exchange import SimExchange
 from candlekeep.sim.generator import price_decimals
+from candlekeep.sources.orderbook import in_base_units, levels
 from candlekeep.sources.sim_source import SimSource
 from tests.jobs.test_pipeline import run
 

@@ -17,42 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 
 from candlekeep.core.errors import BadReplyError
 from candlekeep.scans.datasets import DEPTH_BAND, ORDERBOOK_SNAPSHOTS
-
-F64 = npt.NDArray[np.float64]
+from candlekeep.sources.orderbook import F64
 
 EDGE_TOLERANCE = 1e-9
 """Relative slack at the band's edge, so a level exactly 2 % from mid counts although
 ``mid * 0.98`` is not exact in binary."""
-
-
-def levels(rows: Any) -> F64:
-    """A reply's ``[[price, qty, ...], ...]`` (numbers or decimal strings) as an (n, 2)
-    float array; ValueError when the rows are not that shape."""
-    if rows is None:
-        raise ValueError("no levels")
-    arr = np.asarray(rows, dtype=np.float64)
-    if arr.size == 0:
-        return np.empty((0, 2), dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] < 2:
-        raise ValueError(f"levels of shape {arr.shape}, expected [[price, qty], ...]")
-    return arr[:, :2]
-
-
-def in_base_units(rows: F64, contract_size: float | None, inverse: bool) -> F64:
-    """Levels whose quantities count contracts, with quantities in the base currency, so
-    ``price x quantity`` is the quote value everywhere: a linear contract holds
-    ``contract_size`` base (OKX BTC-USDT-SWAP: 0.01 BTC), an inverse one is worth
-    ``contract_size`` quote (Binance COIN-M BTC: 100 USD), i.e. ``contract_size / price``
-    base. ``contract_size`` None (spot) leaves the levels as they are."""
-    if contract_size is None:
-        return rows
-    scale = contract_size / rows[:, 0] if inverse else contract_size
-    return np.column_stack([rows[:, 0], rows[:, 1] * scale])
 
 
 def snapshot_row(source: str, symbol: str, ts_ms: int, bids: F64, asks: F64, *,
@@ -94,4 +67,4 @@ def _check(source: str, symbol: str, side: str, rows: F64) -> None:
         raise BadReplyError(source, symbol, f"{side}: a price or quantity not above 0")
 
 
-__all__ = ["EDGE_TOLERANCE", "in_base_units", "levels", "snapshot_row", "snapshots_table"]
+__all__ = ["EDGE_TOLERANCE", "snapshot_row", "snapshots_table"]

@@ -35,7 +35,7 @@ from candlekeep.sources.retry import RetryPolicy, call_with_retry
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from candlekeep.scans.orderbook import F64
+    from candlekeep.sources.orderbook import F64
 
 T = TypeVar("T")
 
@@ -123,7 +123,7 @@ class Source(abc.ABC):
 
     async def order_book(self, symbol: str, limit: int) -> tuple[F64, F64]:
         """One snapshot of ``symbol``'s book, at most ``limit`` levels a side: bids and
-        asks as (n, 2) ``[price, qty]`` arrays (see ``scans.orderbook.levels``). Sources
+        asks as (n, 2) ``[price, qty]`` arrays (see ``sources.orderbook.levels``). Sources
         with books override it; the rest say they have none."""
         raise SourceError(f"source {self.name}: serves no order books (type "
                           f"{self.source_type or type(self).__name__})")

@@ -38,10 +38,10 @@ from candlekeep.core.errors import (
 )
 from candlekeep.core.schema import candles_from_columns, empty_candles
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
-from candlekeep.scans.orderbook import F64, in_base_units, levels
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.binance_volumes import binance_volumes
 from candlekeep.sources.capabilities import Capabilities, capabilities, known
+from candlekeep.sources.orderbook import F64, in_base_units, levels
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy
 from candlekeep.sources.usage_headers import parse_usage

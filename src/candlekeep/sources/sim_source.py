@@ -21,7 +21,6 @@ from candlekeep.core.errors import (
     TransientSourceError,
 )
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
-from candlekeep.scans.orderbook import F64
 from candlekeep.sim.exchange import (
     Admission,
     Api,
@@ -36,6 +35,7 @@ from candlekeep.sources.capabilities import (
     binance_futures_weight,
     binance_spot_weight,
 )
+from candlekeep.sources.orderbook import F64
 from candlekeep.sources.retry import RetryPolicy
 
 PAGE_LIMIT = 1000

@@ -32,7 +32,6 @@ from candlekeep.core.schema import TS_TYPE, candles_from_columns, empty_candles
 from candlekeep.core.text import redact_url
 from candlekeep.core.timeframes import TIMEFRAMES, Timeframe
 from candlekeep.core.timeutil import fmt_ms
-from candlekeep.scans.orderbook import F64, levels
 from candlekeep.sources.base import MarketInfo, Source
 from candlekeep.sources.capabilities import HYPERLIQUID_NATIVE
 from candlekeep.sources.hyperliquid.client import HyperliquidClient, HyperliquidLimiter, ItemCount
@@ -43,6 +42,7 @@ from candlekeep.sources.hyperliquid.markets import (
     parse_meta,
     parse_spot_meta,
 )
+from candlekeep.sources.orderbook import F64, levels
 from candlekeep.sources.ratelimit import WeightLimiter
 from candlekeep.sources.retry import RetryPolicy
 
