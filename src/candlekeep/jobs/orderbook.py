@@ -44,10 +44,6 @@ class OrderbookParams(Params):
         return self
 
 
-def _where(ctx: JobContext) -> str:
-    return ctx.config.file
-
-
 async def _targets(ctx: JobContext, p: OrderbookParams) -> tuple[str, list[str], str]:
     """(source, symbols, store) the run covers; ConfigError for names nothing configures.
     A universe is resolved now (a top-by-volume one from stored daily candles)."""
@@ -63,16 +59,16 @@ async def _targets(ctx: JobContext, p: OrderbookParams) -> tuple[str, list[str],
             ctx.log.info("universe %s leaves out %s: %s", uni.name, symbol, why)
         source, symbols, store = uni.source, list(uni.symbols), store or uni.store
     else:
+        from candlekeep.scans.universe import source_store
+
         assert p.source is not None and p.symbols is not None  # the validator's
         source, symbols = p.source, p.symbols
-        store = store or next(
-            (cfg.store_for(s) for s in cfg.series if s.source == source), None)
+        store = store or source_store(cfg, source)
     if source not in cfg.sources:
-        raise ConfigError(_where(ctx), f"{key}.source", f"unknown source {source!r}",
+        raise ConfigError(cfg.file, f"{key}.source", f"unknown source {source!r}",
                           f"configured: {', '.join(cfg.sources) or 'none'}")
-    store = store or cfg.default_store
     if store is None or store not in cfg.stores:
-        raise ConfigError(_where(ctx), f"{key}.store", f"unknown store {store!r}",
+        raise ConfigError(cfg.file, f"{key}.store", f"unknown store {store!r}",
                           f"configured: {', '.join(cfg.stores) or 'none'}")
     return source, list(dict.fromkeys(symbols)), store
 

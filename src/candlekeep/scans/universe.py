@@ -52,14 +52,20 @@ class Universe:
     """Ranked symbols with at least one day's quote volume estimated as close * volume."""
 
 
+def source_store(config: Config, source: str) -> str | None:
+    """Where a source's data is read and written when nothing names a store: the store of
+    its first configured series, else the default store (None without stores)."""
+    found = next((config.store_for(s) for s in config.series if s.source == source), None)
+    return found or config.default_store
+
+
 def universe_store(config: Config, name: str) -> str:
     """The store a universe reads: its own ``store``, else the store of its source's first
     configured series, else the default store."""
     u = _config(config, name)
     if u.store is not None:
         return u.store
-    found = next((config.store_for(s) for s in config.series if s.source == u.source), None)
-    found = found or config.default_store
+    found = source_store(config, u.source)
     if found is None:
         raise ConfigError(config.file, f"universes.{name}.store", "no store to read",
                           "define a store (stores:) or name one in the universe")
@@ -133,4 +139,4 @@ def _config(config: Config, name: str) -> UniverseConfig:
     return u
 
 
-__all__ = ["Universe", "is_stablecoin", "resolve_universe", "universe_store"]
+__all__ = ["Universe", "is_stablecoin", "resolve_universe", "source_store", "universe_store"]
